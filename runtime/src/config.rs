@@ -1,0 +1,78 @@
+//! Connection settings shared by the client and the server, with their defaults.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// Default limit on a received message: 4 MiB, as in gRPC.
+pub(crate) const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// Default limit on an encoded head or trailers: 16 KiB, as hyper/h2's header list limit.
+pub(crate) const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
+/// Default limit on concurrent calls per connection. quinn's own default is 100.
+pub(crate) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Default idle timeout: 30 s, quinn's.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default client keep-alive: 10 s, well inside the idle timeout.
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Default handshake limit on the client.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection-wide receive window: bounds what one peer can make us buffer across all of
+/// its streams (quinn's default is unbounded).
+pub(crate) const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Settings every connection has, on either side.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionConfig {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) keep_alive_interval: Option<Duration>,
+    pub(crate) max_receive_message_size: usize,
+    pub(crate) max_header_list_size: usize,
+    pub(crate) max_concurrent_streams: u32,
+}
+
+impl ConnectionConfig {
+    pub(crate) fn client_default() -> Self {
+        Self {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive_interval: Some(DEFAULT_KEEP_ALIVE),
+            max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            // The server opens no calls towards the client.
+            max_concurrent_streams: 0,
+        }
+    }
+
+    pub(crate) fn server_default() -> Self {
+        Self {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive_interval: None,
+            max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+        }
+    }
+
+    fn transport(&self, incoming_uni: u32) -> Result<quinn::TransportConfig, Error> {
+        let idle = quinn::IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
+            Error::Config(format!("idle timeout {:?} is too large", self.idle_timeout))
+        })?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive_interval)
+            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
+            .max_concurrent_uni_streams(incoming_uni.into())
+            .receive_window(DEFAULT_CONNECTION_WINDOW.into());
+        Ok(transport)
+    }
+
+    /// The client accepts the server's control stream (and a spare).
+    pub(crate) fn client_transport(&self) -> Result<quinn::TransportConfig, Error> {
+        self.transport(2)
+    }
+
+    /// The server accepts calls only.
+    pub(crate) fn server_transport(&self) -> Result<quinn::TransportConfig, Error> {
+        self.transport(0)
+    }
+}

@@ -1,0 +1,48 @@
+//! The `grpc-timeout` header: `TimeoutValue TimeoutUnit`, at most 8 digits.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+/// Parses a `grpc-timeout` value. `None` if it is malformed.
+pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit_and_refuses_junk() {
+        let ok = [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("3S", Duration::from_secs(3)),
+            ("99999999m", Duration::from_millis(99_999_999)),
+            ("5u", Duration::from_micros(5)),
+            ("0n", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse(&HeaderValue::from_static(text)), Some(want), "{text}");
+        }
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", " 1S"] {
+            assert_eq!(parse(&HeaderValue::from_static(bad)), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Certificates and keys. TLS is always on: QUIC has no plaintext mode.
+//!
+//! - [`Identity`]: a server's certificate chain and private key, from PEM.
+//! - [`Certificate`]: a CA certificate that a client trusts, from PEM.
+//! - [`SelfSigned`] (feature `dev-certs`, on by default): a throwaway CA and server identity
+//!   for development and tests.
+//!
+//! Everything uses rustls with the `ring` crypto provider and TLS 1.3 only.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::Error;
+
+/// A certificate chain and its private key: what a server presents.
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub fn from_pem(chain: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let chain = CertificateDer::pem_slice_iter(chain.as_ref())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Tls(format!("reading certificate PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(Error::Tls("certificate PEM holds no certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key.as_ref())
+            .map_err(|e| Error::Tls(format!("reading private key PEM: {e}")))?;
+        Ok(Self { chain, key })
+    }
+
+    /// The certificate chain, leaf first, DER-encoded.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One or more certificates a client trusts as roots.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl Certificate {
+    /// Reads every certificate in a PEM bundle.
+    pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let certs = CertificateDer::pem_slice_iter(pem.as_ref())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Tls(format!("reading certificate PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Tls("certificate PEM holds no certificate".into()));
+        }
+        Ok(Self { certs })
+    }
+
+    /// Wraps one DER-encoded certificate.
+    pub fn from_der(der: impl Into<Vec<u8>>) -> Self {
+        Self {
+            certs: vec![CertificateDer::from(der.into())],
+        }
+    }
+
+    /// The certificates, DER-encoded.
+    pub fn certs(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+}
+
+/// A development CA and a server identity it signed, generated in memory.
+///
+/// ```
+/// let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
+/// let identity = cert.identity();            // for Server::builder().tls(..)
+/// let ca = cert.ca_certificate();            // for Channel::builder(..).ca_certificate(..)
+/// # Ok::<(), quicrpc::Error>(())
+/// ```
+///
+/// Not for production: the CA's key lives only in this value, and every run makes a new one.
+#[cfg(feature = "dev-certs")]
+#[derive(Clone, Debug)]
+pub struct SelfSigned {
+    ca: Certificate,
+    ca_pem: String,
+    identity: Identity,
+    chain_pem: String,
+    key_pem: String,
+}
+
+#[cfg(feature = "dev-certs")]
+impl SelfSigned {
+    /// Generates a CA and a server certificate for `names` (DNS names or IP addresses),
+    /// valid from now until 2100.
+    pub fn new<I, S>(names: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+
+        let err = |e: rcgen::Error| Error::Tls(format!("generating certificate: {e}"));
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "quicrpc development CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut leaf_params = CertificateParams::new(names.clone()).map_err(err)?;
+        if let Some(first) = names.first() {
+            leaf_params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        let leaf_key = KeyPair::generate().map_err(err)?;
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).map_err(err)?;
+
+        let chain_pem = leaf.pem();
+        let key_pem = leaf_key.serialize_pem();
+        let ca_pem = ca_cert.pem();
+        Ok(Self {
+            ca: Certificate::from_der(ca_cert.der().to_vec()),
+            ca_pem,
+            identity: Identity::from_pem(&chain_pem, &key_pem)?,
+            chain_pem,
+            key_pem,
+        })
+    }
+
+    /// The server identity (certificate and key).
+    pub fn identity(&self) -> Identity {
+        self.identity.clone()
+    }
+
+    /// The CA certificate that signed the identity: what clients must trust.
+    pub fn ca_certificate(&self) -> Certificate {
+        self.ca.clone()
+    }
+
+    /// The CA certificate, PEM-encoded.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The server certificate, PEM-encoded.
+    pub fn cert_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// The server's private key, PEM-encoded (PKCS#8).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+}
+
+/// The one crypto provider quicrpc uses.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls server config for `identity` that offers `alpn`.
+pub(crate) fn server_config(
+    identity: &Identity,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key())
+        .map_err(|e| Error::Tls(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A rustls client config that trusts `roots` (or the Mozilla roots when empty) and offers
+/// `alpn`.
+pub(crate) fn client_config(
+    roots: &[Certificate],
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, Error> {
+    let mut store = RootCertStore::empty();
+    if roots.is_empty() {
+        store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for cert in roots.iter().flat_map(|c| &c.certs) {
+        store
+            .add(cert.clone())
+            .map_err(|e| Error::Tls(format!("adding CA certificate: {e}")))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+#[cfg(all(test, feature = "dev-certs"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_pems_parse_back() {
+        let cert = SelfSigned::new(["localhost", "127.0.0.1"]).unwrap();
+        let id = Identity::from_pem(cert.cert_pem(), cert.key_pem()).unwrap();
+        assert_eq!(id.chain().len(), 1);
+        assert_eq!(
+            Certificate::from_pem(cert.ca_pem()).unwrap().certs().len(),
+            1
+        );
+        server_config(&id, &[b"x"]).unwrap();
+        client_config(&[cert.ca_certificate()], &[b"x"]).unwrap();
+    }
+
+    #[test]
+    fn bad_pem_is_an_error_not_a_panic() {
+        assert!(Identity::from_pem("not pem", "not pem").is_err());
+        assert!(Certificate::from_pem("").is_err());
+        let cert = SelfSigned::new(["localhost"]).unwrap();
+        assert!(Identity::from_pem(cert.cert_pem(), "garbage").is_err());
+    }
+}

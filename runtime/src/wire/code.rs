@@ -1,0 +1,91 @@
+//! Application error codes for RESET_STREAM, STOP_SENDING and CONNECTION_CLOSE.
+
+use tonic::Code;
+
+/// Why a stream or connection was abandoned. Carried in QUIC's RESET_STREAM, STOP_SENDING
+/// and application CONNECTION_CLOSE frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Nothing went wrong: the call or connection is simply over (e.g. the server has sent its
+    /// status and stops reading the request, or a drained connection closes).
+    NoError,
+    /// The call was cancelled: the client dropped it, or the server's handler went away.
+    Cancelled,
+    /// The server did not process the call at all (it is draining); the client may retry it.
+    RefusedStream,
+    /// The peer broke the wire format.
+    ProtocolError,
+    /// The call's deadline passed.
+    DeadlineExceeded,
+    /// The peer failed in a way that is not the caller's fault.
+    InternalError,
+    /// A message exceeded the receiver's size limit.
+    MessageTooLarge,
+}
+
+impl ErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 7] = [
+        Self::NoError,
+        Self::Cancelled,
+        Self::RefusedStream,
+        Self::ProtocolError,
+        Self::DeadlineExceeded,
+        Self::InternalError,
+        Self::MessageTooLarge,
+    ];
+
+    /// The code's value on the wire.
+    pub const fn to_u32(self) -> u32 {
+        match self {
+            Self::NoError => 0x0,
+            Self::Cancelled => 0x1,
+            Self::RefusedStream => 0x2,
+            Self::ProtocolError => 0x3,
+            Self::DeadlineExceeded => 0x4,
+            Self::InternalError => 0x5,
+            Self::MessageTooLarge => 0x6,
+        }
+    }
+
+    /// The code for a wire value, if it is one this version knows.
+    pub fn from_u64(value: u64) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| u64::from(c.to_u32()) == value)
+    }
+
+    /// The gRPC status code a call ends with when its stream is reset with this code before
+    /// the call's status arrived.
+    pub const fn grpc_code(self) -> Code {
+        match self {
+            Self::Cancelled => Code::Cancelled,
+            Self::RefusedStream => Code::Unavailable,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::MessageTooLarge => Code::ResourceExhausted,
+            Self::NoError | Self::ProtocolError | Self::InternalError => Code::Internal,
+        }
+    }
+}
+
+/// The gRPC status code for a reset with wire value `value`; unknown values give INTERNAL.
+pub fn grpc_code_for_reset(value: u64) -> Code {
+    ErrorCode::from_u64(value).map_or(Code::Internal, ErrorCode::grpc_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_values_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u64(code.to_u32().into()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u64(0x100), None);
+        assert_eq!(grpc_code_for_reset(0x100), Code::Internal);
+        assert_eq!(grpc_code_for_reset(0x1), Code::Cancelled);
+        assert_eq!(grpc_code_for_reset(0x2), Code::Unavailable);
+    }
+}

@@ -1,0 +1,375 @@
+//! Support for quicrpc's integration tests: the `Echo` test service, a server on a random
+//! loopback port, bounded waits and test tracing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Barrier, Mutex, mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Generated code for `proto/testing/echo.proto`.
+#[allow(missing_docs, unreachable_pub)]
+pub mod pb {
+    quicrpc::include_proto!("quicrpc.testing");
+}
+
+use pb::echo_client::EchoClient;
+use pb::echo_server::{Echo, EchoServer};
+use pb::{EchoReply, EchoRequest};
+
+/// The bound on every wait in the tests. Nothing should take close to this; it exists so a
+/// bug shows up as a failure rather than a hang.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test if it takes longer than [`TIMEOUT`].
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {TIMEOUT:?}: {what}"),
+    }
+}
+
+/// Sends `tracing` output to the test harness (filtered by `RUST_LOG`).
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Something the test service reports about its handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `Hang` was entered.
+    HangStarted,
+    /// `Hang`'s handler future was dropped (the call was cancelled).
+    HangDropped,
+    /// A streaming reply could not be delivered: the client went away.
+    StreamAbandoned,
+}
+
+/// The `Echo` service. See `proto/testing/echo.proto` for what each field asks of it.
+#[derive(Clone, Debug)]
+pub struct EchoService {
+    events: mpsc::UnboundedSender<Event>,
+    barrier: Option<Arc<Barrier>>,
+}
+
+/// Reports [`Event::HangDropped`] when dropped.
+struct DropReport(mpsc::UnboundedSender<Event>, Event);
+
+impl Drop for DropReport {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+impl EchoService {
+    fn reply<T>(request: &Request<T>, message: &EchoRequest, index: u32) -> EchoReply {
+        EchoReply {
+            message: message.message.clone(),
+            payload: vec![0xab; message.response_size as usize],
+            priority: request
+                .extensions()
+                .get::<quicrpc::Priority>()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            index,
+            timeout_ms: request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_suffix('m'))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    fn failure(message: &EchoRequest) -> Status {
+        let mut status = Status::new(
+            tonic::Code::from(message.fail_code),
+            message.fail_message.clone(),
+        );
+        status
+            .metadata_mut()
+            .insert("x-failure", "yes".parse().expect("static ASCII"));
+        status
+    }
+
+    async fn unary_reply(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
+        let message = request.get_ref();
+        if message.barrier
+            && let Some(barrier) = &self.barrier
+        {
+            barrier.wait().await;
+        }
+        tokio::time::sleep(Duration::from_millis(message.delay_ms.into())).await;
+        if message.fail_code != 0 {
+            return Err(Self::failure(message));
+        }
+        let reply = Self::reply(&request, message, 0);
+        let mut response = Response::new(reply);
+        // Echo request metadata named x-echo-* back as response metadata.
+        for (key, value) in request.metadata().iter().filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) if k.as_str().starts_with("x-echo-") => {
+                Some((k.clone(), v.clone()))
+            }
+            _ => None,
+        }) {
+            response.metadata_mut().insert(key, value);
+        }
+        if let Some(bin) = request.metadata().get_bin("x-echo-bin") {
+            response
+                .metadata_mut()
+                .insert_bin("x-echo-bin", bin.clone());
+        }
+        Ok(response)
+    }
+
+    fn stream_replies(&self, request: &Request<EchoRequest>) -> ReplyStream {
+        let message = request.get_ref().clone();
+        let first = Self::reply(request, &message, 0);
+        let (tx, rx) = mpsc::channel(4);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for index in 0..message.response_count {
+                if message.fail_code != 0 && index == message.fail_after {
+                    let _ = tx.send(Err(Self::failure(&message))).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(message.delay_ms.into())).await;
+                let reply = EchoReply {
+                    index,
+                    ..first.clone()
+                };
+                if tx.send(Ok(reply)).await.is_err() {
+                    let _ = events.send(Event::StreamAbandoned);
+                    return;
+                }
+            }
+            if message.fail_code != 0 && message.fail_after >= message.response_count {
+                let _ = tx.send(Err(Self::failure(&message))).await;
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.unary_reply(request).await
+    }
+
+    type ServerStreamStream = ReplyStream;
+
+    async fn server_stream(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        Ok(Response::new(self.stream_replies(&request)))
+    }
+
+    async fn client_stream(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
+        let mut stream = request.into_inner();
+        let mut count = 0;
+        let mut message = String::new();
+        let mut size = 0;
+        while let Some(next) = stream.message().await? {
+            if next.fail_code != 0 {
+                return Err(Self::failure(&next));
+            }
+            count += 1;
+            message.push_str(&next.message);
+            size = next.response_size;
+        }
+        Ok(Response::new(EchoReply {
+            message,
+            payload: vec![0xab; size as usize],
+            index: count,
+            ..EchoReply::default()
+        }))
+    }
+
+    type BidiStream = ReplyStream;
+
+    async fn bidi(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let mut stream = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let mut index = 0;
+            loop {
+                let next = match stream.message().await {
+                    Ok(Some(next)) => next,
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if next.fail_code != 0 {
+                    let _ = tx.send(Err(Self::failure(&next))).await;
+                    return;
+                }
+                let reply = EchoReply {
+                    message: next.message,
+                    payload: vec![0xab; next.response_size as usize],
+                    index,
+                    ..EchoReply::default()
+                };
+                index += 1;
+                if tx.send(Ok(reply)).await.is_err() {
+                    let _ = events.send(Event::StreamAbandoned);
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn hang(&self, _request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        let _report = DropReport(self.events.clone(), Event::HangDropped);
+        let _ = self.events.send(Event::HangStarted);
+        std::future::pending().await
+    }
+
+    async fn urgent(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.unary_reply(request).await
+    }
+
+    type FetchStream = ReplyStream;
+
+    async fn fetch(&self, request: Request<EchoRequest>) -> Result<Response<ReplyStream>, Status> {
+        Ok(Response::new(self.stream_replies(&request)))
+    }
+}
+
+/// An `Echo` server on a random loopback port, with the certificate clients need.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its development certificate.
+    pub cert: quicrpc::tls::SelfSigned,
+    events: Mutex<mpsc::UnboundedReceiver<Event>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<Result<(), quicrpc::Error>>>,
+}
+
+/// Options for [`TestServer::start_with`].
+#[derive(Debug, Default)]
+pub struct TestOptions {
+    /// Participants of the barrier that `barrier: true` requests wait at.
+    pub barrier: Option<usize>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(TestOptions::default(), |b| b).await
+    }
+
+    /// Starts a server, letting the test adjust the builder.
+    pub async fn start_with(
+        options: TestOptions,
+        configure: impl FnOnce(quicrpc::ServerBuilder) -> quicrpc::ServerBuilder,
+    ) -> Self {
+        trace_init();
+        let cert = quicrpc::tls::SelfSigned::new(["localhost", "127.0.0.1"])
+            .expect("generate certificate");
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let service = EchoService {
+            events: events_tx,
+            barrier: options.barrier.map(|n| Arc::new(Barrier::new(n))),
+        };
+        let echo = EchoServer::new(service)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let builder = quicrpc::Server::builder()
+            .tls(cert.identity())
+            .add_service(echo);
+        let server = configure(builder)
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind test server");
+        let addr = server.local_addr();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve_with_shutdown(async {
+            let _ = signal.await;
+        }));
+        Self {
+            addr,
+            cert,
+            events: Mutex::new(events),
+            shutdown: Some(shutdown),
+            serving: Some(serving),
+        }
+    }
+
+    /// A channel builder aimed at this server, trusting its certificate.
+    pub fn channel_builder(&self) -> quicrpc::ChannelBuilder {
+        quicrpc::Channel::builder(format!("https://localhost:{}", self.addr.port()))
+            .ca_certificate(self.cert.ca_certificate())
+    }
+
+    /// A connected channel.
+    pub async fn channel(&self) -> quicrpc::Channel {
+        within("connect", self.channel_builder().connect())
+            .await
+            .expect("connect to test server")
+    }
+
+    /// A connected `Echo` client.
+    pub async fn client(&self) -> EchoClient<quicrpc::Channel> {
+        EchoClient::new(self.channel().await)
+    }
+
+    /// The next event the service reports.
+    pub async fn next_event(&self) -> Event {
+        within("service event", async {
+            self.events.lock().await.recv().await
+        })
+        .await
+        .expect("service alive")
+    }
+
+    /// Starts a graceful shutdown and returns the serve task, which ends when it is done.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<Result<(), quicrpc::Error>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.serving.take().expect("shutdown once")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(serving) = &self.serving {
+            serving.abort();
+        }
+    }
+}
+
+/// A request with the given text.
+pub fn echo(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.to_owned(),
+        ..EchoRequest::default()
+    }
+}
