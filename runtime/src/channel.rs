@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::config::{ConnectionConfig, DEFAULT_CONNECT_TIMEOUT};
 use crate::stream::{
     AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
-    connection_status, malformed, read_head, send_body,
+    check_status_fields, connection_status, malformed, read_head, send_body,
 };
 use crate::tls::{self, Certificate};
 use crate::wire::code::{ErrorCode, grpc_code_for_reset};
@@ -360,10 +360,10 @@ impl Inner {
                 head = read_head(&mut recv, &mut decoder, &mut buf) => head.map_err(head_status)?,
                 Some(status) = request_failure(&mut parts.request_error) => return Err(status),
             };
-            let headers = fields::decode_fields(&block).map_err(|e| {
-                recv.stop(ErrorCode::ProtocolError);
-                malformed(e)
-            })?;
+            let headers = fields::decode_fields(&block)
+                .map_err(malformed)
+                .and_then(|h| check_status_fields(&h).map(|()| h))
+                .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
             let trailers_only = headers.contains_key("grpc-status");
             parts.deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
             let body = RecvBody::client(

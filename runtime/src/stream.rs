@@ -493,13 +493,16 @@ impl Body for RecvBody {
                     return Poll::Ready(Some(Ok(BodyFrame::data(data))));
                 }
                 Ok(Some(Frame::Trailers(block))) => {
-                    return match fields::decode_fields(&block) {
+                    let trailers = fields::decode_fields(&block)
+                        .map_err(malformed)
+                        .and_then(|t| check_status_fields(&t).map(|()| t));
+                    return match trailers {
                         Ok(trailers) => {
                             this.done = true;
                             this.recv.set_drop_code(ErrorCode::NoError);
                             Poll::Ready(Some(Ok(BodyFrame::trailers(trailers))))
                         }
-                        Err(e) => this.fail(malformed(e), ErrorCode::ProtocolError),
+                        Err(status) => this.fail(status, ErrorCode::ProtocolError),
                     };
                 }
                 Ok(Some(Frame::Headers(_) | Frame::GoAway)) => {
@@ -545,6 +548,23 @@ impl Body for RecvBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// Checks what tonic would otherwise trust in a peer's status fields: tonic panics on a
+/// `grpc-status-details-bin` that is not base64.
+pub(crate) fn check_status_fields(fields: &HeaderMap) -> Result<(), Status> {
+    use base64::Engine as _;
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    match fields.get("grpc-status-details-bin") {
+        Some(details) if LENIENT.decode(details.as_bytes()).is_err() => Err(Status::internal(
+            "protocol error: grpc-status-details-bin is not base64",
+        )),
+        _ => Ok(()),
     }
 }
 

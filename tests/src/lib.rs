@@ -48,7 +48,7 @@ pub enum Event {
     HangStarted,
     /// `Hang`'s handler future was dropped (the call was cancelled).
     HangDropped,
-    /// A streaming reply could not be delivered: the client went away.
+    /// A response stream was dropped before its end: the call went away.
     StreamAbandoned,
 }
 
@@ -59,16 +59,52 @@ pub struct EchoService {
     barrier: Option<Arc<Barrier>>,
 }
 
-/// Reports [`Event::HangDropped`] when dropped.
-struct DropReport(mpsc::UnboundedSender<Event>, Event);
+/// Reports an event when dropped, unless disarmed.
+struct DropReport(Option<mpsc::UnboundedSender<Event>>, Event);
 
 impl Drop for DropReport {
     fn drop(&mut self) {
-        let _ = self.0.send(self.1);
+        if let Some(events) = self.0.take() {
+            let _ = events.send(self.1);
+        }
     }
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+/// A response stream that reports [`Event::StreamAbandoned`] if it is dropped before its end.
+struct Watched {
+    inner: ReceiverStream<Result<EchoReply, Status>>,
+    report: DropReport,
+}
+
+impl Watched {
+    fn boxed(
+        rx: mpsc::Receiver<Result<EchoReply, Status>>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> ReplyStream {
+        Box::pin(Self {
+            inner: ReceiverStream::new(rx),
+            report: DropReport(Some(events), Event::StreamAbandoned),
+        })
+    }
+}
+
+impl Stream for Watched {
+    type Item = Result<EchoReply, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            // Ended normally: nothing to report.
+            self.report.0 = None;
+        }
+        next
+    }
+}
 
 impl EchoService {
     fn reply<T>(request: &Request<T>, message: &EchoRequest, index: u32) -> EchoReply {
@@ -85,21 +121,20 @@ impl EchoService {
                 .metadata()
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_suffix('m'))
-                .and_then(|v| v.parse().ok())
+                .and_then(timeout_millis)
                 .unwrap_or(0),
         }
     }
 
     fn failure(message: &EchoRequest) -> Status {
-        let mut status = Status::new(
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("x-failure", "yes".parse().expect("static ASCII"));
+        Status::with_details_and_metadata(
             tonic::Code::from(message.fail_code),
             message.fail_message.clone(),
-        );
-        status
-            .metadata_mut()
-            .insert("x-failure", "yes".parse().expect("static ASCII"));
-        status
+            message.fail_details.clone().into(),
+            metadata,
+        )
     }
 
     async fn unary_reply(
@@ -139,7 +174,6 @@ impl EchoService {
         let message = request.get_ref().clone();
         let first = Self::reply(request, &message, 0);
         let (tx, rx) = mpsc::channel(4);
-        let events = self.events.clone();
         tokio::spawn(async move {
             for index in 0..message.response_count {
                 if message.fail_code != 0 && index == message.fail_after {
@@ -152,7 +186,6 @@ impl EchoService {
                     ..first.clone()
                 };
                 if tx.send(Ok(reply)).await.is_err() {
-                    let _ = events.send(Event::StreamAbandoned);
                     return;
                 }
             }
@@ -160,7 +193,7 @@ impl EchoService {
                 let _ = tx.send(Err(Self::failure(&message))).await;
             }
         });
-        Box::pin(ReceiverStream::new(rx))
+        Watched::boxed(rx, self.events.clone())
     }
 }
 
@@ -211,7 +244,6 @@ impl Echo for EchoService {
     ) -> Result<Response<ReplyStream>, Status> {
         let mut stream = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
-        let events = self.events.clone();
         tokio::spawn(async move {
             let mut index = 0;
             loop {
@@ -235,16 +267,15 @@ impl Echo for EchoService {
                 };
                 index += 1;
                 if tx.send(Ok(reply)).await.is_err() {
-                    let _ = events.send(Event::StreamAbandoned);
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Watched::boxed(rx, self.events.clone())))
     }
 
     async fn hang(&self, _request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        let _report = DropReport(self.events.clone(), Event::HangDropped);
+        let _report = DropReport(Some(self.events.clone()), Event::HangDropped);
         let _ = self.events.send(Event::HangStarted);
         std::future::pending().await
     }
@@ -364,6 +395,21 @@ impl Drop for TestServer {
             serving.abort();
         }
     }
+}
+
+/// Milliseconds in a `grpc-timeout` value such as `5000000u`.
+fn timeout_millis(value: &str) -> Option<u64> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => n * 3_600_000,
+        "M" => n * 60_000,
+        "S" => n * 1000,
+        "m" => n,
+        "u" => n / 1000,
+        "n" => n / 1_000_000,
+        _ => return None,
+    })
 }
 
 /// A request with the given text.
