@@ -22,7 +22,9 @@ use tower::ServiceExt;
 use tracing::{debug, info};
 
 use crate::config::ConnectionConfig;
-use crate::stream::{HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, read_head, send_body};
+use crate::stream::{
+    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, normalize_status, read_head, send_body,
+};
 use crate::tls::{self, Identity};
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -264,6 +266,8 @@ async fn serve_connection(
     let mut draining = false;
     loop {
         tokio::select! {
+            // Shutdown first: a call that arrives after the signal is refused, not served.
+            biased;
             () = shutdown.cancelled(), if !draining => {
                 draining = true;
                 calls.close();
@@ -436,7 +440,8 @@ async fn reject(send: &mut SendHalf, mut recv: RecvHalf, status: Status) {
 }
 
 async fn write_response(send: &mut SendHalf, response: Response<TonicBody>) {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    normalize_status(&mut parts.headers);
     if parts.status != StatusCode::OK {
         return send
             .send_status(&status_for_http(parts.status), ErrorCode::InternalError)

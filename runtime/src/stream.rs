@@ -280,7 +280,8 @@ where
                         pending.push(data);
                     }
                     Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            normalize_status(&mut trailers);
                             let trailers = fields::encode_fields(frame::TRAILERS, &trailers);
                             pending_bytes += trailers.len();
                             pending.push(trailers);
@@ -548,6 +549,27 @@ impl Body for RecvBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// Gives an oversized message the status gRPC specifies. tonic's codec reports a message over
+/// its decoding limit as OUT_OF_RANGE; gRPC (and quicrpc's own limit) say RESOURCE_EXHAUSTED,
+/// and a status must mean the same whichever limit caught the message.
+pub(crate) fn normalize_status(fields: &mut HeaderMap) {
+    const TONIC_TOO_LARGE: &[u8] = b"Error, decoded message length too large";
+    let out_of_range = fields
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"11");
+    let too_large = || {
+        fields.get("grpc-message").is_some_and(|m| {
+            // tonic percent-encodes the message: compare the part before the first escape.
+            let m = m.as_bytes();
+            m.starts_with(b"Error,%20decoded%20message%20length%20too%20large")
+                || m.starts_with(TONIC_TOO_LARGE)
+        })
+    };
+    if out_of_range && too_large() {
+        fields.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
 }
 

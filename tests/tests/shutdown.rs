@@ -1,0 +1,96 @@
+//! Graceful shutdown: calls in flight finish, new calls get UNAVAILABLE, the server stops.
+
+use std::time::Duration;
+
+use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestServer, echo, within};
+use tonic::Code;
+
+/// Waits until the server refuses new connections, which it does only once it is draining.
+async fn until_refusing(server: &TestServer) {
+    within("server starts refusing", async {
+        while server.channel_builder().connect().await.is_ok() {}
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn in_flight_calls_finish_and_new_calls_are_unavailable() {
+    let mut server = TestServer::start().await;
+    // Once the server is gone nothing answers on UDP: keep the reconnect attempt short.
+    let channel = within(
+        "connect",
+        server
+            .channel_builder()
+            .connect_timeout(Duration::from_secs(1))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut client = EchoClient::new(channel.clone());
+    let request = EchoRequest {
+        response_count: 5,
+        delay_ms: 100,
+        ..echo("drain")
+    };
+    let mut stream = within("open", client.server_stream(request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        within("first", stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .index,
+        0
+    );
+
+    let serving = server.begin_shutdown();
+    until_refusing(&server).await;
+
+    // A new call, on the connection that is draining, is refused.
+    let mut other = EchoClient::new(channel.clone());
+    let status = within("new call", other.unary(echo("late")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The call in flight runs to its end.
+    let mut indexes = vec![0];
+    while let Some(reply) = within("rest", stream.message()).await.unwrap() {
+        indexes.push(reply.index);
+    }
+    assert_eq!(indexes, vec![0, 1, 2, 3, 4]);
+
+    within("server stops", serving).await.unwrap().unwrap();
+    let status = within("after stop", other.unary(echo("later")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn idle_connections_do_not_hold_up_shutdown() {
+    let mut server = TestServer::start().await;
+    let channel = within(
+        "connect",
+        server
+            .channel_builder()
+            .connect_timeout(Duration::from_secs(1))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut client = EchoClient::new(channel);
+    within("warm up", client.unary(echo("x"))).await.unwrap();
+    within("server stops", server.begin_shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    let status = within("after stop", client.unary(echo("y")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+}
