@@ -11,6 +11,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod raw;
+
 /// Generated code for `proto/testing/echo.proto`.
 #[allow(missing_docs, unreachable_pub)]
 pub mod pb {

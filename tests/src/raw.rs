@@ -1,0 +1,289 @@
+//! A hand-driven peer that speaks quicrpc's wire format frame by frame, to misbehave on
+//! purpose: a raw client against the real server, and a raw server against the real channel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use quicrpc::wire::{self, fields, frame, frame::Frame, frame::FrameDecoder};
+use quinn::VarInt;
+
+/// One raw QUIC connection to a quicrpc server.
+#[derive(Debug)]
+pub struct RawClient {
+    /// The connection.
+    pub conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl RawClient {
+    /// Connects to `addr`, trusting `ca`.
+    pub async fn connect(addr: SocketAddr, ca: &quicrpc::tls::Certificate) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca.certs() {
+            roots.add(cert.clone()).expect("CA certificate");
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
+        let conn = endpoint
+            .connect(addr, "localhost")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        Self {
+            conn,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Opens a stream and writes `bytes` on it; finishes it if `fin`.
+    pub async fn send(&self, bytes: &[u8], fin: bool) -> (quinn::SendStream, quinn::RecvStream) {
+        let (mut send, recv) = self.conn.open_bi().await.expect("open stream");
+        send.write_all(bytes).await.expect("write");
+        if fin {
+            send.finish().expect("finish");
+        }
+        (send, recv)
+    }
+}
+
+/// A request head frame for `path` with `fields` (plus content-type).
+pub fn request_head(path: &str, extra: &[(&'static str, &str)]) -> Bytes {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    for (name, value) in extra {
+        headers.insert(*name, value.parse().expect("header value"));
+    }
+    fields::encode_request_head(path, None, None, &headers)
+}
+
+/// A DATA frame holding one gRPC message (uncompressed) encoding `message`.
+pub fn data_message(message: &impl prost::Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut grpc = BytesMut::new();
+    grpc.put_u8(0);
+    grpc.put_u32(body.len() as u32);
+    grpc.put_slice(&body);
+    frame::encode(frame::DATA, &grpc)
+}
+
+/// Raw frame bytes: a frame head for `ty` declaring `len`, followed by `payload` (which may be
+/// shorter or longer than `len`).
+pub fn frame_with_len(ty: u64, len: u64, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::new();
+    frame::put_head(&mut buf, ty, len);
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// A field block frame from raw `(name, value)` pairs, unchecked.
+pub fn raw_fields(ty: u64, pairs: &[(&[u8], &[u8])]) -> Bytes {
+    let mut payload = BytesMut::new();
+    for (name, value) in pairs {
+        wire::varint::put(&mut payload, name.len() as u64);
+        payload.put_slice(name);
+        wire::varint::put(&mut payload, value.len() as u64);
+        payload.put_slice(value);
+    }
+    frame::encode(ty, &payload)
+}
+
+/// What a raw client read back.
+#[derive(Debug, Default)]
+pub struct RawResponse {
+    /// The response head.
+    pub head: Option<HeaderMap>,
+    /// Concatenated DATA payloads.
+    pub data: Vec<u8>,
+    /// The trailers.
+    pub trailers: Option<HeaderMap>,
+    /// The reset code, if the server reset the stream.
+    pub reset: Option<u64>,
+}
+
+impl RawResponse {
+    /// The `grpc-status` code, from the trailers or a trailers-only head.
+    pub fn code(&self) -> Option<tonic::Code> {
+        let fields = self.trailers.as_ref().or(self.head.as_ref())?;
+        fields
+            .get("grpc-status")
+            .map(|v| tonic::Code::from_bytes(v.as_bytes()))
+    }
+}
+
+/// Reads a whole response from `recv`.
+pub async fn read_response(mut recv: quinn::RecvStream) -> RawResponse {
+    let mut response = RawResponse::default();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(frame) = decoder.decode(&mut buf).expect("server sent a valid frame") {
+            match frame {
+                Frame::Headers(block) => {
+                    response.head = Some(fields::decode_fields(&block).expect("head"))
+                }
+                Frame::Data(data) => response.data.extend_from_slice(&data),
+                Frame::Trailers(block) => {
+                    response.trailers = Some(fields::decode_fields(&block).expect("trailers"))
+                }
+                Frame::GoAway => panic!("GOAWAY on a request stream"),
+            }
+        }
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => return response,
+            Err(quinn::ReadError::Reset(code)) => {
+                response.reset = Some(code.into_inner());
+                return response;
+            }
+            Err(e) => panic!("reading response: {e}"),
+        }
+    }
+}
+
+/// A QUIC server that speaks the wire format by hand, answering each call with whatever the
+/// test's function writes.
+#[derive(Debug)]
+pub struct RawServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate.
+    pub cert: quicrpc::tls::SelfSigned,
+    endpoint: quinn::Endpoint,
+}
+
+/// A raw server's answer: the bytes to write, then how to end the stream.
+#[derive(Debug)]
+pub enum Answer {
+    /// Write the bytes, then FIN.
+    Finish(Vec<Bytes>),
+    /// Write the bytes, then reset with this code.
+    Reset(Vec<Bytes>, u32),
+    /// Close the whole connection.
+    CloseConnection,
+}
+
+impl RawServer {
+    /// Starts a raw server; `answer` maps a call's path to its answer.
+    pub async fn start(answer: fn(&str) -> Answer) -> Self {
+        let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+        let identity = cert.identity();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem().as_bytes())
+            .expect("key");
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(identity.chain().to_vec(), key)
+            .expect("server cert");
+        tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
+        let config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        let endpoint =
+            quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = endpoint.local_addr().expect("address");
+        let accept = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok((send, recv)) = conn.accept_bi().await {
+                        tokio::spawn(serve_raw(conn.clone(), send, recv, answer));
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            cert,
+            endpoint,
+        }
+    }
+
+    /// A channel to this server.
+    pub async fn channel(&self) -> quicrpc::Channel {
+        quicrpc::Channel::builder(format!("https://localhost:{}", self.addr.port()))
+            .ca_certificate(self.cert.ca_certificate())
+            .connect()
+            .await
+            .expect("connect to raw server")
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.endpoint.close(VarInt::from_u32(0), b"");
+    }
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+async fn serve_raw(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    answer: fn(&str) -> Answer,
+) {
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let path = loop {
+        if let Ok(Some(Frame::Headers(block))) = decoder.decode(&mut buf) {
+            break fields::decode_request_head(&block)
+                .expect("request head")
+                .path;
+        }
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            _ => return,
+        }
+    };
+    match answer(&path) {
+        Answer::Finish(mut bytes) => {
+            let _ = send.write_all_chunks(&mut bytes).await;
+            let _ = send.finish();
+        }
+        Answer::Reset(mut bytes, code) => {
+            let _ = send.write_all_chunks(&mut bytes).await;
+            let _ = send.reset(VarInt::from_u32(code));
+        }
+        Answer::CloseConnection => conn.close(VarInt::from_u32(0x3), b"raw server closed"),
+    }
+    // Keep the stream open until the client is done with it.
+    let _ = send.stopped().await;
+}
+
+/// A response head frame with `fields`.
+pub fn response_head(extra: &[(&'static str, &str)]) -> Bytes {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    for (name, value) in extra {
+        headers.insert(*name, value.parse().expect("header value"));
+    }
+    fields::encode_fields(frame::HEADERS, &headers)
+}
+
+/// A TRAILERS frame with `grpc-status: code`.
+pub fn status_trailers(code: tonic::Code) -> Bytes {
+    let mut headers = HeaderMap::new();
+    headers.insert("grpc-status", (code as i32).into());
+    fields::encode_fields(frame::TRAILERS, &headers)
+}

@@ -1,0 +1,372 @@
+//! Misbehaving peers: malformed frames, truncated streams and resets at every point end that
+//! call with a clear status (or a reset), never a panic or a hang, and the connection's other
+//! calls carry on.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use quicrpc::wire::frame;
+use quicrpc_tests::pb::{EchoReply, EchoRequest};
+use quicrpc_tests::raw::{
+    Answer, RawClient, RawResponse, RawServer, data_message, frame_with_len, raw_fields,
+    read_response, request_head, response_head, status_trailers,
+};
+use quicrpc_tests::{Event, TestServer, echo, within};
+use tonic::Code;
+
+const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+
+async fn exchange(client: &RawClient, frames: &[Bytes], fin: bool) -> RawResponse {
+    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    let (_send, recv) = client.send(&bytes, fin).await;
+    within("raw response", read_response(recv)).await
+}
+
+fn reply_of(response: &RawResponse) -> EchoReply {
+    EchoReply::decode(&response.data[5..]).expect("a reply message")
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_status_and_the_connection_carries_on() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    let head = request_head(UNARY, &[]);
+    let message = data_message(&echo("m"));
+    let cases: Vec<(&str, Vec<Bytes>, bool, Code)> = vec![
+        ("stream ends before any frame", vec![], true, Code::Internal),
+        (
+            "head cut short",
+            vec![frame_with_len(frame::HEADERS, 50, b"abc")],
+            true,
+            Code::Internal,
+        ),
+        (
+            "DATA before HEADERS",
+            vec![message.clone()],
+            true,
+            Code::Internal,
+        ),
+        (
+            "TRAILERS first",
+            vec![raw_fields(frame::TRAILERS, &[(b":path", UNARY.as_bytes())])],
+            true,
+            Code::Internal,
+        ),
+        (
+            "uppercase field name",
+            vec![raw_fields(
+                frame::HEADERS,
+                &[(b":path", UNARY.as_bytes()), (b"X-Bad", b"1")],
+            )],
+            true,
+            Code::Internal,
+        ),
+        (
+            "no :path",
+            vec![raw_fields(
+                frame::HEADERS,
+                &[(b"content-type", b"application/grpc")],
+            )],
+            true,
+            Code::Internal,
+        ),
+        (
+            "unknown pseudo-field",
+            vec![raw_fields(frame::HEADERS, &[(b":method", b"POST")])],
+            true,
+            Code::Internal,
+        ),
+        (
+            "invalid :priority",
+            vec![raw_fields(
+                frame::HEADERS,
+                &[(b":path", UNARY.as_bytes()), (b":priority", b"urgent")],
+            )],
+            true,
+            Code::Internal,
+        ),
+        (
+            "head over the metadata limit",
+            vec![frame_with_len(frame::HEADERS, 1 << 20, b"")],
+            false,
+            Code::ResourceExhausted,
+        ),
+        (
+            "malformed grpc-timeout",
+            vec![
+                request_head(UNARY, &[("grpc-timeout", "soon")]),
+                message.clone(),
+            ],
+            true,
+            Code::Internal,
+        ),
+        (
+            "message cut short",
+            vec![
+                head.clone(),
+                frame::encode(frame::DATA, &[0, 0, 0, 0, 100, 1, 2, 3]),
+            ],
+            true,
+            Code::Internal,
+        ),
+        (
+            "DATA frame cut short",
+            vec![head.clone(), frame_with_len(frame::DATA, 100, &[0; 10])],
+            true,
+            Code::Internal,
+        ),
+        (
+            "second HEADERS",
+            vec![head.clone(), head.clone()],
+            true,
+            Code::Internal,
+        ),
+        ("no message", vec![head.clone()], true, Code::Internal),
+        (
+            "message over the limit, from its prefix alone",
+            vec![
+                head.clone(),
+                frame_with_len(frame::DATA, 5, &[0, 0xff, 0xff, 0xff, 0xff]),
+            ],
+            false,
+            Code::ResourceExhausted,
+        ),
+    ];
+    // Streams left open on purpose (no FIN) stay open while the other cases run.
+    let mut held = Vec::new();
+    for (name, frames, fin, want) in cases {
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let (send, recv) = client.send(&bytes, fin).await;
+        held.push(send);
+        let response = within(name, read_response(recv)).await;
+        assert_eq!(response.code(), Some(want), "{name}: {response:?}");
+    }
+    // Unknown frame types are skipped.
+    let response = exchange(
+        &client,
+        &[
+            head.clone(),
+            frame::encode(0x21, b"extension"),
+            message.clone(),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(response.code(), Some(Code::Ok), "{response:?}");
+    assert_eq!(reply_of(&response).message, "m");
+    // And a regular client is served as usual.
+    let mut regular = server.client().await;
+    within("regular call", regular.unary(echo("fine")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn resets_at_any_point_end_only_that_call() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    let good = [request_head(UNARY, &[]), data_message(&echo("ok"))];
+
+    // Reset before anything was sent, right after the head, and in the middle of a message.
+    let streaming = request_head("/quicrpc.testing.Echo/ClientStream", &[]);
+    let partial = frame::encode(frame::DATA, &[0, 0, 0, 0, 50, 1, 2]);
+    for (name, frames) in [
+        ("reset before the head", vec![]),
+        ("reset after the head", vec![streaming.clone()]),
+        (
+            "reset during DATA",
+            vec![streaming.clone(), data_message(&echo("x")), partial.clone()],
+        ),
+        (
+            "reset after the last DATA",
+            vec![streaming.clone(), data_message(&echo("x"))],
+        ),
+    ] {
+        let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let (mut send, recv) = client.conn.open_bi().await.unwrap();
+        if !bytes.is_empty() {
+            send.write_all(&bytes).await.unwrap();
+        }
+        send.reset(quinn::VarInt::from_u32(0x1)).unwrap();
+        // Whatever the server answers (a status, a reset, or nothing when it never saw the
+        // stream), it answers promptly, and the next call on the connection works.
+        let _ = within(name, read_response(recv)).await;
+        let response = exchange(&client, &good, true).await;
+        assert_eq!(
+            response.code(),
+            Some(Code::Ok),
+            "after {name}: {response:?}"
+        );
+    }
+
+    // The client stops reading: the handler is dropped.
+    let (_send, mut recv) = client
+        .send(
+            &[
+                request_head("/quicrpc.testing.Echo/Hang", &[]),
+                data_message(&echo("h")),
+            ]
+            .concat(),
+            true,
+        )
+        .await;
+    assert_eq!(server.next_event().await, Event::HangStarted);
+    recv.stop(quinn::VarInt::from_u32(0x1)).unwrap();
+    assert_eq!(server.next_event().await, Event::HangDropped);
+    let response = exchange(&client, &good, true).await;
+    assert_eq!(response.code(), Some(Code::Ok));
+}
+
+#[tokio::test]
+async fn server_enforces_deadlines_without_the_client() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    // A raw client that never cancels: the server's own timer ends the call.
+    let frames = [
+        request_head("/quicrpc.testing.Echo/Hang", &[("grpc-timeout", "100m")]),
+        data_message(&echo("h")),
+    ];
+    let response = exchange(&client, &frames, true).await;
+    assert_eq!(
+        response.code(),
+        Some(Code::DeadlineExceeded),
+        "{response:?}"
+    );
+    assert_eq!(server.next_event().await, Event::HangStarted);
+    assert_eq!(server.next_event().await, Event::HangDropped);
+}
+
+#[tokio::test]
+async fn server_takes_priority_from_its_own_table() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    // No :priority in the head: the server looks the method up itself.
+    let frames = [
+        request_head("/quicrpc.testing.Echo/Urgent", &[]),
+        data_message(&echo("u")),
+    ];
+    let response = exchange(&client, &frames, true).await;
+    assert_eq!(reply_of(&response).priority, "critical");
+}
+
+/// Calls `/raw.Case/{case}` on a raw server through a real channel.
+async fn call_case(channel: &quicrpc::Channel, case: &str) -> Result<EchoReply, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default();
+    let path = http::uri::PathAndQuery::try_from(format!("/raw.Case/{case}")).unwrap();
+    let mut request = tonic::Request::new(echo(case));
+    request.set_timeout(Duration::from_secs(10));
+    grpc.unary(request, path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn raw_answer(path: &str) -> Answer {
+    let head = response_head(&[]);
+    let reply = data_message(&EchoReply {
+        message: "ok".into(),
+        ..EchoReply::default()
+    });
+    let case = path.trim_start_matches("/raw.Case/");
+    match case {
+        "ok" => Answer::Finish(vec![head, reply, status_trailers(Code::Ok)]),
+        "fin_no_head" => Answer::Finish(vec![]),
+        "data_first" => Answer::Finish(vec![reply]),
+        "bad_field_name" => Answer::Finish(vec![raw_fields(frame::HEADERS, &[(b"Bad", b"x")])]),
+        "pseudo_in_response" => {
+            Answer::Finish(vec![raw_fields(frame::HEADERS, &[(b":status", b"200")])])
+        }
+        "no_trailers" => Answer::Finish(vec![head, reply]),
+        "frame_cut_short" => Answer::Finish(vec![head, frame_with_len(frame::DATA, 100, &[0; 10])]),
+        "huge_head" => Answer::Finish(vec![frame_with_len(frame::HEADERS, 1 << 20, b"")]),
+        "huge_message" => Answer::Finish(vec![
+            head,
+            frame_with_len(frame::DATA, 5, &[0, 0xff, 0xff, 0xff, 0xff]),
+        ]),
+        "bad_details" => Answer::Finish(vec![response_head(&[
+            ("grpc-status", "2"),
+            ("grpc-status-details-bin", "!!!"),
+        ])]),
+        "bad_details_in_trailers" => Answer::Finish(vec![
+            head,
+            reply,
+            raw_fields(
+                frame::TRAILERS,
+                &[(b"grpc-status", b"2"), (b"grpc-status-details-bin", b"*")],
+            ),
+        ]),
+        "garbage_status" => Answer::Finish(vec![response_head(&[("grpc-status", "abc")])]),
+        "data_after_trailers" => {
+            Answer::Finish(vec![head, reply.clone(), status_trailers(Code::Ok), reply])
+        }
+        "reset_cancelled" => Answer::Reset(vec![], 0x1),
+        "reset_refused" => Answer::Reset(vec![], 0x2),
+        "reset_unknown_code" => Answer::Reset(vec![], 0x99),
+        "reset_mid_body" => Answer::Reset(
+            vec![head, frame::encode(frame::DATA, &[0, 0, 0, 0, 9, 1])],
+            0x5,
+        ),
+        "close_connection" => Answer::CloseConnection,
+        other => panic!("unknown case {other}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_responses_give_the_client_a_status_not_a_panic() {
+    quicrpc_tests::trace_init();
+    let server = RawServer::start(raw_answer).await;
+    let channel = within("connect", server.channel()).await;
+    assert_eq!(
+        within("ok", call_case(&channel, "ok"))
+            .await
+            .unwrap()
+            .message,
+        "ok"
+    );
+    let cases = [
+        ("fin_no_head", Code::Internal),
+        ("data_first", Code::Internal),
+        ("bad_field_name", Code::Internal),
+        ("pseudo_in_response", Code::Internal),
+        ("no_trailers", Code::Internal),
+        ("frame_cut_short", Code::Internal),
+        ("huge_head", Code::ResourceExhausted),
+        ("huge_message", Code::ResourceExhausted),
+        ("bad_details", Code::Internal),
+        ("bad_details_in_trailers", Code::Internal),
+        ("garbage_status", Code::Unknown),
+        ("reset_cancelled", Code::Cancelled),
+        ("reset_refused", Code::Unavailable),
+        ("reset_unknown_code", Code::Internal),
+        ("reset_mid_body", Code::Internal),
+        ("close_connection", Code::Unavailable),
+    ];
+    for (case, want) in cases {
+        let status = within(case, call_case(&channel, case)).await.unwrap_err();
+        assert_eq!(status.code(), want, "{case}: {status:?}");
+        // The channel keeps working (reconnecting after the connection was closed).
+        assert_eq!(
+            within("ok", call_case(&channel, "ok"))
+                .await
+                .unwrap()
+                .message,
+            "ok",
+            "after {case}"
+        );
+    }
+    // Anything after the trailers is ignored: the call is over.
+    assert_eq!(
+        within(
+            "data_after_trailers",
+            call_case(&channel, "data_after_trailers")
+        )
+        .await
+        .unwrap()
+        .message,
+        "ok"
+    );
+}
