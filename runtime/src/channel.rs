@@ -84,6 +84,22 @@ impl fmt::Debug for Channel {
     }
 }
 
+/// The transport under a [`Channel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// quicrpc's native wire: one QUIC stream per call.
+    Quic,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Quic => "QUIC",
+        })
+    }
+}
+
 /// Configures a [`Channel`]. Created by [`Channel::builder`].
 #[derive(Clone, Debug)]
 pub struct ChannelBuilder {
@@ -105,6 +121,11 @@ impl Channel {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             config: ConnectionConfig::client_default(),
         }
+    }
+
+    /// The transport this channel's calls use.
+    pub fn transport(&self) -> Transport {
+        Transport::Quic
     }
 
     /// The address of the server this channel is connected to, if it is connected.

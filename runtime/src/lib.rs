@@ -61,7 +61,7 @@ pub mod codegen;
 pub mod tls;
 pub mod wire;
 
-pub use channel::{Channel, ChannelBuilder, ResponseFuture};
+pub use channel::{Channel, ChannelBuilder, ResponseFuture, Transport};
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
 pub use server::{Server, ServerBuilder};

@@ -1,0 +1,11 @@
+//! Compiles the example services.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    quicrpc_build::configure().compile_protos(
+        &[
+            "../proto/helloworld/helloworld.proto",
+            "../proto/agents/agents.proto",
+        ],
+        &["../proto"],
+    )?;
+    Ok(())
+}

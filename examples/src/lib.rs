@@ -1,0 +1,1 @@
+//! Examples live in `helloworld.rs` and `agents/`; see the README.
