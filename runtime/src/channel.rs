@@ -14,6 +14,7 @@ use futures_util::future::select_ok;
 use http::Uri;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
 
@@ -59,6 +60,15 @@ struct Inner {
     connect_timeout: Duration,
     current: Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Cancelled when the last clone of the channel is dropped, so background tasks let go
+    /// of the connection and it closes once no call uses it.
+    dropped: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
 }
 
 /// One QUIC connection and what the client knows about it.
@@ -238,6 +248,7 @@ impl ChannelBuilder {
                 connect_timeout: self.connect_timeout,
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                dropped: CancellationToken::new(),
             }),
         })
     }
@@ -305,7 +316,14 @@ impl Inner {
         let (quic, _) = select_ok(attempts).await?;
         debug!(remote = %quic.remote_address(), "QUIC connection established");
         let draining = Arc::new(AtomicBool::new(false));
-        tokio::spawn(watch_control_stream(quic.clone(), draining.clone()));
+        let watch = watch_control_stream(quic.clone(), draining.clone());
+        let dropped = self.dropped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = dropped.cancelled() => {}
+                () = watch => {}
+            }
+        });
         Ok(Conn { quic, draining })
     }
 

@@ -165,6 +165,8 @@ pub struct RawServer {
     pub addr: SocketAddr,
     /// Its certificate.
     pub cert: quicrpc::tls::SelfSigned,
+    /// Receives one message each time a connection to this server ends.
+    pub closed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<quinn::ConnectionError>>,
     endpoint: quinn::Endpoint,
 }
 
@@ -199,19 +201,28 @@ impl RawServer {
             quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("bind");
         let addr = endpoint.local_addr().expect("address");
         let accept = endpoint.clone();
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
+                let closed_tx = closed_tx.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
-                    while let Ok((send, recv)) = conn.accept_bi().await {
-                        tokio::spawn(serve_raw(conn.clone(), send, recv, answer));
-                    }
+                    let reason = loop {
+                        match conn.accept_bi().await {
+                            Ok((send, recv)) => {
+                                tokio::spawn(serve_raw(conn.clone(), send, recv, answer));
+                            }
+                            Err(e) => break e,
+                        }
+                    };
+                    let _ = closed_tx.send(reason);
                 });
             }
         });
         Self {
             addr,
             cert,
+            closed: tokio::sync::Mutex::new(closed),
             endpoint,
         }
     }

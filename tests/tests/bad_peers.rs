@@ -370,3 +370,26 @@ async fn malformed_responses_give_the_client_a_status_not_a_panic() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn dropping_the_channel_closes_its_connection() {
+    let server = RawServer::start(raw_answer).await;
+    let channel = within("connect", server.channel()).await;
+    assert_eq!(
+        within("ok", call_case(&channel, "ok"))
+            .await
+            .unwrap()
+            .message,
+        "ok"
+    );
+    drop(channel);
+    // Keep-alives would hold an abandoned connection open for ever: it must close instead.
+    let reason = within("connection closes", async {
+        server.closed.lock().await.recv().await
+    })
+    .await;
+    assert!(
+        matches!(reason, Some(quinn::ConnectionError::ApplicationClosed(_))),
+        "{reason:?}"
+    );
+}
