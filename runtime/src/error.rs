@@ -20,6 +20,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Serving failed (the TCP side's accept loop).
+    #[error("serving: {0}")]
+    Serve(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(String),
@@ -56,6 +59,10 @@ pub enum Error {
         #[source]
         source: quinn::ConnectionError,
     },
+    /// gRPC over TCP could not connect (with, under [`Fallback::Auto`](crate::Fallback::Auto),
+    /// why QUIC failed too).
+    #[error("connecting over TCP: {0}")]
+    TcpConnect(String),
     /// No QUIC handshake finished in time: the server is down, or UDP does not get through.
     #[error("connecting to {addr}: no QUIC handshake within {timeout:?}")]
     ConnectTimeout {

@@ -48,7 +48,7 @@
 //!
 //! - `dev-certs` (default): [`tls::SelfSigned`], development certificates made at run time.
 
-mod channel;
+mod client;
 mod config;
 mod error;
 mod method;
@@ -61,11 +61,10 @@ pub mod codegen;
 pub mod tls;
 pub mod wire;
 
-pub use channel::{Channel, ChannelBuilder, ResponseFuture, Transport};
+pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture, Transport};
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
 pub use server::{Server, ServerBuilder};
-pub use stream::RecvBody;
 
 /// Includes the code `quicrpc-build` generated for a protobuf package: messages, tonic
 /// client and server stubs, and quicrpc's method tables.

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use crate::tls::{self, Identity};
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder, FrameError};
-use crate::{Error, method_info, timeout, wire};
+use crate::{Error, Transport, method_info, timeout, wire};
 
 /// How long a stopped server waits for its closed connections to say goodbye.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -47,9 +46,11 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// # Ok(()) }
 /// ```
 pub struct Server {
-    endpoint: quinn::Endpoint,
+    quic: Option<quinn::Endpoint>,
+    tcp: Option<tokio::net::TcpListener>,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    identity: Identity,
 }
 
 struct Shared {
@@ -70,6 +71,8 @@ pub struct ServerBuilder {
     identity: Option<Identity>,
     routes: RoutesBuilder,
     config: ConnectionConfig,
+    quic: bool,
+    tcp: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -88,6 +91,8 @@ impl Server {
             identity: None,
             routes: RoutesBuilder::default(),
             config: ConnectionConfig::server_default(),
+            quic: true,
+            tcp: true,
         }
     }
 
@@ -101,59 +106,128 @@ impl Server {
         self.serve_with_shutdown(std::future::pending()).await
     }
 
-    /// Serves until `signal` completes, then shuts down gracefully: calls in flight finish,
-    /// new calls are refused with UNAVAILABLE, and the future resolves once every connection
-    /// has closed.
+    /// Serves until `signal` completes, then shuts down gracefully on every transport:
+    /// calls in flight finish, new calls are refused with UNAVAILABLE, and the future resolves
+    /// once every connection has closed.
     pub async fn serve_with_shutdown(
         self,
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let Server {
-            endpoint,
+            quic,
+            tcp,
             local_addr,
             shared,
+            identity,
         } = self;
         let shutdown = CancellationToken::new();
-        let connections = TaskTracker::new();
-        let mut signal = pin!(signal);
-        info!(%local_addr, "serving QUIC");
-        loop {
-            tokio::select! {
-                () = &mut signal => break,
-                incoming = endpoint.accept() => match incoming {
-                    Some(incoming) => {
-                        connections.spawn(serve_connection(incoming, shared.clone(), shutdown.clone()));
-                    }
-                    None => break,
-                },
-            }
-        }
-        info!(%local_addr, connections = connections.len(), "shutting down: draining connections");
-        shutdown.cancel();
-        connections.close();
-        let refuse_new = async {
-            while let Some(incoming) = endpoint.accept().await {
-                incoming.refuse();
+        let quic = async {
+            if let Some(endpoint) = quic {
+                serve_quic(endpoint, local_addr, shared.clone(), shutdown.clone()).await;
             }
         };
-        tokio::select! {
-            () = connections.wait() => {}
-            () = refuse_new => {}
-        }
-        endpoint.close(
-            VarInt::from_u32(ErrorCode::NoError.to_u32()),
-            b"server shut down",
-        );
-        let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+        let tcp = async {
+            let Some(listener) = tcp else { return Ok(()) };
+            let result = serve_tcp(listener, &shared, &identity, shutdown.clone()).await;
+            // A failed TCP side takes the server down rather than leaving half of it up.
+            shutdown.cancel();
+            result
+        };
+        let signal = async {
+            tokio::select! {
+                () = signal => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        };
+        let ((), tcp, ()) = tokio::join!(quic, tcp, signal);
         info!(%local_addr, "server stopped");
-        Ok(())
+        tcp
     }
+}
+
+/// Accepts QUIC connections until `shutdown`, then drains them.
+async fn serve_quic(
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    info!(%local_addr, "serving QUIC");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    connections.spawn(serve_connection(incoming, shared.clone(), shutdown.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    info!(%local_addr, connections = connections.len(), "QUIC: draining connections");
+    connections.close();
+    let refuse_new = async {
+        while let Some(incoming) = endpoint.accept().await {
+            incoming.refuse();
+        }
+    };
+    tokio::select! {
+        () = connections.wait() => {}
+        () = refuse_new => {}
+    }
+    endpoint.close(
+        VarInt::from_u32(ErrorCode::NoError.to_u32()),
+        b"server shut down",
+    );
+    let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+}
+
+/// Serves plain gRPC over HTTP/2 and TLS with tonic until `shutdown`, then drains.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    shared: &Shared,
+    identity: &Identity,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let local_addr = listener.local_addr().ok();
+    let tls = tonic::transport::ServerTlsConfig::new().identity(identity.to_tonic());
+    let mut server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
+        .max_concurrent_streams(shared.config.max_concurrent_streams)
+        .http2_max_header_list_size(
+            u32::try_from(shared.config.max_header_list_size).unwrap_or(u32::MAX),
+        )
+        .http2_keepalive_interval(shared.config.keep_alive_interval)
+        .tcp_nodelay(true);
+    info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    server
+        .add_routes(shared.routes.clone())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(|e| Error::Serve(e.to_string()))
 }
 
 impl ServerBuilder {
     /// The certificate chain and key the server presents. Required.
     pub fn tls(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Which transports to serve. Default: both QUIC (on UDP) and gRPC over HTTP/2 (on TCP),
+    /// on the same port number.
+    pub fn transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
+        self.quic = false;
+        self.tcp = false;
+        for transport in transports {
+            match transport {
+                Transport::Quic => self.quic = true,
+                Transport::Tcp => self.tcp = true,
+            }
+        }
         self
     }
 
@@ -204,13 +278,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the UDP socket. `addr` may name port 0 to pick a free port.
+    /// Binds the server: QUIC on UDP and gRPC over TCP on the same port number (or only the
+    /// transports chosen with [`transports`](Self::transports)). `addr` may name port 0; the
+    /// port picked is free on both protocols. A port taken on either protocol is an error, and
+    /// nothing stays bound.
     pub async fn bind(
         self,
         addr: impl tokio::net::ToSocketAddrs + fmt::Debug,
     ) -> Result<Server, Error> {
         let shown = format!("{addr:?}");
-        let identity = self.identity.ok_or(Error::MissingIdentity)?;
         let addr = tokio::net::lookup_host(addr)
             .await
             .map_err(|source| Error::Resolve {
@@ -222,28 +298,93 @@ impl ServerBuilder {
                 host: shown.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
             })?;
-
-        let tls = tls::server_config(&identity, &[wire::ALPN])?;
-        let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
-        server_config.transport_config(Arc::new(self.config.server_transport()?));
-        let endpoint =
-            quinn::Endpoint::server(server_config, addr).map_err(|source| Error::Bind {
-                addr: addr.to_string(),
+        if !self.quic && !self.tcp {
+            return Err(Error::Config("no transport enabled".into()));
+        }
+        // With port 0, the port the UDP socket got may be taken on TCP: try a few.
+        let mut tries_left = 16;
+        loop {
+            let bind_err = |proto: &str, source| Error::Bind {
+                addr: format!("{addr} ({proto})"),
                 source,
-            })?;
-        let local_addr = endpoint.local_addr().map_err(|source| Error::Bind {
-            addr: addr.to_string(),
+            };
+            let udp = match self.quic {
+                true => Some(std::net::UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?),
+                false => None,
+            };
+            let port = match &udp {
+                Some(udp) => udp.local_addr().map_err(|e| bind_err("UDP", e))?.port(),
+                None => addr.port(),
+            };
+            let tcp = match self.tcp {
+                true => match std::net::TcpListener::bind((addr.ip(), port)) {
+                    Ok(listener) => Some(listener),
+                    Err(e) if udp.is_some() && addr.port() == 0 && tries_left > 0 => {
+                        debug!("port {port} is free on UDP but not on TCP ({e}): trying another");
+                        tries_left -= 1;
+                        continue;
+                    }
+                    Err(e) => return Err(bind_err("TCP", e)),
+                },
+                false => None,
+            };
+            return self.bind_sockets(udp, tcp);
+        }
+    }
+
+    /// Serves on sockets bound elsewhere (another network namespace, socket activation): a
+    /// UDP socket for QUIC, a TCP listener for gRPC over HTTP/2, or both. Must be called
+    /// inside a Tokio runtime.
+    pub fn bind_sockets(
+        self,
+        udp: Option<std::net::UdpSocket>,
+        tcp: Option<std::net::TcpListener>,
+    ) -> Result<Server, Error> {
+        let identity = self.identity.ok_or(Error::MissingIdentity)?;
+        let sock_err = |source| Error::Bind {
+            addr: "given socket".into(),
             source,
-        })?;
+        };
+        let local_addr = match (&udp, &tcp) {
+            (Some(udp), _) => udp.local_addr().map_err(sock_err)?,
+            (None, Some(tcp)) => tcp.local_addr().map_err(sock_err)?,
+            (None, None) => return Err(Error::Config("no socket given".into())),
+        };
+        let quic = match udp {
+            Some(udp) => {
+                let tls = tls::server_config(&identity, &[wire::ALPN])?;
+                let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                    .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
+                let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+                server_config.transport_config(Arc::new(self.config.server_transport()?));
+                let runtime = Arc::new(quinn::TokioRuntime);
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server_config),
+                    udp,
+                    runtime,
+                )
+                .map_err(sock_err)?;
+                Some(endpoint)
+            }
+            None => None,
+        };
+        let tcp = match tcp {
+            Some(tcp) => {
+                tcp.set_nonblocking(true).map_err(sock_err)?;
+                Some(tokio::net::TcpListener::from_std(tcp).map_err(sock_err)?)
+            }
+            None => None,
+        };
         Ok(Server {
-            endpoint,
+            quic,
+            tcp,
             local_addr,
             shared: Arc::new(Shared {
                 routes: self.routes.routes().prepare(),
                 config: self.config,
             }),
+            identity,
         })
     }
 }

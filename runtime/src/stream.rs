@@ -10,7 +10,6 @@ use http::HeaderMap;
 use http_body::{Body, Frame as BodyFrame, SizeHint};
 use quinn::{ConnectionError, ReadError, VarInt, WriteError};
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 use tonic::{Code, Status};
 
 use crate::wire::code::{ErrorCode, grpc_code_for_reset};
@@ -320,21 +319,20 @@ enum Role {
     Client { trailers_only: bool },
 }
 
-/// The body of a call's incoming half: a response on the client ([`Channel`](crate::Channel)),
-/// a request on the server.
+/// The body of a call's incoming half on QUIC: a response on the client, a request on the
+/// server.
 ///
-/// It yields the gRPC message bytes as DATA frames and the trailers, enforces the receive
-/// size limit from each message's 5-byte prefix before buffering the message, and on the
-/// client enforces the call's deadline. Errors are [`Status`]es with the gRPC code that the
-/// failure means. Dropping it before the end cancels the call.
-pub struct RecvBody {
+/// It yields the gRPC message bytes as DATA frames and the trailers, and enforces the receive
+/// size limit from each message's 5-byte prefix before buffering the message. Errors are
+/// [`Status`]es with the gRPC code that the failure means. Dropping it before the end cancels
+/// the call.
+pub(crate) struct RecvBody {
     recv: RecvHalf,
     decoder: FrameDecoder,
     buf: BytesMut,
     limiter: MessageLimiter,
     role: Role,
     done: bool,
-    deadline: Option<Pin<Box<Sleep>>>,
     request_error: Option<oneshot::Receiver<Status>>,
     // Declared last: dropped after `recv`, so the request side is reset after the response
     // side is stopped.
@@ -350,11 +348,10 @@ impl std::fmt::Debug for RecvBody {
     }
 }
 
-/// What the client hands a response body so it can enforce the deadline and surface request
-/// failures.
+/// What the client hands a response body so it can surface request failures and stop the
+/// request side with the response.
 #[derive(Debug, Default)]
 pub(crate) struct ClientCallParts {
-    pub(crate) deadline: Option<Pin<Box<Sleep>>>,
     pub(crate) request_error: Option<oneshot::Receiver<Status>>,
     pub(crate) send_task: Option<AbortOnDrop>,
 }
@@ -373,7 +370,6 @@ impl RecvBody {
             limiter: MessageLimiter::new(max_message),
             role: Role::Server,
             done: false,
-            deadline: None,
             request_error: None,
             send_task: None,
         }
@@ -394,7 +390,6 @@ impl RecvBody {
             limiter: MessageLimiter::new(max_message),
             role: Role::Client { trailers_only },
             done: false,
-            deadline: parts.deadline,
             request_error: parts.request_error,
             send_task: parts.send_task,
         }
@@ -461,14 +456,6 @@ impl Body for RecvBody {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
-        }
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return this.fail(
-                Status::deadline_exceeded("deadline exceeded"),
-                ErrorCode::DeadlineExceeded,
-            );
         }
         if let Some(rx) = &mut this.request_error
             && let Poll::Ready(result) = Pin::new(rx).poll(cx)

@@ -21,6 +21,9 @@ use crate::Error;
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    // The PEM text as given, for the TCP side (tonic takes PEM).
+    chain_pem: Vec<u8>,
+    key_pem: Vec<u8>,
 }
 
 impl Identity {
@@ -33,9 +36,15 @@ impl Identity {
         if chain.is_empty() {
             return Err(Error::Tls("certificate PEM holds no certificate".into()));
         }
-        let key = PrivateKeyDer::from_pem_slice(key.as_ref())
+        let key_pem = key.as_ref().to_vec();
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| Error::Tls(format!("reading private key PEM: {e}")))?;
-        Ok(Self { chain, key })
+        Ok(Self {
+            chain_pem: to_pem_bundle(&chain),
+            chain,
+            key,
+            key_pem,
+        })
     }
 
     /// The certificate chain, leaf first, DER-encoded.
@@ -46,6 +55,11 @@ impl Identity {
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()
     }
+
+    /// The identity in tonic's form, for the TCP side.
+    pub(crate) fn to_tonic(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.chain_pem, &self.key_pem)
+    }
 }
 
 impl Clone for Identity {
@@ -53,6 +67,8 @@ impl Clone for Identity {
         Self {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            chain_pem: self.chain_pem.clone(),
+            key_pem: self.key_pem.clone(),
         }
     }
 }
@@ -95,6 +111,28 @@ impl Certificate {
     pub fn certs(&self) -> &[CertificateDer<'static>] {
         &self.certs
     }
+
+    /// The certificates in tonic's form, for the TCP side.
+    pub(crate) fn to_tonic(&self) -> tonic::transport::Certificate {
+        tonic::transport::Certificate::from_pem(to_pem_bundle(&self.certs))
+    }
+}
+
+/// PEM text for DER certificates.
+fn to_pem_bundle(certs: &[CertificateDer<'static>]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = String::new();
+    for cert in certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        for line in b64.as_bytes().chunks(64) {
+            // base64 output is ASCII.
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
 }
 
 /// A development CA and a server identity it signed, generated in memory.
@@ -243,6 +281,9 @@ mod tests {
         let cert = SelfSigned::new(["localhost", "127.0.0.1"]).unwrap();
         let id = Identity::from_pem(cert.cert_pem(), cert.key_pem()).unwrap();
         assert_eq!(id.chain().len(), 1);
+        // The PEM bundle made from DER parses back to the same certificate.
+        let again = Certificate::from_pem(to_pem_bundle(id.chain())).unwrap();
+        assert_eq!(again.certs(), id.chain());
         assert_eq!(
             Certificate::from_pem(cert.ca_pem()).unwrap().certs().len(),
             1

@@ -355,8 +355,16 @@ impl TestServer {
         }
     }
 
-    /// A channel builder aimed at this server, trusting its certificate.
+    /// A channel builder aimed at this server, trusting its certificate, QUIC only: the
+    /// behaviour tests must not pass by falling back to TCP.
     pub fn channel_builder(&self) -> quicrpc::ChannelBuilder {
+        self.any_transport_builder()
+            .fallback(quicrpc::Fallback::QuicOnly)
+    }
+
+    /// A channel builder aimed at this server with the default policy (QUIC, falling back to
+    /// TCP).
+    pub fn any_transport_builder(&self) -> quicrpc::ChannelBuilder {
         quicrpc::Channel::builder(format!("https://localhost:{}", self.addr.port()))
             .ca_certificate(self.cert.ca_certificate())
     }

@@ -231,6 +231,7 @@ impl RawServer {
     pub async fn channel(&self) -> quicrpc::Channel {
         quicrpc::Channel::builder(format!("https://localhost:{}", self.addr.port()))
             .ca_certificate(self.cert.ca_certificate())
+            .fallback(quicrpc::Fallback::QuicOnly)
             .connect()
             .await
             .expect("connect to raw server")

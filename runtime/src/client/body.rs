@@ -1,0 +1,97 @@
+//! [`ResponseBody`]: a response body from either transport, under the call's deadline.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+
+use crate::stream::RecvBody;
+
+/// The body of a response received by a [`Channel`](crate::Channel), over QUIC or TCP.
+///
+/// It yields the response's gRPC message bytes and then its trailers. When the call has a
+/// deadline, the body ends with DEADLINE_EXCEEDED once it passes, on either transport.
+/// Dropping the body before its end cancels the call.
+pub struct ResponseBody {
+    inner: Inner,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+enum Inner {
+    Quic(RecvBody),
+    Tcp(tonic::body::Body),
+    Done,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = match &self.inner {
+            Inner::Quic(_) => "QUIC",
+            Inner::Tcp(_) => "TCP",
+            Inner::Done => "done",
+        };
+        f.debug_struct("ResponseBody")
+            .field("transport", &transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    pub(super) fn quic(body: RecvBody, deadline: Option<Instant>) -> Self {
+        Self {
+            inner: Inner::Quic(body),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }
+    }
+
+    pub(super) fn tcp(body: tonic::body::Body, deadline: Option<Instant>) -> Self {
+        Self {
+            inner: Inner::Tcp(body),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline
+            && !matches!(this.inner, Inner::Done)
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the transport's body cancels the call on the wire.
+            this.inner = Inner::Done;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded("deadline exceeded"))));
+        }
+        match &mut this.inner {
+            Inner::Quic(body) => Pin::new(body).poll_frame(cx),
+            Inner::Tcp(body) => Pin::new(body).poll_frame(cx),
+            Inner::Done => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Quic(body) => body.is_end_stream(),
+            Inner::Tcp(body) => body.is_end_stream(),
+            Inner::Done => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Quic(body) => body.size_hint(),
+            Inner::Tcp(body) => body.size_hint(),
+            Inner::Done => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The QUIC side of the client: connecting, and one call per bidirectional stream.
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::future::select_ok;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, warn};
+
+use crate::config::ConnectionConfig;
+use crate::stream::{
+    AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
+    check_status_fields, connection_status, malformed, read_head, send_body,
+};
+use crate::tls::{self, Certificate};
+use crate::wire::code::{ErrorCode, grpc_code_for_reset};
+use crate::wire::fields;
+use crate::wire::frame::{self, Frame, FrameDecoder, FrameError};
+use crate::{Error, Priority, wire};
+
+/// Everything needed to open QUIC connections to one server.
+pub(super) struct QuicConnector {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    host: String,
+    port: u16,
+    server_name: String,
+    connect_timeout: Duration,
+}
+
+/// One QUIC connection and what the client knows about it.
+#[derive(Clone)]
+pub(super) struct Conn {
+    pub(super) quic: quinn::Connection,
+    /// Set when the server said GOAWAY: no new calls go on this connection.
+    draining: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// Whether new calls may use this connection.
+    pub(super) fn usable(&self) -> bool {
+        self.quic.close_reason().is_none() && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+impl QuicConnector {
+    pub(super) fn new(
+        roots: &[Certificate],
+        config: &ConnectionConfig,
+        host: String,
+        port: u16,
+        server_name: String,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let tls = tls::client_config(roots, &[wire::ALPN])?;
+        let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_tls));
+        client_config.transport_config(Arc::new(config.client_transport()?));
+        Ok(Self {
+            endpoint: bind_client_endpoint()?,
+            client_config,
+            host,
+            port,
+            server_name,
+            connect_timeout,
+        })
+    }
+
+    /// Resolves the host and races a handshake to each of its addresses. The connection's
+    /// control stream is watched until it closes or `dropped` is cancelled.
+    pub(super) async fn connect(&self, dropped: CancellationToken) -> Result<Conn, Error> {
+        let resolve_err = |source| Error::Resolve {
+            host: self.host.clone(),
+            source,
+        };
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(resolve_err)?
+            .collect();
+        addrs.dedup();
+        if addrs.is_empty() {
+            return Err(resolve_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no addresses",
+            )));
+        }
+        let attempts = addrs.iter().map(|&addr| Box::pin(self.handshake(addr)));
+        let (quic, _) = select_ok(attempts).await?;
+        debug!(remote = %quic.remote_address(), "QUIC connection established");
+        let draining = Arc::new(AtomicBool::new(false));
+        let watch = watch_control_stream(quic.clone(), draining.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = dropped.cancelled() => {}
+                () = watch => {}
+            }
+        });
+        Ok(Conn { quic, draining })
+    }
+
+    async fn handshake(&self, addr: SocketAddr) -> Result<quinn::Connection, Error> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), addr, &self.server_name)
+            .map_err(|e| Error::Tls(format!("cannot start a handshake with {addr}: {e}")))?;
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(source)) => Err(Error::Connect { addr, source }),
+            Err(_) => Err(Error::ConnectTimeout {
+                addr,
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+}
+
+/// Binds a dual-stack client socket where the host has IPv6, an IPv4 one otherwise.
+fn bind_client_endpoint() -> Result<quinn::Endpoint, Error> {
+    let v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    let v4: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+    quinn::Endpoint::client(v6)
+        .or_else(|_| quinn::Endpoint::client(v4))
+        .map_err(|source| Error::Bind {
+            addr: v4.to_string(),
+            source,
+        })
+}
+
+/// A call's request, ready for the wire.
+pub(super) struct QuicRequest {
+    pub(super) head: bytes::Bytes,
+    pub(super) body: tonic::body::Body,
+    pub(super) priority: Priority,
+    pub(super) max_header_list_size: usize,
+    pub(super) max_receive_message_size: usize,
+}
+
+/// Runs a call on an open stream: sends the request, reads the response head.
+pub(super) async fn call(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    request: QuicRequest,
+) -> Result<http::Response<RecvBody>, Status> {
+    let send = SendHalf::new(send);
+    send.set_priority(request.priority);
+    let mut recv = RecvHalf::new(recv);
+
+    // Send inline what is ready now (a whole unary request, usually); hand the rest to a task
+    // so that requests stream while responses are read.
+    let (error_tx, error_rx) = oneshot::channel();
+    let mut sending = Box::pin(send_request(send, request.head, request.body, error_tx));
+    let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+        Poll::Ready(()) => None,
+        Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
+    };
+    let mut parts = ClientCallParts {
+        request_error: Some(error_rx),
+        send_task,
+    };
+
+    let mut decoder = FrameDecoder::new(request.max_header_list_size);
+    let mut buf = BytesMut::new();
+    let block = tokio::select! {
+        head = read_head(&mut recv, &mut decoder, &mut buf) => head.map_err(head_status)?,
+        Some(status) = request_failure(&mut parts.request_error) => return Err(status),
+    };
+    let headers = fields::decode_fields(&block)
+        .map_err(malformed)
+        .and_then(|h| check_status_fields(&h).map(|()| h))
+        .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
+    let trailers_only = headers.contains_key("grpc-status");
+    let body = RecvBody::client(
+        recv,
+        decoder,
+        buf,
+        request.max_receive_message_size,
+        trailers_only,
+        parts,
+    );
+    let mut response = http::Response::new(body);
+    *response.version_mut() = http::Version::HTTP_2;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Resolves with the request's failure, if the request side reports one.
+async fn request_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<Status> {
+    let result = match rx {
+        Some(rx) => rx.await,
+        None => return std::future::pending().await,
+    };
+    *rx = None;
+    match result {
+        Ok(status) => Some(status),
+        // The request went out whole: keep waiting for the response.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The status for a response whose head could not be read.
+fn head_status(err: HeadError) -> Status {
+    match err {
+        HeadError::Frame(FrameError::FieldBlockTooLarge { len, limit }) => {
+            Status::resource_exhausted(format!(
+                "response head of {len} bytes exceeds the limit of {limit} bytes"
+            ))
+        }
+        HeadError::NotHeaders => {
+            Status::internal("protocol error: response did not start with HEADERS")
+        }
+        HeadError::Finished => Status::internal("protocol error: response ended before its head"),
+        HeadError::Read(quinn::ReadError::Reset(code)) => {
+            let code = code.into_inner();
+            Status::new(
+                grpc_code_for_reset(code),
+                format!("stream reset by server (error code {code:#x})"),
+            )
+        }
+        HeadError::Read(quinn::ReadError::ConnectionLost(e)) => connection_status(&e),
+        HeadError::Read(e) => Status::unavailable(format!("reading response: {e}")),
+    }
+}
+
+/// Sends a request: its head, then its body. Errors of the body itself go to `error_tx`, so
+/// the call ends with them; errors of the stream show up on the response side.
+async fn send_request(
+    mut send: SendHalf,
+    head: bytes::Bytes,
+    body: tonic::body::Body,
+    error_tx: oneshot::Sender<Status>,
+) {
+    match send_body(&mut send, vec![head], body).await {
+        Ok(()) => {}
+        Err(SendBodyError::Write(quinn::WriteError::Stopped(_))) => {
+            // The server stopped reading: it has answered or is about to.
+            send.abandon();
+        }
+        Err(SendBodyError::Write(e)) => debug!("request stream failed: {e}"),
+        Err(SendBodyError::Body(status)) => {
+            send.reset(ErrorCode::Cancelled);
+            let _ = error_tx.send(status);
+        }
+    }
+}
+
+/// Reads the server's control streams: a GOAWAY marks the connection as draining, so new
+/// calls open a new connection instead.
+async fn watch_control_stream(conn: quinn::Connection, draining: Arc<AtomicBool>) {
+    while let Ok(stream) = conn.accept_uni().await {
+        let mut recv = RecvHalf::new(stream);
+        match read_control_stream(&mut recv, &draining).await {
+            Ok(()) => recv.set_drop_code(ErrorCode::NoError),
+            Err(problem) => {
+                warn!(remote = %conn.remote_address(), "{problem}");
+                recv.set_drop_code(ErrorCode::ProtocolError);
+            }
+        }
+    }
+}
+
+async fn read_control_stream(
+    recv: &mut RecvHalf,
+    draining: &AtomicBool,
+) -> Result<(), &'static str> {
+    let mut buf = BytesMut::new();
+    let stream_type = loop {
+        if let Some((stream_type, n)) = wire::varint::get(&buf) {
+            bytes::Buf::advance(&mut buf, n);
+            break stream_type;
+        }
+        match recv.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    };
+    if stream_type != frame::CONTROL_STREAM {
+        // Unknown unidirectional stream types are ignored, for extensions.
+        return Ok(());
+    }
+    let mut decoder = FrameDecoder::new(1024);
+    loop {
+        while let Some(frame) = decoder
+            .decode(&mut buf)
+            .map_err(|_| "oversized frame on the control stream")?
+        {
+            match frame {
+                Frame::GoAway => {
+                    debug!("server sent GOAWAY");
+                    draining.store(true, Ordering::Release);
+                }
+                _ => return Err("unexpected frame on the control stream"),
+            }
+        }
+        match recv.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    }
+}
