@@ -11,6 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod netns;
 pub mod raw;
 
 /// Generated code for `proto/testing/echo.proto`.
@@ -310,6 +311,12 @@ pub struct TestServer {
 pub struct TestOptions {
     /// Participants of the barrier that `barrier: true` requests wait at.
     pub barrier: Option<usize>,
+    /// The certificate to serve (default: a new one).
+    pub cert: Option<quicrpc::tls::SelfSigned>,
+    /// The address to bind (default: `127.0.0.1:0`).
+    pub addr: Option<std::net::SocketAddr>,
+    /// Sockets bound elsewhere (another network namespace) to serve on instead of binding.
+    pub sockets: Option<(Option<std::net::UdpSocket>, Option<std::net::TcpListener>)>,
 }
 
 impl TestServer {
@@ -324,8 +331,11 @@ impl TestServer {
         configure: impl FnOnce(quicrpc::ServerBuilder) -> quicrpc::ServerBuilder,
     ) -> Self {
         trace_init();
-        let cert = quicrpc::tls::SelfSigned::new(["localhost", "127.0.0.1"])
-            .expect("generate certificate");
+        let cert = match options.cert {
+            Some(cert) => cert,
+            None => quicrpc::tls::SelfSigned::new(["localhost", "127.0.0.1"])
+                .expect("generate certificate"),
+        };
         let (events_tx, events) = mpsc::unbounded_channel();
         let service = EchoService {
             events: events_tx,
@@ -337,10 +347,18 @@ impl TestServer {
         let builder = quicrpc::Server::builder()
             .tls(cert.identity())
             .add_service(echo);
-        let server = configure(builder)
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind test server");
+        let builder = configure(builder);
+        let server = match options.sockets {
+            Some((udp, tcp)) => builder
+                .bind_sockets(udp, tcp)
+                .expect("serve on given sockets"),
+            None => {
+                let addr = options
+                    .addr
+                    .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
+                builder.bind(addr).await.expect("bind test server")
+            }
+        };
         let addr = server.local_addr();
         let (shutdown, signal) = oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve_with_shutdown(async {

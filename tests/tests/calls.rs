@@ -108,6 +108,7 @@ async fn a_thousand_calls_in_flight_on_one_connection() {
     let server = TestServer::start_with(
         TestOptions {
             barrier: Some(CALLS),
+            ..Default::default()
         },
         |b| b,
     )
@@ -137,9 +138,13 @@ async fn a_thousand_calls_in_flight_on_one_connection() {
 #[tokio::test]
 async fn concurrency_limit_is_configurable() {
     // With a limit of 10 streams, 20 calls that each wait for all 20 cannot all be in flight.
-    let server = TestServer::start_with(TestOptions { barrier: Some(20) }, |b| {
-        b.max_concurrent_streams(10)
-    })
+    let server = TestServer::start_with(
+        TestOptions {
+            barrier: Some(20),
+            ..Default::default()
+        },
+        |b| b.max_concurrent_streams(10),
+    )
     .await;
     let channel = server.channel().await;
     let calls = (0..20).map(|_| {

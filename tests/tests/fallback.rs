@@ -1,0 +1,268 @@
+//! One server, two transports: QUIC on UDP and plain gRPC on TCP at the same port, and a
+//! channel that falls back from one to the other.
+
+use std::time::{Duration, Instant};
+
+use quicrpc::{Fallback, Transport};
+use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestOptions, TestServer, echo, within};
+use tonic::Code;
+
+async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> Transport {
+    let response = within("call", client.unary(echo("which")))
+        .await
+        .expect("call succeeds");
+    *response
+        .extensions()
+        .get::<Transport>()
+        .expect("the channel records the transport")
+}
+
+#[tokio::test]
+async fn every_policy_works_against_a_dual_server() {
+    let server = TestServer::start().await;
+    for (policy, want) in [
+        (Fallback::QuicOnly, Transport::Quic),
+        (Fallback::TcpOnly, Transport::Tcp),
+        (Fallback::Auto, Transport::Quic),
+    ] {
+        let channel = within(
+            "connect",
+            server.any_transport_builder().fallback(policy).connect(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(channel.transport(), want, "{policy:?}");
+        let mut client = EchoClient::new(channel);
+        assert_eq!(transport_of(&mut client).await, want, "{policy:?}");
+        // Streaming and statuses work on the TCP side too.
+        let request = EchoRequest {
+            response_count: 3,
+            ..echo("s")
+        };
+        let mut stream = within("stream", client.server_stream(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while within("reply", stream.message()).await.unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3, "{policy:?}");
+        let failing = EchoRequest {
+            fail_code: Code::NotFound as i32,
+            fail_message: "gone".into(),
+            ..echo("")
+        };
+        let status = within("failing call", client.unary(failing))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "gone"),
+            "{policy:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stock_tonic_client_reaches_the_tcp_side() {
+    let server = TestServer::start().await;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            server.cert.ca_pem(),
+        ));
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        server.addr.port()
+    ))
+    .unwrap()
+    .tls_config(tls)
+    .unwrap()
+    .connect()
+    .await
+    .expect("plain gRPC over TCP");
+    let mut client = EchoClient::new(channel);
+    let reply = within("tonic call", client.unary(echo("plain grpc")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.message, "plain grpc");
+}
+
+#[tokio::test]
+async fn deadlines_mean_the_same_over_tcp() {
+    let server = TestServer::start().await;
+    let channel = within(
+        "connect",
+        server
+            .any_transport_builder()
+            .fallback(Fallback::TcpOnly)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut client = EchoClient::new(channel);
+    let mut request = tonic::Request::new(echo("hang"));
+    request.set_timeout(Duration::from_millis(200));
+    let status = within("hanging call", client.hang(request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+#[tokio::test]
+async fn nothing_on_udp_falls_back_to_tcp() {
+    // Nothing listens on UDP at this port.
+    let server =
+        TestServer::start_with(TestOptions::default(), |b| b.transports([Transport::Tcp])).await;
+    let start = Instant::now();
+    let channel = within("connect", server.any_transport_builder().connect())
+        .await
+        .expect("falls back to TCP");
+    println!("first connection over TCP after {:?}", start.elapsed());
+    assert_eq!(channel.transport(), Transport::Tcp);
+    let mut client = EchoClient::new(channel);
+    assert_eq!(transport_of(&mut client).await, Transport::Tcp);
+
+    // QUIC-only cannot connect, and says so.
+    let quic_only = server
+        .any_transport_builder()
+        .fallback(Fallback::QuicOnly)
+        .connect_timeout(Duration::from_millis(500))
+        .connect();
+    assert!(within("QUIC only", quic_only).await.is_err());
+}
+
+#[tokio::test]
+async fn calls_in_flight_on_both_transports_finish_during_drain() {
+    let mut server = TestServer::start().await;
+    let mut streams = Vec::new();
+    for policy in [Fallback::QuicOnly, Fallback::TcpOnly] {
+        let channel = within(
+            "connect",
+            server.any_transport_builder().fallback(policy).connect(),
+        )
+        .await
+        .unwrap();
+        let mut client = EchoClient::new(channel);
+        let request = EchoRequest {
+            response_count: 5,
+            delay_ms: 100,
+            ..echo("drain")
+        };
+        let mut stream = within("open", client.server_stream(request))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            within("first", stream.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .index,
+            0
+        );
+        streams.push((policy, stream));
+    }
+    let serving = server.begin_shutdown();
+    for (policy, mut stream) in streams {
+        let mut indexes = vec![0];
+        while let Some(reply) = within("rest", stream.message()).await.unwrap() {
+            indexes.push(reply.index);
+        }
+        assert_eq!(indexes, vec![0, 1, 2, 3, 4], "{policy:?}");
+    }
+    within("server stops", serving).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_port_taken_on_tcp_is_a_bind_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).unwrap();
+    let result = quicrpc::Server::builder()
+        .tls(cert.identity())
+        .bind(("127.0.0.1", port))
+        .await;
+    let err = result.expect_err("TCP port is taken");
+    assert!(matches!(err, quicrpc::Error::Bind { .. }), "{err}");
+    assert!(err.to_string().contains("TCP"), "{err}");
+    // And the UDP socket was released with it: QUIC alone can bind that port now.
+    quicrpc::Server::builder()
+        .tls(cert.identity())
+        .transports([Transport::Quic])
+        .bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn server_restart_during_a_stream_of_calls() {
+    let first = TestServer::start().await;
+    let addr = first.addr;
+    let cert = first.cert.clone();
+    let channel = within(
+        "connect",
+        first
+            .any_transport_builder()
+            .connect_timeout(Duration::from_secs(1))
+            .connect(),
+    )
+    .await
+    .unwrap();
+
+    // A steady stream of calls, each with a deadline, while the server restarts.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let caller = tokio::spawn(async move {
+        let mut client = EchoClient::new(channel);
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        let mut ok_after_restart = false;
+        loop {
+            let mut request = tonic::Request::new(echo("tick"));
+            request.set_timeout(Duration::from_secs(3));
+            match client.unary(request).await {
+                Ok(_) => {
+                    ok += 1;
+                    ok_after_restart |= *done_rx.borrow();
+                }
+                Err(status) => failed.push(status.code()),
+            }
+            if ok_after_restart {
+                return (ok, failed);
+            }
+            // Pace the load generator; failures during the restart come back fast.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = done_rx.has_changed();
+        }
+    });
+
+    let mut first = first;
+    within("first server stops", first.begin_shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(first);
+    let second = TestServer::start_with(
+        TestOptions {
+            cert: Some(cert),
+            addr: Some(addr),
+            ..Default::default()
+        },
+        |b| b,
+    )
+    .await;
+    done_tx.send(true).unwrap();
+    let (ok, failed) = within("calls resume on the new server", caller)
+        .await
+        .unwrap();
+    assert!(ok >= 1);
+    // Every failure was a clear, retryable status.
+    assert!(
+        failed.iter().all(|&code| code == Code::Unavailable),
+        "{failed:?}"
+    );
+    drop(second);
+}

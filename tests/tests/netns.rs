@@ -1,0 +1,93 @@
+//! Fallback over a real network path that drops UDP: a server in a network namespace of the
+//! test's own, behind an nftables rule. Needs root (CI runs as root); fails loudly otherwise.
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+use quicrpc::Transport;
+use quicrpc_tests::netns::NetNs;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestOptions, TestServer, echo, within};
+
+async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> Transport {
+    let response = within("call", client.unary(echo("which")))
+        .await
+        .expect("call succeeds");
+    *response
+        .extensions()
+        .get::<Transport>()
+        .expect("the channel records the transport")
+}
+
+#[tokio::test]
+async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again() {
+    let ns = NetNs::create();
+    ns.block_udp();
+    let ip = ns.ns_ip;
+    let (udp, tcp) = ns.enter(|| {
+        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
+        let port = udp.local_addr().expect("address").port();
+        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
+        (udp, tcp)
+    });
+    let options = TestOptions {
+        sockets: Some((Some(udp), Some(tcp))),
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(options, |b| b).await;
+
+    let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
+        .ca_certificate(server.cert.ca_certificate())
+        .domain_name("localhost")
+        .connect_timeout(Duration::from_secs(2))
+        .quic_probe_interval(Duration::from_millis(200));
+
+    // UDP vanishes without a trace: the first call goes over TCP after the head start, not
+    // after QUIC's handshake timeout.
+    let start = Instant::now();
+    let channel = within("connect", builder.connect())
+        .await
+        .expect("falls back to TCP");
+    let mut client = EchoClient::new(channel.clone());
+    assert_eq!(transport_of(&mut client).await, Transport::Tcp);
+    println!(
+        "UDP dropped: first call answered over TCP after {:?}",
+        start.elapsed()
+    );
+
+    // Calls in flight on TCP are not disturbed when QUIC comes back.
+    let request = quicrpc_tests::pb::EchoRequest {
+        response_count: 4,
+        delay_ms: 100,
+        ..echo("long")
+    };
+    let mut stream = within("open", client.server_stream(request))
+        .await
+        .unwrap()
+        .into_inner();
+
+    ns.unblock_udp();
+    let back = Instant::now();
+    within("back on QUIC", async {
+        while transport_of(&mut client).await != Transport::Quic {
+            // Pace the polling calls; the probe runs every 200 ms.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    println!(
+        "UDP passes again: calls back on QUIC after {:?}",
+        back.elapsed()
+    );
+    assert_eq!(channel.transport(), Transport::Quic);
+
+    let mut n = 0;
+    while within("stream on TCP", stream.message())
+        .await
+        .unwrap()
+        .is_some()
+    {
+        n += 1;
+    }
+    assert_eq!(n, 4, "the TCP stream in flight finished whole");
+}
