@@ -266,3 +266,40 @@ async fn server_restart_during_a_stream_of_calls() {
     );
     drop(second);
 }
+
+#[tokio::test]
+async fn oversized_messages_are_resource_exhausted_over_tcp_too() {
+    const MIB: usize = 1024 * 1024;
+    let server = TestServer::start().await;
+    let channel = within(
+        "connect",
+        server
+            .any_transport_builder()
+            .fallback(Fallback::TcpOnly)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut client = EchoClient::new(channel);
+    // Caught by tonic's codec on the server: OUT_OF_RANGE there, RESOURCE_EXHAUSTED on the wire.
+    let request = EchoRequest {
+        payload: vec![1; 5 * MIB],
+        ..echo("big")
+    };
+    let status = within("oversized request", client.unary(request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Caught by the channel's limit before tonic's codec on the client.
+    let request = EchoRequest {
+        response_size: (5 * MIB) as u32,
+        ..echo("big reply")
+    };
+    let status = within("oversized response", client.unary(request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    within("next call", client.unary(echo("small")))
+        .await
+        .unwrap();
+}

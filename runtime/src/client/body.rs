@@ -1,7 +1,7 @@
 //! [`ResponseBody`]: a response body from either transport, under the call's deadline.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -9,6 +9,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use crate::stream::RecvBody;
+use crate::wire::message::MessageLimiter;
 
 /// The body of a response received by a [`Channel`](crate::Channel), over QUIC or TCP.
 ///
@@ -22,7 +23,9 @@ pub struct ResponseBody {
 
 enum Inner {
     Quic(RecvBody),
-    Tcp(tonic::body::Body),
+    /// tonic's body, and the same receive limit the QUIC side applies (tonic's own codec
+    /// would report an oversized message as OUT_OF_RANGE).
+    Tcp(tonic::body::Body, MessageLimiter),
     Done,
 }
 
@@ -30,7 +33,7 @@ impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = match &self.inner {
             Inner::Quic(_) => "QUIC",
-            Inner::Tcp(_) => "TCP",
+            Inner::Tcp(..) => "TCP",
             Inner::Done => "done",
         };
         f.debug_struct("ResponseBody")
@@ -47,9 +50,13 @@ impl ResponseBody {
         }
     }
 
-    pub(super) fn tcp(body: tonic::body::Body, deadline: Option<Instant>) -> Self {
+    pub(super) fn tcp(
+        body: tonic::body::Body,
+        max_message: usize,
+        deadline: Option<Instant>,
+    ) -> Self {
         Self {
-            inner: Inner::Tcp(body),
+            inner: Inner::Tcp(body, MessageLimiter::new(max_message)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
@@ -74,7 +81,19 @@ impl Body for ResponseBody {
         }
         match &mut this.inner {
             Inner::Quic(body) => Pin::new(body).poll_frame(cx),
-            Inner::Tcp(body) => Pin::new(body).poll_frame(cx),
+            Inner::Tcp(body, limiter) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
+                    && let Some(data) = data
+                    && let Err(e) = limiter.observe(data)
+                {
+                    this.inner = Inner::Done;
+                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                        "received {e}"
+                    )))));
+                }
+                Poll::Ready(frame)
+            }
             Inner::Done => Poll::Ready(None),
         }
     }
@@ -82,7 +101,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Quic(body) => body.is_end_stream(),
-            Inner::Tcp(body) => body.is_end_stream(),
+            Inner::Tcp(body, _) => body.is_end_stream(),
             Inner::Done => true,
         }
     }
@@ -90,7 +109,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Quic(body) => body.size_hint(),
-            Inner::Tcp(body) => body.size_hint(),
+            Inner::Tcp(body, _) => body.size_hint(),
             Inner::Done => SizeHint::with_exact(0),
         }
     }

@@ -129,6 +129,12 @@ enum Route {
     Tcp(tonic::transport::Channel),
 }
 
+/// No route now, and when the next connection attempt may be made.
+struct Unreachable {
+    status: Status,
+    retry_at: Instant,
+}
+
 /// Servers recently reached only over TCP, by authority, until when.
 static TCP_ONLY_UNTIL: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
 
@@ -401,7 +407,7 @@ impl Inner {
 
     /// A route for a call: the current one, or a new connection by the policy. While a
     /// reconnect is backing off, calls fail fast with UNAVAILABLE rather than queue.
-    async fn route(self: &Arc<Self>) -> Result<Route, Status> {
+    async fn route(self: &Arc<Self>) -> Result<Route, Unreachable> {
         if let Some(route) = self.current_route() {
             return Ok(route);
         }
@@ -409,16 +415,16 @@ impl Inner {
         if let Some(route) = self.current_route() {
             return Ok(route);
         }
-        if let Some(at) = lock(&self.state).retry_at
-            && Instant::now() < at
+        if let Some(retry_at) = lock(&self.state).retry_at
+            && Instant::now() < retry_at
         {
-            return Err(Status::unavailable(
-                "server unreachable: waiting to reconnect",
-            ));
+            let status = Status::unavailable("server unreachable: waiting to reconnect");
+            return Err(Unreachable { status, retry_at });
         }
-        self.establish()
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot reach server: {e}")))
+        self.establish().await.map_err(|e| Unreachable {
+            status: Status::unavailable(format!("cannot reach server: {e}")),
+            retry_at: lock(&self.state).retry_at.unwrap_or_else(Instant::now),
+        })
     }
 
     /// Connects by the policy (the caller holds `connecting`) and installs the result.
@@ -614,19 +620,38 @@ impl Inner {
             None => None,
         };
         let call = async {
-            // A call that had not started when its connection went away is retried once, on a
-            // new connection.
-            let mut retried = false;
+            // A call that has not started is retried transparently: on a new connection if
+            // its connection went away before its stream opened, and, if it has a deadline,
+            // through reconnect attempts until the deadline. Without a deadline it fails fast
+            // with UNAVAILABLE rather than wait for ever.
+            let mut lost_connection = false;
             loop {
-                match self.route().await? {
-                    Route::Tcp(channel) => return call_tcp(channel, request, deadline).await,
+                let route = match self.route().await {
+                    Ok(route) => route,
+                    Err(Unreachable { status, retry_at }) => match deadline {
+                        Some(deadline) if retry_at < deadline => {
+                            debug!(
+                                "{}: retrying at the next reconnect attempt",
+                                status.message()
+                            );
+                            tokio::time::sleep_until(retry_at).await;
+                            continue;
+                        }
+                        _ => return Err(status),
+                    },
+                };
+                match route {
+                    Route::Tcp(channel) => {
+                        let limit = self.config.max_receive_message_size;
+                        return call_tcp(channel, request, limit, deadline).await;
+                    }
                     Route::Quic(conn) => match conn.quic.open_bi().await {
                         Ok((send, recv)) => {
                             return self.call_quic(send, recv, request, deadline).await;
                         }
-                        Err(e) if !retried => {
+                        Err(e) if !lost_connection => {
                             debug!("connection lost before the call started ({e}): retrying");
-                            retried = true;
+                            lost_connection = true;
                         }
                         Err(e) => return Err(crate::stream::connection_status(&e)),
                     },
@@ -681,11 +706,12 @@ impl Inner {
 async fn call_tcp(
     channel: tonic::transport::Channel,
     request: http::Request<tonic::body::Body>,
+    max_receive_message_size: usize,
     deadline: Option<Instant>,
 ) -> Result<http::Response<ResponseBody>, Status> {
     let result = channel.oneshot(request).await;
     let mut response = match result {
-        Ok(response) => response.map(|b| ResponseBody::tcp(b, deadline)),
+        Ok(response) => response.map(|b| ResponseBody::tcp(b, max_receive_message_size, deadline)),
         // tonic's own deadline layer reports an expired deadline as CANCELLED; a status must
         // mean the same on both transports.
         Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {

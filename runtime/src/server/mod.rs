@@ -1,0 +1,327 @@
+//! The server: tonic services over QUIC (one stream per call) and over gRPC on TCP, on the
+//! same port number.
+
+mod quic;
+mod tcp;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body as TonicBody;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
+use tracing::{debug, info};
+
+use self::quic::serve_quic;
+use self::tcp::serve_tcp;
+use crate::config::ConnectionConfig;
+use crate::tls::{self, Identity};
+use crate::{Error, Transport, wire};
+
+/// How long a stopped server waits for its closed connections to say goodbye.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves tonic services over QUIC.
+///
+/// ```no_run
+/// # async fn run(identity: quicrpc::tls::Identity) -> Result<(), quicrpc::Error> {
+/// let server = quicrpc::Server::builder()
+///     .tls(identity)
+///     // .add_service(GreeterServer::new(MyGreeter))
+///     .bind("127.0.0.1:50051")
+///     .await?;
+/// server.serve().await?;
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    quic: Option<quinn::Endpoint>,
+    tcp: Option<tokio::net::TcpListener>,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    identity: Identity,
+}
+
+struct Shared {
+    routes: Routes,
+    config: ConnectionConfig,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Server`]. Created by [`Server::builder`].
+pub struct ServerBuilder {
+    identity: Option<Identity>,
+    routes: RoutesBuilder,
+    config: ConnectionConfig,
+    quic: bool,
+    tcp: bool,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("identity", &self.identity)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            identity: None,
+            routes: RoutesBuilder::default(),
+            config: ConnectionConfig::server_default(),
+            quic: true,
+            tcp: true,
+        }
+    }
+
+    /// The address the server is bound to (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<(), Error> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully on every transport:
+    /// calls in flight finish, new calls are refused with UNAVAILABLE, and the future resolves
+    /// once every connection has closed.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let Server {
+            quic,
+            tcp,
+            local_addr,
+            shared,
+            identity,
+        } = self;
+        let shutdown = CancellationToken::new();
+        let quic = async {
+            if let Some(endpoint) = quic {
+                serve_quic(endpoint, local_addr, shared.clone(), shutdown.clone()).await;
+            }
+        };
+        let tcp = async {
+            let Some(listener) = tcp else { return Ok(()) };
+            let result = serve_tcp(listener, &shared, &identity, shutdown.clone()).await;
+            // A failed TCP side takes the server down rather than leaving half of it up.
+            shutdown.cancel();
+            result
+        };
+        let signal = async {
+            tokio::select! {
+                () = signal => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        };
+        let ((), tcp, ()) = tokio::join!(quic, tcp, signal);
+        info!(%local_addr, "server stopped");
+        tcp
+    }
+}
+
+impl ServerBuilder {
+    /// The certificate chain and key the server presents. Required.
+    pub fn tls(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Which transports to serve. Default: both QUIC (on UDP) and gRPC over HTTP/2 (on TCP),
+    /// on the same port number.
+    pub fn transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
+        self.quic = false;
+        self.tcp = false;
+        for transport in transports {
+            match transport {
+                Transport::Quic => self.quic = true,
+                Transport::Tcp => self.tcp = true,
+            }
+        }
+        self
+    }
+
+    /// Adds a tonic service, such as a generated `FooServer`.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<
+                Request<TonicBody>,
+                Response = Response<TonicBody>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The most calls one connection may have in flight; a client that wants more waits
+    /// for a call to end. Default: 1024 (quinn's own default is 100).
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.config.max_concurrent_streams = streams;
+        self
+    }
+
+    /// The largest request message accepted, in bytes; a larger one ends the call with
+    /// RESOURCE_EXHAUSTED. Default: 4 MiB. Generated `FooServer`s have their own limit
+    /// (`max_decoding_message_size`, also 4 MiB by default): raise both.
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_receive_message_size = bytes;
+        self
+    }
+
+    /// The largest request head accepted, in encoded bytes; a larger one ends the call with
+    /// RESOURCE_EXHAUSTED. Default: 16 KiB.
+    pub fn max_header_list_size(mut self, bytes: usize) -> Self {
+        self.config.max_header_list_size = bytes;
+        self
+    }
+
+    /// How often the server pings an otherwise quiet connection: QUIC PING, and HTTP/2 PING
+    /// over TCP (where it is also how dead peers are found; over QUIC the idle timeout does
+    /// that). `None` turns them off. Default: none (clients send keep-alives every 10 s).
+    pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.keep_alive_interval = interval;
+        self
+    }
+
+    /// How long a QUIC connection may sit without any packet from the client before it is
+    /// closed and its state freed. Default: 30 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Binds the server: QUIC on UDP and gRPC over TCP on the same port number (or only the
+    /// transports chosen with [`transports`](Self::transports)). `addr` may name port 0; the
+    /// port picked is free on both protocols. A port taken on either protocol is an error, and
+    /// nothing stays bound.
+    pub async fn bind(
+        self,
+        addr: impl tokio::net::ToSocketAddrs + fmt::Debug,
+    ) -> Result<Server, Error> {
+        let shown = format!("{addr:?}");
+        let addr = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| Error::Resolve {
+                host: shown.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| Error::Resolve {
+                host: shown.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+            })?;
+        if !self.quic && !self.tcp {
+            return Err(Error::Config("no transport enabled".into()));
+        }
+        // With port 0, the port the UDP socket got may be taken on TCP: try a few.
+        let mut tries_left = 16;
+        loop {
+            let bind_err = |proto: &str, source| Error::Bind {
+                addr: format!("{addr} ({proto})"),
+                source,
+            };
+            let udp = match self.quic {
+                true => Some(std::net::UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?),
+                false => None,
+            };
+            let port = match &udp {
+                Some(udp) => udp.local_addr().map_err(|e| bind_err("UDP", e))?.port(),
+                None => addr.port(),
+            };
+            let tcp = match self.tcp {
+                true => match std::net::TcpListener::bind((addr.ip(), port)) {
+                    Ok(listener) => Some(listener),
+                    Err(e) if udp.is_some() && addr.port() == 0 && tries_left > 0 => {
+                        debug!("port {port} is free on UDP but not on TCP ({e}): trying another");
+                        tries_left -= 1;
+                        continue;
+                    }
+                    Err(e) => return Err(bind_err("TCP", e)),
+                },
+                false => None,
+            };
+            return self.bind_sockets(udp, tcp);
+        }
+    }
+
+    /// Serves on sockets bound elsewhere (another network namespace, socket activation): a
+    /// UDP socket for QUIC, a TCP listener for gRPC over HTTP/2, or both. Must be called
+    /// inside a Tokio runtime.
+    pub fn bind_sockets(
+        self,
+        udp: Option<std::net::UdpSocket>,
+        tcp: Option<std::net::TcpListener>,
+    ) -> Result<Server, Error> {
+        let identity = self.identity.ok_or(Error::MissingIdentity)?;
+        let sock_err = |source| Error::Bind {
+            addr: "given socket".into(),
+            source,
+        };
+        let local_addr = match (&udp, &tcp) {
+            (Some(udp), _) => udp.local_addr().map_err(sock_err)?,
+            (None, Some(tcp)) => tcp.local_addr().map_err(sock_err)?,
+            (None, None) => return Err(Error::Config("no socket given".into())),
+        };
+        let quic = match udp {
+            Some(udp) => {
+                let tls = tls::server_config(&identity, &[wire::ALPN])?;
+                let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                    .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
+                let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+                server_config.transport_config(Arc::new(self.config.server_transport()?));
+                let runtime = Arc::new(quinn::TokioRuntime);
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server_config),
+                    udp,
+                    runtime,
+                )
+                .map_err(sock_err)?;
+                Some(endpoint)
+            }
+            None => None,
+        };
+        let tcp = match tcp {
+            Some(tcp) => {
+                tcp.set_nonblocking(true).map_err(sock_err)?;
+                Some(tokio::net::TcpListener::from_std(tcp).map_err(sock_err)?)
+            }
+            None => None,
+        };
+        Ok(Server {
+            quic,
+            tcp,
+            local_addr,
+            shared: Arc::new(Shared {
+                routes: self.routes.routes().prepare(),
+                config: self.config,
+            }),
+            identity,
+        })
+    }
+}

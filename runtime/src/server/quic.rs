@@ -1,0 +1,293 @@
+//! The QUIC side of the server: one call per bidirectional stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::{Request, Response, StatusCode};
+use quinn::VarInt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
+use tonic::body::Body as TonicBody;
+use tower::ServiceExt;
+use tracing::{debug, info};
+
+use super::{CLOSE_LINGER, Shared};
+use crate::stream::{
+    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, normalize_status, read_head, send_body,
+};
+use crate::wire::code::ErrorCode;
+use crate::wire::fields;
+use crate::wire::frame::{self, FrameDecoder, FrameError};
+use crate::{method_info, timeout, wire};
+
+/// Accepts QUIC connections until `shutdown`, then drains them.
+pub(super) async fn serve_quic(
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    info!(%local_addr, "serving QUIC");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    connections.spawn(serve_connection(incoming, shared.clone(), shutdown.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    info!(%local_addr, connections = connections.len(), "QUIC: draining connections");
+    connections.close();
+    let refuse_new = async {
+        while let Some(incoming) = endpoint.accept().await {
+            incoming.refuse();
+        }
+    };
+    tokio::select! {
+        () = connections.wait() => {}
+        () = refuse_new => {}
+    }
+    endpoint.close(
+        VarInt::from_u32(ErrorCode::NoError.to_u32()),
+        b"server shut down",
+    );
+    let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    debug!(%remote, "connection accepted");
+    let calls = TaskTracker::new();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            // Shutdown first: a call that arrives after the signal is refused, not served.
+            biased;
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                calls.close();
+                tokio::spawn(send_goaway(conn.clone()));
+            }
+            () = calls.wait(), if draining => {
+                conn.close(VarInt::from_u32(ErrorCode::NoError.to_u32()), b"server shut down");
+                break;
+            }
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) if draining => {
+                    // Not processed: the client may safely retry it elsewhere.
+                    let mut send = SendHalf::new(send);
+                    send.reset(ErrorCode::RefusedStream);
+                    RecvHalf::new(recv).stop(ErrorCode::RefusedStream);
+                }
+                Ok((send, recv)) => {
+                    calls.spawn(serve_call(send, recv, shared.clone(), remote));
+                }
+                Err(e) => {
+                    debug!(%remote, "connection closed: {e}");
+                    break;
+                }
+            },
+        }
+    }
+}
+
+/// Tells the client that this connection takes no new calls.
+async fn send_goaway(conn: quinn::Connection) {
+    let Ok(stream) = conn.open_uni().await else {
+        return;
+    };
+    let mut send = SendHalf::new(stream);
+    let mut prefix = BytesMut::new();
+    wire::varint::put(&mut prefix, frame::CONTROL_STREAM);
+    let mut frames = [prefix.freeze(), frame::encode(frame::GOAWAY, b"")];
+    if send.write(&mut frames).await.is_ok() {
+        send.finish();
+    }
+}
+
+async fn serve_call(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+) {
+    let mut send = SendHalf::new(send);
+    let cancelled = send.stopped();
+    tokio::select! {
+        biased;
+        () = handle_call(&mut send, recv, &shared, remote) => {}
+        () = cancelled => {
+            // The client stopped the call or vanished: dropping the call drops the handler.
+            // The drop of `send` resets the stream.
+            debug!(%remote, "call cancelled by the client");
+        }
+    }
+}
+
+async fn handle_call(
+    send: &mut SendHalf,
+    recv: quinn::RecvStream,
+    shared: &Shared,
+    remote: SocketAddr,
+) {
+    let mut recv = RecvHalf::new(recv);
+    let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
+    let mut buf = BytesMut::new();
+    let block = match read_head(&mut recv, &mut decoder, &mut buf).await {
+        Ok(block) => block,
+        Err(HeadError::Frame(FrameError::FieldBlockTooLarge { len, limit })) => {
+            let status = Status::resource_exhausted(format!(
+                "request metadata of {len} bytes exceeds the limit of {limit} bytes"
+            ));
+            return reject(send, recv, status).await;
+        }
+        Err(HeadError::NotHeaders) => {
+            return reject(
+                send,
+                recv,
+                Status::internal("protocol error: request did not start with HEADERS"),
+            )
+            .await;
+        }
+        Err(HeadError::Finished) => {
+            return reject(
+                send,
+                recv,
+                Status::internal("protocol error: request ended before its head"),
+            )
+            .await;
+        }
+        Err(HeadError::Read(e)) => {
+            debug!(%remote, "request stream failed before its head: {e}");
+            send.reset(ErrorCode::Cancelled);
+            return;
+        }
+    };
+    let head = match fields::decode_request_head(&block) {
+        Ok(head) => head,
+        Err(e) => {
+            let status = Status::internal(format!("protocol error: malformed request head: {e}"));
+            return reject(send, recv, status).await;
+        }
+    };
+    let priority = head
+        .priority
+        .or_else(|| method_info(&head.path).map(|m| m.priority()))
+        .unwrap_or_default();
+    send.set_priority(priority);
+    let deadline = match head.fields.get("grpc-timeout") {
+        Some(value) => match timeout::parse(value) {
+            Some(t) => Some(Instant::now() + t),
+            None => return reject(send, recv, Status::internal("malformed grpc-timeout")).await,
+        },
+        None => None,
+    };
+    let Ok(uri) = http::Uri::try_from(head.path.as_str()) else {
+        return reject(
+            send,
+            recv,
+            Status::internal("protocol error: invalid :path"),
+        )
+        .await;
+    };
+
+    let body = RecvBody::server(recv, decoder, buf, shared.config.max_receive_message_size);
+    let mut request = Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.headers_mut() = head.fields;
+    request.extensions_mut().insert(priority);
+    request
+        .extensions_mut()
+        .insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(remote),
+        });
+
+    let respond = async {
+        let response = match shared.routes.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        write_response(send, response).await;
+    };
+    match deadline {
+        None => respond.await,
+        Some(deadline) => {
+            if tokio::time::timeout_at(deadline, respond).await.is_err() {
+                // The handler has been dropped; tell the client why.
+                send.send_status(
+                    &Status::deadline_exceeded("deadline exceeded"),
+                    ErrorCode::DeadlineExceeded,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Answers a call that cannot be dispatched with `status` (trailers-only).
+async fn reject(send: &mut SendHalf, mut recv: RecvHalf, status: Status) {
+    debug!(code = ?status.code(), message = status.message(), "rejecting call");
+    recv.stop(ErrorCode::NoError);
+    send.send_status(&status, ErrorCode::ProtocolError).await;
+}
+
+async fn write_response(send: &mut SendHalf, response: Response<TonicBody>) {
+    let (mut parts, body) = response.into_parts();
+    normalize_status(&mut parts.headers);
+    if parts.status != StatusCode::OK {
+        return send
+            .send_status(&status_for_http(parts.status), ErrorCode::InternalError)
+            .await;
+    }
+    let head = fields::encode_fields(frame::HEADERS, &parts.headers);
+    if parts.headers.contains_key("grpc-status") && http_body::Body::is_end_stream(&body) {
+        if send.write(&mut [head]).await.is_ok() {
+            send.finish();
+        }
+        return;
+    }
+    match send_body(send, vec![head], body).await {
+        Ok(()) => {}
+        Err(SendBodyError::Write(e)) => debug!("response stream failed: {e}"),
+        Err(SendBodyError::Body(status)) => {
+            send.send_status(&status, ErrorCode::InternalError).await
+        }
+    }
+}
+
+/// The gRPC status for a non-200 HTTP response from a service (gRPC's HTTP-to-status table).
+fn status_for_http(status: StatusCode) -> Status {
+    let message = format!("service answered HTTP {status}");
+    match status {
+        StatusCode::BAD_REQUEST => Status::internal(message),
+        StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
+        StatusCode::FORBIDDEN => Status::permission_denied(message),
+        StatusCode::NOT_FOUND => Status::unimplemented(message),
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Status::unavailable(message),
+        _ => Status::unknown(message),
+    }
+}

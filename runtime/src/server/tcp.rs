@@ -1,0 +1,111 @@
+//! The TCP side of the server: plain gRPC over HTTP/2 and TLS, served by tonic.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::body::Body as TonicBody;
+use tracing::info;
+
+use super::Shared;
+use crate::Error;
+use crate::stream::normalize_status;
+use crate::tls::Identity;
+
+/// Serves plain gRPC over HTTP/2 and TLS with tonic until `shutdown`, then drains.
+pub(super) async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    shared: &Shared,
+    identity: &Identity,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let local_addr = listener.local_addr().ok();
+    let tls = tonic::transport::ServerTlsConfig::new().identity(identity.to_tonic());
+    let mut server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
+        .max_concurrent_streams(shared.config.max_concurrent_streams)
+        .http2_max_header_list_size(
+            u32::try_from(shared.config.max_header_list_size).unwrap_or(u32::MAX),
+        )
+        .http2_keepalive_interval(shared.config.keep_alive_interval)
+        .tcp_nodelay(true)
+        .layer(tower::layer::layer_fn(NormalizeStatus));
+    info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    server
+        .add_routes(shared.routes.clone())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
+        .map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// Gives oversized messages gRPC's RESOURCE_EXHAUSTED on the TCP side too (see
+/// `normalize_status`), in the response head and in the trailers.
+#[derive(Clone, Debug)]
+struct NormalizeStatus<S>(S);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower_service::Service<Request<B>> for NormalizeStatus<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<TonicBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<TonicBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<TonicBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let (mut parts, body) = response.await?.into_parts();
+            normalize_status(&mut parts.headers);
+            Ok(Response::from_parts(
+                parts,
+                TonicBody::new(NormalizedTrailers(body)),
+            ))
+        })
+    }
+}
+
+struct NormalizedTrailers(TonicBody);
+
+impl Body for NormalizedTrailers {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        normalize_status(&mut trailers);
+                        Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
