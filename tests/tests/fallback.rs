@@ -303,3 +303,31 @@ async fn oversized_messages_are_resource_exhausted_over_tcp_too() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_call_that_never_got_a_connection_is_unavailable() {
+    // Nothing listens on this port, on either protocol.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).unwrap();
+    let channel = quicrpc::Channel::builder(format!("https://127.0.0.1:{port}"))
+        .ca_certificate(cert.ca_certificate())
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy()
+        .unwrap();
+    let mut client = EchoClient::new(channel);
+    let mut request = tonic::Request::new(echo("x"));
+    request.set_timeout(Duration::from_millis(300));
+    let status = within("call with a deadline", client.unary(request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Without a deadline it fails fast once the connection attempt fails.
+    let status = within("call without a deadline", client.unary(echo("y")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}

@@ -623,10 +623,22 @@ impl Inner {
             // A call that has not started is retried transparently: on a new connection if
             // its connection went away before its stream opened, and, if it has a deadline,
             // through reconnect attempts until the deadline. Without a deadline it fails fast
-            // with UNAVAILABLE rather than wait for ever.
+            // with UNAVAILABLE rather than wait for ever. Once started, the deadline gives
+            // DEADLINE_EXCEEDED.
             let mut lost_connection = false;
             loop {
-                let route = match self.route().await {
+                // Waiting for a connection is bounded by the deadline too; a call whose
+                // deadline passes before it has one never started: UNAVAILABLE.
+                let route = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, self.route()).await {
+                        Ok(route) => route,
+                        Err(_) => {
+                            return Err(Status::unavailable("deadline passed while connecting"));
+                        }
+                    },
+                    None => self.route().await,
+                };
+                let route = match route {
                     Ok(route) => route,
                     Err(Unreachable { status, retry_at }) => match deadline {
                         Some(deadline) if retry_at < deadline => {
