@@ -1,5 +1,6 @@
 //! Connection settings shared by the client and the server, with their defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Error;
@@ -20,6 +21,22 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// its streams (quinn's default is unbounded).
 pub(crate) const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
+/// The congestion controller a QUIC connection uses for what it sends.
+///
+/// The TCP fallback uses whatever the operating system's TCP stack is set to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438), quinn's default and the default here.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002's reference controller).
+    NewReno,
+    /// BBR (quinn's experimental BBRv1). Model-based, so random loss does not cut its rate the
+    /// way it cuts CUBIC's.
+    Bbr,
+}
+
 /// Settings every connection has, on either side.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectionConfig {
@@ -28,6 +45,8 @@ pub(crate) struct ConnectionConfig {
     pub(crate) max_receive_message_size: usize,
     pub(crate) max_header_list_size: usize,
     pub(crate) max_concurrent_streams: u32,
+    pub(crate) congestion_control: CongestionControl,
+    pub(crate) send_fairness: bool,
 }
 
 impl ConnectionConfig {
@@ -39,6 +58,8 @@ impl ConnectionConfig {
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             // The server opens no calls towards the client.
             max_concurrent_streams: 0,
+            congestion_control: CongestionControl::default(),
+            send_fairness: true,
         }
     }
 
@@ -49,6 +70,8 @@ impl ConnectionConfig {
             max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            congestion_control: CongestionControl::default(),
+            send_fairness: true,
         }
     }
 
@@ -62,7 +85,17 @@ impl ConnectionConfig {
             .keep_alive_interval(self.keep_alive_interval)
             .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
             .max_concurrent_uni_streams(incoming_uni.into())
-            .receive_window(DEFAULT_CONNECTION_WINDOW.into());
+            .receive_window(DEFAULT_CONNECTION_WINDOW.into())
+            .send_fairness(self.send_fairness);
+        match self.congestion_control {
+            CongestionControl::Cubic => transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
+            CongestionControl::NewReno => transport.congestion_controller_factory(Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            )),
+            CongestionControl::Bbr => transport
+                .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+        };
         Ok(transport)
     }
 

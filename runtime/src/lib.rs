@@ -62,6 +62,7 @@ pub mod tls;
 pub mod wire;
 
 pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture, Transport};
+pub use config::CongestionControl;
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
 pub use server::{Server, ServerBuilder};

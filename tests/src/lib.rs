@@ -120,6 +120,10 @@ impl EchoService {
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
             index,
+            peer: request
+                .remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             timeout_ms: request
                 .metadata()
                 .get("grpc-timeout")

@@ -194,6 +194,25 @@ impl Channel {
         }
     }
 
+    /// The local address of the channel's QUIC socket (`None` with
+    /// [`Fallback::TcpOnly`]).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.quic.as_ref().and_then(QuicConnector::local_addr)
+    }
+
+    /// Moves the channel's QUIC connection to a new local UDP socket, as when a device
+    /// changes networks (connection migration). Calls in flight, streams included, continue
+    /// on the new path without loss; the server follows once it has validated the path.
+    /// Returns the new local address.
+    pub fn rebind(&self) -> Result<std::net::SocketAddr, Error> {
+        match &self.inner.quic {
+            Some(quic) => quic.rebind(),
+            None => Err(Error::Config(
+                "rebind needs QUIC; this channel is TCP-only".into(),
+            )),
+        }
+    }
+
     /// The address of the server over QUIC, if a QUIC connection is up.
     pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
         lock(&self.inner.state)
@@ -279,6 +298,25 @@ impl ChannelBuilder {
     /// Default: 16 KiB.
     pub fn max_header_list_size(mut self, bytes: usize) -> Self {
         self.config.max_header_list_size = bytes;
+        self
+    }
+
+    /// The congestion controller for what this side sends over QUIC. Default:
+    /// [`CongestionControl::Cubic`](crate::CongestionControl::Cubic).
+    pub fn congestion_control(mut self, controller: crate::CongestionControl) -> Self {
+        self.config.congestion_control = controller;
+        self
+    }
+
+    /// Whether calls share the connection round-robin within each priority level (`true`,
+    /// the default), or each partly-sent call's data goes out whole before anything else
+    /// (`false`: less interleaving, so the first call finishes sooner).
+    ///
+    /// Turning fairness off weakens priorities: quinn then finishes a partly-sent stream
+    /// before it starts any other, even one of higher priority, so a CRITICAL call can wait
+    /// behind a BULK transfer. Keep it on where priorities matter.
+    pub fn send_fairness(mut self, fair: bool) -> Self {
+        self.config.send_fairness = fair;
         self
     }
 

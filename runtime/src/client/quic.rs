@@ -106,6 +106,34 @@ impl QuicConnector {
         Ok(Conn { quic, draining })
     }
 
+    /// The local address of the QUIC socket.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Moves every connection of this endpoint to a new local UDP socket (same address
+    /// family, new port). QUIC carries the connections over: the server validates the new
+    /// path and calls in flight continue.
+    pub(super) fn rebind(&self) -> Result<SocketAddr, Error> {
+        let current = self.endpoint.local_addr().map_err(|source| Error::Bind {
+            addr: "QUIC socket".into(),
+            source,
+        })?;
+        let fresh: SocketAddr = match current {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let bind_err = |source| Error::Bind {
+            addr: fresh.to_string(),
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(fresh).map_err(bind_err)?;
+        self.endpoint.rebind(socket).map_err(bind_err)?;
+        let now = self.endpoint.local_addr().map_err(bind_err)?;
+        debug!(from = %current, to = %now, "rebound the QUIC socket");
+        Ok(now)
+    }
+
     async fn handshake(&self, addr: SocketAddr) -> Result<quinn::Connection, Error> {
         let connecting = self
             .endpoint

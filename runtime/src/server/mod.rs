@@ -215,6 +215,25 @@ impl ServerBuilder {
         self
     }
 
+    /// The congestion controller for what this side sends over QUIC. Default:
+    /// [`CongestionControl::Cubic`](crate::CongestionControl::Cubic).
+    pub fn congestion_control(mut self, controller: crate::CongestionControl) -> Self {
+        self.config.congestion_control = controller;
+        self
+    }
+
+    /// Whether calls share the connection round-robin within each priority level (`true`,
+    /// the default), or each partly-sent call's data goes out whole before anything else
+    /// (`false`: less interleaving, so the first call finishes sooner).
+    ///
+    /// Turning fairness off weakens priorities: quinn then finishes a partly-sent stream
+    /// before it starts any other, even one of higher priority, so a CRITICAL call can wait
+    /// behind a BULK transfer. Keep it on where priorities matter.
+    pub fn send_fairness(mut self, fair: bool) -> Self {
+        self.config.send_fairness = fair;
+        self
+    }
+
     /// Binds the server: QUIC on UDP and gRPC over TCP on the same port number (or only the
     /// transports chosen with [`transports`](Self::transports)). `addr` may name port 0; the
     /// port picked is free on both protocols. A port taken on either protocol is an error, and

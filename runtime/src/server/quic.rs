@@ -98,7 +98,8 @@ async fn serve_connection(
                     RecvHalf::new(recv).stop(ErrorCode::RefusedStream);
                 }
                 Ok((send, recv)) => {
-                    calls.spawn(serve_call(send, recv, shared.clone(), remote));
+                    // The address now, not at accept: the client may have migrated.
+                    calls.spawn(serve_call(send, recv, shared.clone(), conn.remote_address()));
                 }
                 Err(e) => {
                     debug!(%remote, "connection closed: {e}");
