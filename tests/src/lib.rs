@@ -154,7 +154,7 @@ impl EchoService {
         {
             barrier.wait().await;
         }
-        tokio::time::sleep(Duration::from_millis(message.delay_ms.into())).await;
+        pause(message.delay_ms).await;
         if message.fail_code != 0 {
             return Err(Self::failure(message));
         }
@@ -187,7 +187,7 @@ impl EchoService {
                     let _ = tx.send(Err(Self::failure(&message))).await;
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(message.delay_ms.into())).await;
+                pause(message.delay_ms).await;
                 let reply = EchoReply {
                     index,
                     ..first.clone()
@@ -426,6 +426,13 @@ impl Drop for TestServer {
         if let Some(serving) = &self.serving {
             serving.abort();
         }
+    }
+}
+
+/// Waits `ms` milliseconds; not at all for 0 (tokio's timer would round that up to a tick).
+async fn pause(ms: u32) {
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms.into())).await;
     }
 }
 
