@@ -54,6 +54,7 @@ mod error;
 mod method;
 mod server;
 mod stream;
+mod telemetry;
 mod timeout;
 
 #[doc(hidden)]

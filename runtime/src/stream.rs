@@ -224,12 +224,13 @@ pub(crate) enum SendBodyError {
 }
 
 /// Writes `head` (already-encoded frames) and then `body` as DATA and TRAILERS frames, and
-/// finishes the stream. Frames that are ready together go out in one write.
+/// finishes the stream. Frames that are ready together go out in one write. Returns the
+/// status code the trailers carried, if any.
 pub(crate) async fn send_body<B>(
     send: &mut SendHalf,
     head: Vec<Bytes>,
     body: B,
-) -> Result<(), SendBodyError>
+) -> Result<Option<tonic::Code>, SendBodyError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -237,6 +238,7 @@ where
     let mut body = pin!(body);
     let mut pending = head;
     let mut pending_bytes: usize = pending.iter().map(Bytes::len).sum();
+    let mut code = None;
     loop {
         let next = if pending.is_empty() {
             Some(poll_fn(|cx| body.as_mut().poll_frame(cx)).await)
@@ -260,7 +262,7 @@ where
                     .await
                     .map_err(SendBodyError::Write)?;
                 send.finish();
-                return Ok(());
+                return Ok(code);
             }
             Some(Some(Err(e))) => {
                 if !pending.is_empty() {
@@ -281,6 +283,7 @@ where
                     Err(frame) => {
                         if let Ok(mut trailers) = frame.into_trailers() {
                             normalize_status(&mut trailers);
+                            code = crate::telemetry::status_code(&trailers);
                             let trailers = fields::encode_fields(frame::TRAILERS, &trailers);
                             pending_bytes += trailers.len();
                             pending.push(trailers);

@@ -9,6 +9,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use crate::stream::RecvBody;
+use crate::telemetry::CallTelemetry;
 use crate::wire::message::MessageLimiter;
 
 /// The body of a response received by a [`Channel`](crate::Channel), over QUIC or TCP.
@@ -19,6 +20,7 @@ use crate::wire::message::MessageLimiter;
 pub struct ResponseBody {
     inner: Inner,
     deadline: Option<Pin<Box<Sleep>>>,
+    telemetry: Option<CallTelemetry>,
 }
 
 enum Inner {
@@ -47,6 +49,7 @@ impl ResponseBody {
         Self {
             inner: Inner::Quic(body),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            telemetry: None,
         }
     }
 
@@ -58,6 +61,56 @@ impl ResponseBody {
         Self {
             inner: Inner::Tcp(body, MessageLimiter::new(max_message)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            telemetry: None,
+        }
+    }
+
+    /// Hands the body the call's telemetry, to finish when the status arrives.
+    pub(super) fn attach(&mut self, telemetry: CallTelemetry) {
+        self.telemetry = Some(telemetry);
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(deadline) = &mut self.deadline
+            && !matches!(self.inner, Inner::Done)
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the transport's body cancels the call on the wire.
+            self.inner = Inner::Done;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded("deadline exceeded"))));
+        }
+        match &mut self.inner {
+            Inner::Quic(body) => Pin::new(body).poll_frame(cx),
+            Inner::Tcp(body, limiter) => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
+                    && let Some(data) = data
+                    && let Err(e) = limiter.observe(data)
+                {
+                    self.inner = Inner::Done;
+                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                        "received {e}"
+                    )))));
+                }
+                Poll::Ready(frame)
+            }
+            Inner::Done => Poll::Ready(None),
+        }
+    }
+
+    /// Records what a frame or error says about the call's outcome.
+    fn observe(&mut self, frame: &Option<Result<Frame<Bytes>, Status>>) {
+        let Some(telemetry) = &mut self.telemetry else {
+            return;
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    telemetry.finish_from(trailers);
+                }
+            }
+            Some(Err(status)) => telemetry.finish(status.code()),
+            None => {}
         }
     }
 }
@@ -71,31 +124,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        if let Some(deadline) = &mut this.deadline
-            && !matches!(this.inner, Inner::Done)
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            // Dropping the transport's body cancels the call on the wire.
-            this.inner = Inner::Done;
-            return Poll::Ready(Some(Err(Status::deadline_exceeded("deadline exceeded"))));
-        }
-        match &mut this.inner {
-            Inner::Quic(body) => Pin::new(body).poll_frame(cx),
-            Inner::Tcp(body, limiter) => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
-                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
-                    && let Some(data) = data
-                    && let Err(e) = limiter.observe(data)
-                {
-                    this.inner = Inner::Done;
-                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                        "received {e}"
-                    )))));
-                }
-                Poll::Ready(frame)
-            }
-            Inner::Done => Poll::Ready(None),
-        }
+        let frame = ready!(this.poll_inner(cx));
+        this.observe(&frame);
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

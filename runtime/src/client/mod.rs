@@ -22,6 +22,7 @@ use tracing::{debug, info};
 pub use self::body::ResponseBody;
 use self::quic::{Conn, QuicConnector, QuicRequest};
 use crate::config::{ConnectionConfig, DEFAULT_CONNECT_TIMEOUT};
+use crate::telemetry::{CallTelemetry, Side, method_label, status_code, transport_switch};
 use crate::tls::Certificate;
 use crate::wire::fields;
 use crate::{Error, Priority, method_info, timeout};
@@ -509,6 +510,7 @@ impl Inner {
         if self.remembered_tcp() {
             let channel = tcp.connect().await.map_err(tcp_error)?;
             info!(authority = %self.authority, "using gRPC over TCP: QUIC failed recently for this server");
+            transport_switch(Transport::Tcp, "remembered");
             self.start_probe(None);
             return Ok(Route::Tcp(channel));
         }
@@ -577,6 +579,14 @@ impl Inner {
     /// after an interval if it failed.
     fn fell_back(self: &Arc<Self>, reason: &str, probe_now: bool) {
         info!(authority = %self.authority, reason, "falling back to gRPC over TCP");
+        transport_switch(
+            Transport::Tcp,
+            if probe_now {
+                "quic_slow"
+            } else {
+                "quic_failed"
+            },
+        );
         lock(&TCP_ONLY_UNTIL).insert(
             self.authority.clone(),
             Instant::now() + self.fallback_memory,
@@ -622,6 +632,7 @@ async fn probe_quic(weak: Weak<Inner>, first_delay: Duration) {
                 drop(state);
                 lock(&TCP_ONLY_UNTIL).remove(&inner.authority);
                 info!(authority = %inner.authority, "QUIC works again: new calls use QUIC");
+                transport_switch(Transport::Quic, "probe_succeeded");
                 return;
             }
             Err(e) => debug!(authority = %inner.authority, "QUIC probe failed: {e}"),
@@ -657,6 +668,16 @@ impl Inner {
             },
             None => None,
         };
+        let method = method_label(request.uri().path());
+        let priority = request
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .or_else(|| method_info(&method).map(|m| m.priority()))
+            .unwrap_or_default();
+        // Set once the call has a transport; outlives the call future, so that a deadline
+        // that cuts the call short is still recorded.
+        let mut telemetry: Option<CallTelemetry> = None;
         let call = async {
             // A call that has not started is retried transparently: on a new connection if
             // its connection went away before its stream opened, and, if it has a deadline,
@@ -692,12 +713,29 @@ impl Inner {
                 };
                 match route {
                     Route::Tcp(channel) => {
+                        telemetry = Some(CallTelemetry::start(
+                            Side::Client,
+                            method.clone(),
+                            Transport::Tcp,
+                            None,
+                            None,
+                        ));
                         let limit = self.config.max_receive_message_size;
                         return call_tcp(channel, request, limit, deadline).await;
                     }
                     Route::Quic(conn) => match conn.quic.open_bi().await {
                         Ok((send, recv)) => {
-                            return self.call_quic(send, recv, request, deadline).await;
+                            let id = quinn::VarInt::from(send.id()).into_inner();
+                            telemetry = Some(CallTelemetry::start(
+                                Side::Client,
+                                method.clone(),
+                                Transport::Quic,
+                                Some(priority),
+                                Some(id),
+                            ));
+                            return self
+                                .call_quic(send, recv, request, priority, deadline)
+                                .await;
                         }
                         Err(e) if !lost_connection => {
                             debug!("connection lost before the call started ({e}): retrying");
@@ -708,11 +746,35 @@ impl Inner {
                 }
             }
         };
-        match deadline {
+        let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, call)
                 .await
                 .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
             None => call.await,
+        };
+        match result {
+            Ok(mut response) => {
+                if let Some(mut telemetry) = telemetry {
+                    match status_code(response.headers()) {
+                        // Trailers-only: the call is over.
+                        Some(code) => telemetry.finish(code),
+                        None => response.body_mut().attach(telemetry),
+                    }
+                }
+                Ok(response)
+            }
+            Err(status) => {
+                let transport = Channel {
+                    inner: self.clone(),
+                }
+                .transport();
+                telemetry
+                    .get_or_insert_with(|| {
+                        CallTelemetry::start(Side::Client, method, transport, None, None)
+                    })
+                    .finish(status.code());
+                Err(status)
+            }
         }
     }
 
@@ -721,18 +783,12 @@ impl Inner {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         request: http::Request<tonic::body::Body>,
+        priority: Priority,
         deadline: Option<Instant>,
     ) -> Result<http::Response<ResponseBody>, Status> {
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path();
-        let priority = parts
-            .extensions
-            .get::<Priority>()
-            .copied()
-            .or_else(|| method_info(path).map(|m| m.priority()))
-            .unwrap_or_default();
         let head = fields::encode_request_head(
-            path,
+            parts.uri.path(),
             Some(&self.authority),
             Some(priority),
             &parts.headers,

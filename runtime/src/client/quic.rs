@@ -19,6 +19,7 @@ use crate::stream::{
     AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
     check_status_fields, connection_status, malformed, read_head, send_body,
 };
+use crate::telemetry::{Side, sample_connection};
 use crate::tls::{self, Certificate};
 use crate::wire::code::{ErrorCode, grpc_code_for_reset};
 use crate::wire::fields;
@@ -97,10 +98,11 @@ impl QuicConnector {
         debug!(remote = %quic.remote_address(), "QUIC connection established");
         let draining = Arc::new(AtomicBool::new(false));
         let watch = watch_control_stream(quic.clone(), draining.clone());
+        let stats = sample_connection(quic.clone(), Side::Client);
         tokio::spawn(async move {
             tokio::select! {
                 () = dropped.cancelled() => {}
-                () = watch => {}
+                ((), ()) = async { tokio::join!(watch, stats) } => {}
             }
         });
         Ok(Conn { quic, draining })
@@ -266,7 +268,7 @@ async fn send_request(
     error_tx: oneshot::Sender<Status>,
 ) {
     match send_body(&mut send, vec![head], body).await {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(SendBodyError::Write(quinn::WriteError::Stopped(_))) => {
             // The server stopped reading: it has answered or is about to.
             send.abandon();

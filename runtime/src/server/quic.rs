@@ -9,19 +9,20 @@ use quinn::VarInt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::Status;
 use tonic::body::Body as TonicBody;
+use tonic::{Code, Status};
 use tower::ServiceExt;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use super::{CLOSE_LINGER, Shared};
 use crate::stream::{
     HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, normalize_status, read_head, send_body,
 };
+use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection, status_code};
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder, FrameError};
-use crate::{method_info, timeout, wire};
+use crate::{Transport, method_info, timeout, wire};
 
 /// Accepts QUIC connections until `shutdown`, then drains them.
 pub(super) async fn serve_quic(
@@ -75,6 +76,7 @@ async fn serve_connection(
         }
     };
     debug!(%remote, "connection accepted");
+    tokio::spawn(sample_connection(conn.clone(), Side::Server));
     let calls = TaskTracker::new();
     let mut draining = false;
     loop {
@@ -149,6 +151,7 @@ async fn handle_call(
     shared: &Shared,
     remote: SocketAddr,
 ) {
+    let stream_id = VarInt::from(recv.id()).into_inner();
     let mut recv = RecvHalf::new(recv);
     let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
     let mut buf = BytesMut::new();
@@ -210,6 +213,13 @@ async fn handle_call(
         .await;
     };
 
+    let mut telemetry = CallTelemetry::start(
+        Side::Server,
+        method_label(&head.path),
+        Transport::Quic,
+        Some(priority),
+        Some(stream_id),
+    );
     let body = RecvBody::server(recv, decoder, buf, shared.config.max_receive_message_size);
     let mut request = Request::new(body);
     *request.method_mut() = http::Method::POST;
@@ -229,50 +239,65 @@ async fn handle_call(
             Ok(response) => response,
             Err(never) => match never {},
         };
-        write_response(send, response).await;
-    };
-    match deadline {
+        write_response(send, response).await
+    }
+    .instrument(telemetry.span().clone());
+    let code = match deadline {
         None => respond.await,
-        Some(deadline) => {
-            if tokio::time::timeout_at(deadline, respond).await.is_err() {
+        Some(deadline) => match tokio::time::timeout_at(deadline, respond).await {
+            Ok(code) => code,
+            Err(_) => {
                 // The handler has been dropped; tell the client why.
                 send.send_status(
                     &Status::deadline_exceeded("deadline exceeded"),
                     ErrorCode::DeadlineExceeded,
                 )
                 .await;
+                Some(Code::DeadlineExceeded)
             }
-        }
+        },
+    };
+    // A response that ended without a status leaves the call counted as CANCELLED.
+    if let Some(code) = code {
+        telemetry.finish(code);
     }
 }
 
 /// Answers a call that cannot be dispatched with `status` (trailers-only).
 async fn reject(send: &mut SendHalf, mut recv: RecvHalf, status: Status) {
     debug!(code = ?status.code(), message = status.message(), "rejecting call");
+    metrics::counter!("quicrpc_calls_rejected_total", "transport" => "quic").increment(1);
     recv.stop(ErrorCode::NoError);
     send.send_status(&status, ErrorCode::ProtocolError).await;
 }
 
-async fn write_response(send: &mut SendHalf, response: Response<TonicBody>) {
+/// Writes the service's response; returns the status code it carried.
+async fn write_response(send: &mut SendHalf, response: Response<TonicBody>) -> Option<Code> {
     let (mut parts, body) = response.into_parts();
     normalize_status(&mut parts.headers);
     if parts.status != StatusCode::OK {
-        return send
-            .send_status(&status_for_http(parts.status), ErrorCode::InternalError)
-            .await;
+        let status = status_for_http(parts.status);
+        send.send_status(&status, ErrorCode::InternalError).await;
+        return Some(status.code());
     }
     let head = fields::encode_fields(frame::HEADERS, &parts.headers);
-    if parts.headers.contains_key("grpc-status") && http_body::Body::is_end_stream(&body) {
+    if let Some(code) = status_code(&parts.headers)
+        && http_body::Body::is_end_stream(&body)
+    {
         if send.write(&mut [head]).await.is_ok() {
             send.finish();
         }
-        return;
+        return Some(code);
     }
     match send_body(send, vec![head], body).await {
-        Ok(()) => {}
-        Err(SendBodyError::Write(e)) => debug!("response stream failed: {e}"),
+        Ok(code) => code,
+        Err(SendBodyError::Write(e)) => {
+            debug!("response stream failed: {e}");
+            None
+        }
         Err(SendBodyError::Body(status)) => {
-            send.send_status(&status, ErrorCode::InternalError).await
+            send.send_status(&status, ErrorCode::InternalError).await;
+            Some(status.code())
         }
     }
 }

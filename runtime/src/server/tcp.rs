@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -10,12 +10,13 @@ use http_body::{Body, Frame};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::body::Body as TonicBody;
-use tracing::info;
+use tracing::{Instrument, info};
 
 use super::Shared;
-use crate::Error;
 use crate::stream::normalize_status;
+use crate::telemetry::{CallTelemetry, Side, method_label, status_code};
 use crate::tls::Identity;
+use crate::{Error, Transport};
 
 /// Serves plain gRPC over HTTP/2 and TLS with tonic until `shutdown`, then drains.
 pub(super) async fn serve_tcp(
@@ -66,19 +67,33 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = self.0.call(request);
+        let method = method_label(request.uri().path());
+        let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
+        let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
             let (mut parts, body) = response.await?.into_parts();
             normalize_status(&mut parts.headers);
+            let telemetry = match status_code(&parts.headers) {
+                Some(code) => {
+                    telemetry.finish(code);
+                    None
+                }
+                None => Some(telemetry),
+            };
             Ok(Response::from_parts(
                 parts,
-                TonicBody::new(NormalizedTrailers(body)),
+                TonicBody::new(NormalizedTrailers { body, telemetry }),
             ))
         })
     }
 }
 
-struct NormalizedTrailers(TonicBody);
+/// A TCP response body whose trailers get [`normalize_status`], and whose status finishes the
+/// call's telemetry.
+struct NormalizedTrailers {
+    body: TonicBody,
+    telemetry: Option<CallTelemetry>,
+}
 
 impl Body for NormalizedTrailers {
     type Data = Bytes;
@@ -88,24 +103,34 @@ impl Body for NormalizedTrailers {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.0).poll_frame(cx).map(|frame| {
-            frame.map(|frame| {
-                frame.map(|frame| match frame.into_trailers() {
-                    Ok(mut trailers) => {
-                        normalize_status(&mut trailers);
-                        Frame::trailers(trailers)
+        let this = &mut *self;
+        let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    normalize_status(&mut trailers);
+                    if let Some(telemetry) = &mut this.telemetry {
+                        telemetry.finish_from(&trailers);
                     }
-                    Err(frame) => frame,
-                })
-            })
-        })
+                    Some(Ok(Frame::trailers(trailers)))
+                }
+                Err(frame) => Some(Ok(frame)),
+            },
+            Some(Err(status)) => {
+                if let Some(telemetry) = &mut this.telemetry {
+                    telemetry.finish(status.code());
+                }
+                Some(Err(status))
+            }
+            None => None,
+        };
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
+        self.body.size_hint()
     }
 }

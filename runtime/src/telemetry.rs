@@ -1,0 +1,210 @@
+//! Per-call tracing spans and metrics, and QUIC connection statistics.
+//!
+//! Metrics go through the [`metrics`] facade: they cost next to nothing until the
+//! application installs a recorder (for example `metrics-exporter-prometheus`). Names and
+//! labels are listed in `docs/observability.md`.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use tonic::Code;
+use tracing::field::Empty;
+
+use crate::{Priority, Transport, method_info};
+
+/// Which end of a call is reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
+}
+
+const fn transport_label(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Quic => "quic",
+        Transport::Tcp => "tcp",
+    }
+}
+
+/// The metrics label for a method: its registered path without allocating, or the path as
+/// given for methods no table knows.
+pub(crate) fn method_label(path: &str) -> Cow<'static, str> {
+    match method_info(path) {
+        Some(info) => Cow::Borrowed(info.path()),
+        None => Cow::Owned(path.to_owned()),
+    }
+}
+
+/// The gRPC status code in `fields`, if they carry one.
+pub(crate) fn status_code(fields: &HeaderMap) -> Option<Code> {
+    fields
+        .get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+/// One call's span and metrics, from start to status. Dropped before a status was seen, the
+/// call counts as CANCELLED.
+pub(crate) struct CallTelemetry {
+    span: tracing::Span,
+    side: Side,
+    method: Cow<'static, str>,
+    transport: Transport,
+    start: Instant,
+    finished: bool,
+}
+
+impl CallTelemetry {
+    /// Starts recording a call to `method` (see [`method_label`]).
+    pub(crate) fn start(
+        side: Side,
+        method: Cow<'static, str>,
+        transport: Transport,
+        priority: Option<Priority>,
+        stream_id: Option<u64>,
+    ) -> Self {
+        let span = tracing::debug_span!(
+            "rpc",
+            side = side.as_str(),
+            method = %method,
+            transport = transport_label(transport),
+            stream_id,
+            priority = priority.map(Priority::as_str),
+            grpc.status = Empty,
+            duration_ms = Empty,
+        );
+        metrics::counter!(
+            "quicrpc_calls_started_total",
+            "side" => side.as_str(),
+            "method" => method.clone(),
+            "transport" => transport_label(transport),
+        )
+        .increment(1);
+        Self {
+            span,
+            side,
+            method,
+            transport,
+            start: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// The call's span, to enter while working on the call.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Records the call's outcome (once; later calls are ignored).
+    pub(crate) fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let elapsed = self.start.elapsed();
+        self.span.record("grpc.status", format_args!("{code:?}"));
+        self.span
+            .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        tracing::debug!(parent: &self.span, "call finished");
+        let (side, transport) = (self.side.as_str(), transport_label(self.transport));
+        metrics::counter!(
+            "quicrpc_calls_finished_total",
+            "side" => side,
+            "method" => self.method.clone(),
+            "transport" => transport,
+            "code" => code_label(code),
+        )
+        .increment(1);
+        metrics::histogram!(
+            "quicrpc_call_duration_seconds",
+            "side" => side,
+            "method" => self.method.clone(),
+            "transport" => transport,
+        )
+        .record(elapsed.as_secs_f64());
+    }
+
+    /// Records the status in `fields`, if they carry one.
+    pub(crate) fn finish_from(&mut self, fields: &HeaderMap) {
+        if let Some(code) = status_code(fields) {
+            self.finish(code);
+        }
+    }
+}
+
+impl Drop for CallTelemetry {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Counts a switch of a channel's transport.
+pub(crate) fn transport_switch(to: Transport, reason: &'static str) {
+    metrics::counter!("quicrpc_transport_switches_total", "to" => transport_label(to), "reason" => reason)
+        .increment(1);
+}
+
+/// How often connection statistics are sampled.
+pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples a QUIC connection's statistics into metrics until it closes: RTT and congestion
+/// window as histograms (one sample per connection per interval), lost packets, congestion
+/// events and path validations as counters.
+pub(crate) async fn sample_connection(conn: quinn::Connection, side: Side) {
+    let side = side.as_str();
+    let mut last = conn.stats();
+    let mut ticks = tokio::time::interval(STATS_INTERVAL);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = conn.closed() => break,
+            _ = ticks.tick() => {}
+        }
+        let now = conn.stats();
+        metrics::histogram!("quicrpc_quic_rtt_seconds", "side" => side)
+            .record(now.path.rtt.as_secs_f64());
+        metrics::histogram!("quicrpc_quic_cwnd_bytes", "side" => side).record(now.path.cwnd as f64);
+        let delta = |new: u64, old: u64| new.saturating_sub(old);
+        metrics::counter!("quicrpc_quic_lost_packets_total", "side" => side)
+            .increment(delta(now.path.lost_packets, last.path.lost_packets));
+        metrics::counter!("quicrpc_quic_congestion_events_total", "side" => side).increment(delta(
+            now.path.congestion_events,
+            last.path.congestion_events,
+        ));
+        metrics::counter!("quicrpc_quic_path_challenges_total", "side" => side).increment(delta(
+            now.frame_rx.path_challenge,
+            last.frame_rx.path_challenge,
+        ));
+        last = now;
+    }
+}
