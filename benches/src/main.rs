@@ -1,0 +1,615 @@
+//! `quicrpc-bench`: unary load against quicrpc over QUIC, quicrpc over its TCP fallback, and
+//! plain tonic over TCP+TLS (the comparator), measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p quicrpc-benches -- compare --scenario latency
+//! cargo run --release -p quicrpc-benches -- compare --scenario inflight --concurrency 1,50,256,1000
+//! ```
+//!
+//! `compare` starts each server and each client in its own process, pinned to separate cores
+//! with `taskset` (server on core 0, client on core 1), warms up, measures, repeats, and
+//! prints a Markdown table per scenario: calls/s, p50/p99/p99.9 latency and CPU per call as
+//! the median of the repetitions with their min and max, and ratios to tonic computed within
+//! each repetition. `serve` and `load` are the two halves it runs.
+
+#[allow(missing_docs, unreachable_pub)] // generated code
+mod helloworld {
+    quicrpc::include_proto!("helloworld");
+}
+
+mod report;
+mod rng;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use helloworld::greeter_client::GreeterClient;
+use helloworld::greeter_server::{Greeter, GreeterServer};
+use helloworld::{HelloReply, HelloRequest};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(about = "Unary load: quicrpc over QUIC and TCP against plain tonic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve Greeter until standard input closes; prints `LISTENING <port>`.
+    Serve {
+        #[arg(long, value_enum)]
+        server: ServerKind,
+        /// Directory with cert.pem and key.pem.
+        #[arg(long)]
+        certs: PathBuf,
+    },
+    /// Load a server; prints one `RESULT` line.
+    Load(LoadArgs),
+    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
+    Compare {
+        #[arg(long, value_enum)]
+        scenario: Scenario,
+        /// Repetitions (the median and range are reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Warm-up seconds per run, not measured.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Calls in flight, comma-separated (scenario `inflight`).
+        #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
+        concurrency: Vec<usize>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ServerKind {
+    /// quicrpc::Server: QUIC on UDP and gRPC on TCP, same port.
+    Quicrpc,
+    /// tonic's own server, TCP+TLS.
+    Tonic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClientKind {
+    /// quicrpc over QUIC.
+    Quic,
+    /// quicrpc's TCP fallback (tonic's channel under quicrpc's).
+    QuicrpcTcp,
+    /// Plain tonic channel, TCP+TLS.
+    Tonic,
+}
+
+impl ClientKind {
+    const ALL: [ClientKind; 3] = [ClientKind::Quic, ClientKind::QuicrpcTcp, ClientKind::Tonic];
+
+    fn server(self) -> ServerKind {
+        match self {
+            Self::Quic | Self::QuicrpcTcp => ServerKind::Quicrpc,
+            Self::Tonic => ServerKind::Tonic,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Quic => "quicrpc QUIC",
+            Self::QuicrpcTcp => "quicrpc TCP fallback",
+            Self::Tonic => "tonic TCP+TLS",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::QuicrpcTcp => "quicrpc-tcp",
+            Self::Tonic => "tonic",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Scenario 1: one call in flight, loopback.
+    Latency,
+    /// Scenario 2: N calls in flight on one connection, loopback.
+    Inflight,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct LoadArgs {
+    #[arg(long, value_enum)]
+    client: ClientKind,
+    #[arg(long)]
+    port: u16,
+    #[arg(long)]
+    certs: PathBuf,
+    /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop: Poisson arrivals at this many calls per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Bytes in each request's name field.
+    #[arg(long, default_value_t = 16)]
+    payload: usize,
+}
+
+#[derive(Default)]
+struct Greeting;
+
+#[tonic::async_trait]
+impl Greeter for Greeting {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<HelloRequest>,
+    ) -> Result<tonic::Response<HelloReply>, tonic::Status> {
+        Ok(tonic::Response::new(HelloReply {
+            message: request.into_inner().name,
+        }))
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    match Cli::parse().command {
+        Cmd::Serve { server, certs } => current_thread()?.block_on(serve(server, &certs)),
+        Cmd::Load(args) => {
+            let result = current_thread()?.block_on(load(&args))?;
+            println!("{}", result.line());
+            Ok(())
+        }
+        Cmd::Compare {
+            scenario,
+            reps,
+            duration,
+            warmup,
+            concurrency,
+        } => {
+            let levels = match scenario {
+                Scenario::Latency => vec![1],
+                Scenario::Inflight => concurrency,
+            };
+            compare(scenario, reps, duration, warmup, &levels)
+        }
+    }
+}
+
+/// One core per side: each process runs a single-threaded runtime.
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+async fn serve(kind: ServerKind, certs: &Path) -> Result<(), BoxError> {
+    let cert = std::fs::read(certs.join("cert.pem"))?;
+    let key = std::fs::read(certs.join("key.pem"))?;
+    let stdin_closed = async {
+        // Blocking read on a helper thread: the runtime stays single-threaded.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().lines().count();
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    };
+    match kind {
+        ServerKind::Quicrpc => {
+            let server = quicrpc::Server::builder()
+                .tls(quicrpc::tls::Identity::from_pem(cert, key)?)
+                .add_service(GreeterServer::new(Greeting))
+                .bind("127.0.0.1:0")
+                .await?;
+            announce(server.local_addr().port())?;
+            server.serve_with_shutdown(stdin_closed).await?;
+        }
+        ServerKind::Tonic => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            announce(listener.local_addr()?.port())?;
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            tonic::transport::Server::builder()
+                .tls_config(tls)?
+                .add_service(GreeterServer::new(Greeting))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    stdin_closed,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn announce(port: u16) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "LISTENING {port}")?;
+    out.flush()
+}
+
+/// What one load run measured.
+#[derive(Clone, Debug)]
+struct LoadResult {
+    calls: u64,
+    /// Calls including the warm-up: the divisor of CPU per call, whose CPU time covers both.
+    all_calls: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    /// Client CPU over warm-up and measurement; `compare` adds the server's.
+    cpu_ms: f64,
+}
+
+impl LoadResult {
+    fn line(&self) -> String {
+        format!(
+            "RESULT calls={} all_calls={} errors={} secs={:.3} p50_us={} p99_us={} p999_us={} cpu_ms={:.1}",
+            self.calls,
+            self.all_calls,
+            self.errors,
+            self.secs,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.cpu_ms
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let fields: std::collections::HashMap<&str, &str> = line
+            .strip_prefix("RESULT ")?
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        Some(Self {
+            calls: fields.get("calls")?.parse().ok()?,
+            all_calls: fields.get("all_calls")?.parse().ok()?,
+            errors: fields.get("errors")?.parse().ok()?,
+            secs: fields.get("secs")?.parse().ok()?,
+            p50_us: fields.get("p50_us")?.parse().ok()?,
+            p99_us: fields.get("p99_us")?.parse().ok()?,
+            p999_us: fields.get("p999_us")?.parse().ok()?,
+            cpu_ms: fields.get("cpu_ms")?.parse().ok()?,
+        })
+    }
+}
+
+async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
+    let ca = std::fs::read(args.certs.join("ca.pem"))?;
+    let uri = format!("https://localhost:{}", args.port);
+    match args.client {
+        ClientKind::Quic | ClientKind::QuicrpcTcp => {
+            let fallback = match args.client {
+                ClientKind::Quic => quicrpc::Fallback::QuicOnly,
+                _ => quicrpc::Fallback::TcpOnly,
+            };
+            let channel = quicrpc::Channel::builder(uri)
+                .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
+                .fallback(fallback)
+                .connect()
+                .await?;
+            run_load(GreeterClient::new(channel), args).await
+        }
+        ClientKind::Tonic => {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            let channel = tonic::transport::Endpoint::from_shared(uri)?
+                .tls_config(tls)?
+                .connect()
+                .await?;
+            run_load(GreeterClient::new(channel), args).await
+        }
+    }
+}
+
+async fn run_load<T>(client: GreeterClient<T>, args: &LoadArgs) -> Result<LoadResult, BoxError>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
+{
+    let name = "x".repeat(args.payload);
+    let cpu_before = cpu_ms_of("self");
+    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
+    let (warmup, _) = closed_loop(&client, &name, args.concurrency, warmup_end).await;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let (histogram, errors) = match args.rate {
+        None => closed_loop(&client, &name, args.concurrency, end).await,
+        Some(rate) => open_loop(&client, &name, rate, args.concurrency, end).await,
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_ms = cpu_ms_of("self")
+        .zip(cpu_before)
+        .map_or(f64::NAN, |(after, before)| after - before);
+    Ok(LoadResult {
+        calls: histogram.len(),
+        all_calls: histogram.len() + warmup.len(),
+        errors,
+        secs,
+        p50_us: histogram.value_at_quantile(0.5),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        cpu_ms,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant figures.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// `concurrency` callers, each making calls back to back until `end`.
+async fn closed_loop<T>(
+    client: &GreeterClient<T>,
+    name: &str,
+    concurrency: usize,
+    end: Instant,
+) -> (Histogram<u64>, u64)
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
+{
+    let callers = (0..concurrency).map(|_| {
+        let mut client = client.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let mut errors = 0;
+            while Instant::now() < end {
+                let started = Instant::now();
+                match client.say_hello(HelloRequest { name: name.clone() }).await {
+                    Ok(_) => histogram.saturating_record(
+                        started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
+                    ),
+                    Err(_) => errors += 1,
+                }
+            }
+            (histogram, errors)
+        })
+    });
+    let mut total = new_histogram();
+    let mut errors = 0;
+    for caller in futures_util::future::join_all(callers).await {
+        let (histogram, e) = caller.expect("caller task");
+        total.add(&histogram).expect("same bounds");
+        errors += e;
+    }
+    (total, errors)
+}
+
+/// Poisson arrivals at `rate` per second until `end`; latency counts from each call's
+/// scheduled start, so queueing behind a slow call is measured (no coordinated omission).
+/// At most `cap` calls are in flight; arrivals beyond that are counted as errors.
+async fn open_loop<T>(
+    client: &GreeterClient<T>,
+    name: &str,
+    rate: f64,
+    cap: usize,
+    end: Instant,
+) -> (Histogram<u64>, u64)
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    T::Future: Send,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
+{
+    let mut rng = rng::Rng::new(0x5eed_1234);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
+    let mut calls = tokio::task::JoinSet::new();
+    let mut errors = 0;
+    let mut next = Instant::now();
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        let scheduled = next;
+        next += Duration::from_secs_f64(rng.exponential(1.0 / rate));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            errors += 1;
+            continue;
+        };
+        let mut client = client.clone();
+        let name = name.to_owned();
+        calls.spawn(async move {
+            let result = client.say_hello(HelloRequest { name }).await;
+            drop(slot);
+            result.is_ok().then(|| scheduled.elapsed())
+        });
+    }
+    let mut histogram = new_histogram();
+    while let Some(done) = calls.join_next().await {
+        match done.expect("call task") {
+            Some(latency) => {
+                histogram.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
+            }
+            None => errors += 1,
+        }
+    }
+    (histogram, errors)
+}
+
+/// CPU time (user + system) of a process so far, in milliseconds, from `/proc/<pid>/stat`.
+fn cpu_ms_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 1000.0 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A server process, stopped (by closing its standard input) when dropped.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn start(kind: ServerKind, certs: &Path, pin: Option<&str>) -> Result<Self, BoxError> {
+        let kind = match kind {
+            ServerKind::Quicrpc => "quicrpc",
+            ServerKind::Tonic => "tonic",
+        };
+        let args = [
+            "serve",
+            "--server",
+            kind,
+            "--certs",
+            &certs.display().to_string(),
+        ]
+        .map(str::to_owned);
+        let mut child = pinned(pin, &args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no server stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .ok_or_else(|| format!("server said {line:?}"))?
+            .parse()?;
+        Ok(Self { child, port })
+    }
+
+    fn cpu_ms(&self) -> Option<f64> {
+        cpu_ms_of(&self.child.id().to_string())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// This executable with `args`, under `taskset -c <core>` when pinning.
+fn pinned(core: Option<&str>, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("own executable");
+    match core {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core).arg(exe).args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(exe);
+            command.args(args);
+            command
+        }
+    }
+}
+
+fn compare(
+    scenario: Scenario,
+    reps: usize,
+    duration: f64,
+    warmup: f64,
+    levels: &[usize],
+) -> Result<(), BoxError> {
+    let certs = std::env::temp_dir().join(format!("quicrpc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&certs)?;
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
+    std::fs::write(certs.join("cert.pem"), cert.cert_pem())?;
+    std::fs::write(certs.join("key.pem"), cert.key_pem())?;
+    std::fs::write(certs.join("ca.pem"), cert.ca_pem())?;
+
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pin = cores >= 2 && Command::new("taskset").arg("-V").output().is_ok();
+    let (server_core, client_core) = if pin {
+        (Some("0"), Some("1"))
+    } else {
+        (None, None)
+    };
+    println!(
+        "# {scenario:?}: {reps} repetitions of {duration} s (+{warmup} s warm-up); {}",
+        if pin {
+            "server pinned to core 0, client to core 1"
+        } else {
+            "not pinned (taskset or a second core missing)"
+        }
+    );
+    for &concurrency in levels {
+        let mut runs: Vec<Vec<(ClientKind, LoadResult)>> = Vec::new();
+        for _ in 0..reps {
+            let mut rep = Vec::new();
+            for kind in ClientKind::ALL {
+                let server = ServerProcess::start(kind.server(), &certs, server_core)?;
+                let server_cpu = server.cpu_ms();
+                let args = [
+                    "load",
+                    "--client",
+                    kind.arg(),
+                    "--port",
+                    &server.port.to_string(),
+                    "--certs",
+                    &certs.display().to_string(),
+                    "--concurrency",
+                    &concurrency.to_string(),
+                    "--duration",
+                    &duration.to_string(),
+                    "--warmup",
+                    &warmup.to_string(),
+                ]
+                .map(str::to_owned);
+                let output = pinned(client_core, &args).output()?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                let mut result = text.lines().find_map(LoadResult::parse).ok_or_else(|| {
+                    format!(
+                        "{} load failed: {}",
+                        kind.name(),
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                })?;
+                // Server CPU over the same span as the client's: warm-up and measurement.
+                if let (Some(before), Some(after)) = (server_cpu, server.cpu_ms()) {
+                    result.cpu_ms += after - before;
+                }
+                rep.push((kind, result));
+            }
+            runs.push(rep);
+        }
+        println!("{}", report::table(concurrency, &runs));
+    }
+    let _ = std::fs::remove_dir_all(&certs);
+    Ok(())
+}
