@@ -451,6 +451,17 @@ fn timeout_millis(value: &str) -> Option<u64> {
     })
 }
 
+/// Makes one unary call and returns the transport that carried it.
+pub async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> quicrpc::Transport {
+    let response = within("call", client.unary(echo("which")))
+        .await
+        .expect("call succeeds");
+    *response
+        .extensions()
+        .get::<quicrpc::Transport>()
+        .expect("the channel records the transport")
+}
+
 /// A request with the given text.
 pub fn echo(message: &str) -> EchoRequest {
     EchoRequest {

@@ -6,18 +6,8 @@ use std::time::{Duration, Instant};
 use quicrpc::{Fallback, Transport};
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestOptions, TestServer, echo, within};
+use quicrpc_tests::{TestOptions, TestServer, echo, transport_of, within};
 use tonic::Code;
-
-async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> Transport {
-    let response = within("call", client.unary(echo("which")))
-        .await
-        .expect("call succeeds");
-    *response
-        .extensions()
-        .get::<Transport>()
-        .expect("the channel records the transport")
-}
 
 #[tokio::test]
 async fn every_policy_works_against_a_dual_server() {

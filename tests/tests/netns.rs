@@ -7,17 +7,7 @@ use std::time::{Duration, Instant};
 use quicrpc::Transport;
 use quicrpc_tests::netns::NetNs;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestOptions, TestServer, echo, within};
-
-async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> Transport {
-    let response = within("call", client.unary(echo("which")))
-        .await
-        .expect("call succeeds");
-    *response
-        .extensions()
-        .get::<Transport>()
-        .expect("the channel records the transport")
-}
+use quicrpc_tests::{TestOptions, TestServer, echo, transport_of, within};
 
 #[tokio::test]
 async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again() {
