@@ -310,6 +310,9 @@ pub struct TestServer {
     serving: Option<tokio::task::JoinHandle<Result<(), quicrpc::Error>>>,
 }
 
+/// A tonic interceptor as a plain function.
+pub type Interceptor = fn(Request<()>) -> Result<Request<()>, Status>;
+
 /// Options for [`TestServer::start_with`].
 #[derive(Debug, Default)]
 pub struct TestOptions {
@@ -321,6 +324,8 @@ pub struct TestOptions {
     pub addr: Option<std::net::SocketAddr>,
     /// Sockets bound elsewhere (another network namespace) to serve on instead of binding.
     pub sockets: Option<(Option<std::net::UdpSocket>, Option<std::net::TcpListener>)>,
+    /// A tonic interceptor in front of the service (`EchoServer::with_interceptor`).
+    pub interceptor: Option<Interceptor>,
 }
 
 impl TestServer {
@@ -348,9 +353,13 @@ impl TestServer {
         let echo = EchoServer::new(service)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let builder = quicrpc::Server::builder()
-            .tls(cert.identity())
-            .add_service(echo);
+        let builder = quicrpc::Server::builder().tls(cert.identity());
+        let builder = match options.interceptor {
+            Some(check) => builder.add_service(
+                tonic::service::interceptor::InterceptedService::new(echo, check),
+            ),
+            None => builder.add_service(echo),
+        };
         let builder = configure(builder);
         let server = match options.sockets {
             Some((udp, tcp)) => builder

@@ -44,6 +44,17 @@ impl std::fmt::Debug for ResponseBody {
     }
 }
 
+/// An empty, finished body (what a client interceptor that refuses a call answers with).
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self {
+            inner: Inner::Done,
+            deadline: None,
+            telemetry: None,
+        }
+    }
+}
+
 impl ResponseBody {
     pub(super) fn quic(body: RecvBody, deadline: Option<Instant>) -> Self {
         Self {

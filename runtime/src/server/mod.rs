@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body as TonicBody;
 use tonic::server::NamedService;
@@ -163,15 +163,13 @@ impl ServerBuilder {
     /// Adds a tonic service, such as a generated `FooServer`.
     pub fn add_service<S>(mut self, service: S) -> Self
     where
-        S: tower_service::Service<
-                Request<TonicBody>,
-                Response = Response<TonicBody>,
-                Error = Infallible,
-            > + NamedService
+        S: tower_service::Service<Request<TonicBody>, Error = Infallible>
+            + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
+        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
         self.routes.add_service(service);
