@@ -11,7 +11,7 @@ use http::HeaderMap;
 use tonic::Code;
 use tracing::field::Empty;
 
-use crate::{Priority, Transport, method_info};
+use crate::{MethodInfo, Priority, Transport};
 
 /// Which end of a call is reporting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,9 +37,10 @@ const fn transport_label(transport: Transport) -> &'static str {
 }
 
 /// The metrics label for a method: its registered path without allocating, or the path as
-/// given for methods no table knows.
-pub(crate) fn method_label(path: &str) -> Cow<'static, str> {
-    match method_info(path) {
+/// given for methods no table knows. `info` is `method_info(path)`, which the caller has
+/// usually looked up already.
+pub(crate) fn method_label(path: &str, info: Option<&'static MethodInfo>) -> Cow<'static, str> {
+    match info {
         Some(info) => Cow::Borrowed(info.path()),
         None => Cow::Owned(path.to_owned()),
     }

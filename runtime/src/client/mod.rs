@@ -668,12 +668,13 @@ impl Inner {
             },
             None => None,
         };
-        let method = method_label(request.uri().path());
+        let info = method_info(request.uri().path());
+        let method = method_label(request.uri().path(), info);
         let priority = request
             .extensions()
             .get::<Priority>()
             .copied()
-            .or_else(|| method_info(&method).map(|m| m.priority()))
+            .or_else(|| info.map(|m| m.priority()))
             .unwrap_or_default();
         // Set once the call has a transport; outlives the call future, so that a deadline
         // that cuts the call short is still recorded.

@@ -192,9 +192,10 @@ async fn handle_call(
             return reject(send, recv, status).await;
         }
     };
+    let info = method_info(&head.path);
     let priority = head
         .priority
-        .or_else(|| method_info(&head.path).map(|m| m.priority()))
+        .or_else(|| info.map(|m| m.priority()))
         .unwrap_or_default();
     send.set_priority(priority);
     let deadline = match head.fields.get("grpc-timeout") {
@@ -215,7 +216,7 @@ async fn handle_call(
 
     let mut telemetry = CallTelemetry::start(
         Side::Server,
-        method_label(&head.path),
+        method_label(&head.path, info),
         Transport::Quic,
         Some(priority),
         Some(stream_id),

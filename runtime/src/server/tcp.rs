@@ -67,7 +67,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let path = request.uri().path();
+        let method = method_label(path, crate::method_info(path));
         let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
