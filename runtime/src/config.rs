@@ -47,6 +47,9 @@ pub(crate) struct ConnectionConfig {
     pub(crate) max_concurrent_streams: u32,
     pub(crate) congestion_control: CongestionControl,
     pub(crate) send_fairness: bool,
+    /// Where to write a qlog trace per connection.
+    #[cfg(feature = "qlog")]
+    pub(crate) qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl ConnectionConfig {
@@ -60,6 +63,8 @@ impl ConnectionConfig {
             max_concurrent_streams: 0,
             congestion_control: CongestionControl::default(),
             send_fairness: true,
+            #[cfg(feature = "qlog")]
+            qlog_dir: None,
         }
     }
 
@@ -72,6 +77,8 @@ impl ConnectionConfig {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             congestion_control: CongestionControl::default(),
             send_fairness: true,
+            #[cfg(feature = "qlog")]
+            qlog_dir: None,
         }
     }
 
@@ -107,5 +114,39 @@ impl ConnectionConfig {
     /// The server accepts calls only.
     pub(crate) fn server_transport(&self) -> Result<quinn::TransportConfig, Error> {
         self.transport(0)
+    }
+
+    /// A transport config for one new connection that writes its qlog trace, if one is asked
+    /// for; `None` when the shared config will do.
+    #[cfg(feature = "qlog")]
+    pub(crate) fn qlog_transport(
+        &self,
+        side: &str,
+    ) -> Result<Option<quinn::TransportConfig>, Error> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+        let Some(dir) = &self.qlog_dir else {
+            return Ok(None);
+        };
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{side}-{millis}-{}-{n}.qlog", std::process::id()));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| Error::Config(format!("qlog file {}: {e}", path.display())))?;
+        let mut qlog = quinn::QlogConfig::default();
+        // Unbuffered: the trace is complete on disk at every event, even if the connection
+        // outlives the process's interest in it. Debugging only, so the cost is fine.
+        qlog.writer(Box::new(file))
+            .title(Some(format!("quicrpc {side}")));
+        let mut transport = if side == "client" {
+            self.client_transport()?
+        } else {
+            self.server_transport()?
+        };
+        transport.qlog_stream(qlog.into_stream());
+        Ok(Some(transport))
     }
 }

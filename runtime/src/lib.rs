@@ -47,6 +47,8 @@
 //! ## Feature flags
 //!
 //! - `dev-certs` (default): [`tls::SelfSigned`], development certificates made at run time.
+//! - `qlog`: `qlog_dir` on [`ChannelBuilder`] and [`ServerBuilder`], a qlog trace per QUIC
+//!   connection.
 
 mod client;
 mod config;

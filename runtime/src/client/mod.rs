@@ -321,6 +321,15 @@ impl ChannelBuilder {
         self
     }
 
+    /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
+    /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a file
+    /// write per packet event: for debugging, not production. Feature `qlog`.
+    #[cfg(feature = "qlog")]
+    pub fn qlog_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.qlog_dir = Some(dir.into());
+        self
+    }
+
     /// Connects now, failing if the server cannot be reached by the policy's transports.
     pub async fn connect(self) -> Result<Channel, Error> {
         let channel = self.build()?;

@@ -34,6 +34,8 @@ pub(super) struct QuicConnector {
     port: u16,
     server_name: String,
     connect_timeout: Duration,
+    #[cfg(feature = "qlog")]
+    config: ConnectionConfig,
 }
 
 /// One QUIC connection and what the client knows about it.
@@ -72,6 +74,8 @@ impl QuicConnector {
             port,
             server_name,
             connect_timeout,
+            #[cfg(feature = "qlog")]
+            config: config.clone(),
         })
     }
 
@@ -137,9 +141,15 @@ impl QuicConnector {
     }
 
     async fn handshake(&self, addr: SocketAddr) -> Result<quinn::Connection, Error> {
+        #[allow(unused_mut)] // mutated with the qlog feature
+        let mut client_config = self.client_config.clone();
+        #[cfg(feature = "qlog")]
+        if let Some(transport) = self.config.qlog_transport("client")? {
+            client_config.transport_config(Arc::new(transport));
+        }
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), addr, &self.server_name)
+            .connect_with(client_config, addr, &self.server_name)
             .map_err(|e| Error::Tls(format!("cannot start a handshake with {addr}: {e}")))?;
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(conn)) => Ok(conn),

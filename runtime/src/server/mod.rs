@@ -50,6 +50,9 @@ pub struct Server {
 struct Shared {
     routes: Routes,
     config: ConnectionConfig,
+    /// The QUIC server config, for connections that need one of their own (qlog).
+    #[cfg(feature = "qlog")]
+    quic_config: Option<quinn::ServerConfig>,
 }
 
 impl fmt::Debug for Server {
@@ -232,6 +235,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
+    /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a file
+    /// write per packet event: for debugging, not production. Feature `qlog`.
+    #[cfg(feature = "qlog")]
+    pub fn qlog_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.qlog_dir = Some(dir.into());
+        self
+    }
+
     /// Binds the server: QUIC on UDP and gRPC over TCP on the same port number (or only the
     /// transports chosen with [`transports`](Self::transports)). `addr` may name port 0; the
     /// port picked is free on both protocols. A port taken on either protocol is an error, and
@@ -304,6 +316,8 @@ impl ServerBuilder {
             (None, Some(tcp)) => tcp.local_addr().map_err(sock_err)?,
             (None, None) => return Err(Error::Config("no socket given".into())),
         };
+        #[cfg(feature = "qlog")]
+        let mut quic_config = None;
         let quic = match udp {
             Some(udp) => {
                 let tls = tls::server_config(&identity, &[wire::ALPN])?;
@@ -311,6 +325,10 @@ impl ServerBuilder {
                     .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
                 let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
                 server_config.transport_config(Arc::new(self.config.server_transport()?));
+                #[cfg(feature = "qlog")]
+                {
+                    quic_config = Some(server_config.clone());
+                }
                 let runtime = Arc::new(quinn::TokioRuntime);
                 let endpoint = quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),
@@ -337,6 +355,8 @@ impl ServerBuilder {
             shared: Arc::new(Shared {
                 routes: self.routes.routes().prepare(),
                 config: self.config,
+                #[cfg(feature = "qlog")]
+                quic_config,
             }),
             identity,
         })

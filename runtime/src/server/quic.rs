@@ -68,7 +68,14 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    let connecting = match accept(incoming, &shared) {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            debug!(%remote, "refused: {e}");
+            return;
+        }
+    };
+    let conn = match connecting.await {
         Ok(conn) => conn,
         Err(e) => {
             debug!(%remote, "handshake failed: {e}");
@@ -110,6 +117,23 @@ async fn serve_connection(
             },
         }
     }
+}
+
+/// Accepts a connection attempt, with a config of its own where it needs one (qlog).
+fn accept(
+    incoming: quinn::Incoming,
+    shared: &Shared,
+) -> Result<quinn::Connecting, Box<dyn std::error::Error>> {
+    #[cfg(feature = "qlog")]
+    if let (Some(transport), Some(config)) =
+        (shared.config.qlog_transport("server")?, &shared.quic_config)
+    {
+        let mut config = config.clone();
+        config.transport_config(Arc::new(transport));
+        return Ok(incoming.accept_with(Arc::new(config))?);
+    }
+    let _ = shared;
+    Ok(incoming.accept()?)
 }
 
 /// Tells the client that this connection takes no new calls.
