@@ -187,12 +187,7 @@ impl Channel {
     /// The transport new calls use: the one connected now, or, when nothing is connected,
     /// the one the policy tries first.
     pub fn transport(&self) -> Transport {
-        let state = lock(&self.inner.state);
-        match (&state.quic, &state.tcp, self.inner.policy) {
-            (Some(conn), _, _) if conn.usable() => Transport::Quic,
-            (_, Some(_), _) | (_, _, Fallback::TcpOnly) => Transport::Tcp,
-            _ => Transport::Quic,
-        }
+        self.inner.transport()
     }
 
     /// The local address of the channel's QUIC socket (`None` with
@@ -443,6 +438,16 @@ fn tcp_endpoint(
 }
 
 impl Inner {
+    /// See [`Channel::transport`].
+    fn transport(&self) -> Transport {
+        let state = lock(&self.state);
+        match (&state.quic, &state.tcp, self.policy) {
+            (Some(conn), _, _) if conn.usable() => Transport::Quic,
+            (_, Some(_), _) | (_, _, Fallback::TcpOnly) => Transport::Tcp,
+            _ => Transport::Quic,
+        }
+    }
+
     /// The route new calls take now, if one is up. QUIC wins whenever it is up.
     fn current_route(&self) -> Option<Route> {
         let state = lock(&self.state);
@@ -774,10 +779,7 @@ impl Inner {
                 Ok(response)
             }
             Err(status) => {
-                let transport = Channel {
-                    inner: self.clone(),
-                }
-                .transport();
+                let transport = self.transport();
                 telemetry
                     .get_or_insert_with(|| {
                         CallTelemetry::start(Side::Client, method, transport, None, None)
