@@ -471,6 +471,40 @@ pub async fn transport_of(client: &mut EchoClient<quicrpc::Channel>) -> quicrpc:
         .expect("the channel records the transport")
 }
 
+/// Opens a server stream of 5 replies, 100 ms apart, and reads the first (index 0): a call
+/// that is surely in flight for the next 400 ms.
+pub async fn slow_stream_started(
+    client: &mut EchoClient<quicrpc::Channel>,
+) -> Streaming<EchoReply> {
+    let request = EchoRequest {
+        response_count: 5,
+        delay_ms: 100,
+        ..echo("in flight")
+    };
+    let mut stream = within("open", client.server_stream(request))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let first = within("first reply", stream.message())
+        .await
+        .expect("first reply")
+        .expect("a reply");
+    assert_eq!(first.index, 0);
+    stream
+}
+
+/// Reads a reply stream to its end, returning the replies' indexes.
+pub async fn indexes_to_end(stream: &mut Streaming<EchoReply>) -> Vec<u32> {
+    let mut indexes = Vec::new();
+    while let Some(reply) = within("next reply", stream.message())
+        .await
+        .expect("reply or end")
+    {
+        indexes.push(reply.index);
+    }
+    indexes
+}
+
 /// A request with the given text.
 pub fn echo(message: &str) -> EchoRequest {
     EchoRequest {

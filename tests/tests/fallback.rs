@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use quicrpc::{Fallback, Transport};
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestOptions, TestServer, echo, transport_of, within};
+use quicrpc_tests::{
+    TestOptions, TestServer, echo, indexes_to_end, slow_stream_started, transport_of, within,
+};
 use tonic::Code;
 
 #[tokio::test]
@@ -138,31 +140,14 @@ async fn calls_in_flight_on_both_transports_finish_during_drain() {
         .await
         .unwrap();
         let mut client = EchoClient::new(channel);
-        let request = EchoRequest {
-            response_count: 5,
-            delay_ms: 100,
-            ..echo("drain")
-        };
-        let mut stream = within("open", client.server_stream(request))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            within("first", stream.message())
-                .await
-                .unwrap()
-                .unwrap()
-                .index,
-            0
-        );
+        let stream = slow_stream_started(&mut client).await;
         streams.push((policy, stream));
     }
     let serving = server.begin_shutdown();
     for (policy, mut stream) in streams {
         let mut indexes = vec![0];
-        while let Some(reply) = within("rest", stream.message()).await.unwrap() {
-            indexes.push(reply.index);
-        }
+
+        indexes.extend(indexes_to_end(&mut stream).await);
         assert_eq!(indexes, vec![0, 1, 2, 3, 4], "{policy:?}");
     }
     within("server stops", serving).await.unwrap().unwrap();

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestServer, echo, within};
+use quicrpc_tests::{TestServer, echo, indexes_to_end, slow_stream_started, within};
 use tonic::Code;
 
 /// Waits until the server refuses new connections, which it does only once it is draining.
@@ -29,23 +28,7 @@ async fn in_flight_calls_finish_and_new_calls_are_unavailable() {
     .await
     .unwrap();
     let mut client = EchoClient::new(channel.clone());
-    let request = EchoRequest {
-        response_count: 5,
-        delay_ms: 100,
-        ..echo("drain")
-    };
-    let mut stream = within("open", client.server_stream(request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        within("first", stream.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .index,
-        0
-    );
+    let mut stream = slow_stream_started(&mut client).await;
 
     let serving = server.begin_shutdown();
     until_refusing(&server).await;
@@ -59,9 +42,8 @@ async fn in_flight_calls_finish_and_new_calls_are_unavailable() {
 
     // The call in flight runs to its end.
     let mut indexes = vec![0];
-    while let Some(reply) = within("rest", stream.message()).await.unwrap() {
-        indexes.push(reply.index);
-    }
+
+    indexes.extend(indexes_to_end(&mut stream).await);
     assert_eq!(indexes, vec![0, 1, 2, 3, 4]);
 
     within("server stops", serving).await.unwrap().unwrap();
