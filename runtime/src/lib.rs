@@ -58,6 +58,7 @@ mod server;
 mod stream;
 mod telemetry;
 mod timeout;
+mod zero_rtt;
 
 #[doc(hidden)]
 pub mod codegen;
@@ -69,6 +70,7 @@ pub use config::CongestionControl;
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
 pub use server::{Server, ServerBuilder};
+pub use zero_rtt::{NoZeroRtt, ZeroRtt};
 
 /// Includes the code `quicrpc-build` generated for a protobuf package: messages, tonic
 /// client and server stubs, and quicrpc's method tables.

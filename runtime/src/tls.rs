@@ -233,10 +233,17 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A rustls server config for `identity` that offers `alpn`.
+/// Resumption sessions a server remembers; each resumed client needs one. An entry is a few
+/// hundred bytes.
+const SERVER_SESSIONS: usize = 4096;
+
+/// A rustls server config for `identity` that offers `alpn`. With `early_data`, resumed
+/// clients may send 0-RTT data. Session tickets are stateful and single-use either way, so a
+/// replayed ClientHello cannot resume.
 pub(crate) fn server_config(
     identity: &Identity,
     alpn: &[&[u8]],
+    early_data: bool,
 ) -> Result<rustls::ServerConfig, Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -245,14 +252,20 @@ pub(crate) fn server_config(
         .with_single_cert(identity.chain.clone(), identity.key())
         .map_err(|e| Error::Tls(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    // QUIC allows only "none" or "unbounded" here; flow control bounds early data instead.
+    config.max_early_data_size = if early_data { u32::MAX } else { 0 };
     Ok(config)
 }
 
 /// A rustls client config that trusts `roots` (or the Mozilla roots when empty) and offers
-/// `alpn`.
+/// `alpn`. It keeps session tickets for up to `sessions` servers (0: none, so no resumption);
+/// with `early_data`, resumed connections may send 0-RTT data.
 pub(crate) fn client_config(
     roots: &[Certificate],
     alpn: &[&[u8]],
+    sessions: usize,
+    early_data: bool,
 ) -> Result<rustls::ClientConfig, Error> {
     let mut store = RootCertStore::empty();
     if roots.is_empty() {
@@ -269,6 +282,12 @@ pub(crate) fn client_config(
         .with_root_certificates(store)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = if sessions == 0 {
+        rustls::client::Resumption::disabled()
+    } else {
+        rustls::client::Resumption::in_memory_sessions(sessions)
+    };
+    config.enable_early_data = early_data && sessions > 0;
     Ok(config)
 }
 
@@ -288,8 +307,8 @@ mod tests {
             Certificate::from_pem(cert.ca_pem()).unwrap().certs().len(),
             1
         );
-        server_config(&id, &[b"x"]).unwrap();
-        client_config(&[cert.ca_certificate()], &[b"x"]).unwrap();
+        server_config(&id, &[b"x"], true).unwrap();
+        client_config(&[cert.ca_certificate()], &[b"x"], 8, true).unwrap();
     }
 
     #[test]

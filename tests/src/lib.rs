@@ -60,6 +60,16 @@ pub enum Event {
 pub struct EchoService {
     events: mpsc::UnboundedSender<Event>,
     barrier: Option<Arc<Barrier>>,
+    runs: Arc<std::sync::Mutex<Vec<Run>>>,
+}
+
+/// One run of a handler that answers from a single request message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// The method's name, as in the `.proto` (`Unary`, `Lookup`, ...).
+    pub method: String,
+    /// Whether the call came as 0-RTT early data.
+    pub early_data: bool,
 }
 
 /// Reports an event when dropped, unless disarmed.
@@ -109,9 +119,25 @@ impl Stream for Watched {
     }
 }
 
+fn early_data<T>(request: &Request<T>) -> bool {
+    request.extensions().get::<quicrpc::ZeroRtt>() == Some(&quicrpc::ZeroRtt::Accepted)
+}
+
 impl EchoService {
+    fn record<T>(&self, method: &str, request: &Request<T>) {
+        let run = Run {
+            method: method.to_owned(),
+            early_data: early_data(request),
+        };
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(run);
+    }
+
     fn reply<T>(request: &Request<T>, message: &EchoRequest, index: u32) -> EchoReply {
         EchoReply {
+            early_data: early_data(request),
             message: message.message.clone(),
             payload: vec![0xab; message.response_size as usize],
             priority: request
@@ -146,8 +172,10 @@ impl EchoService {
 
     async fn unary_reply(
         &self,
+        method: &str,
         request: Request<EchoRequest>,
     ) -> Result<Response<EchoReply>, Status> {
+        self.record(method, &request);
         let message = request.get_ref();
         if message.barrier
             && let Some(barrier) = &self.barrier
@@ -177,7 +205,8 @@ impl EchoService {
         Ok(response)
     }
 
-    fn stream_replies(&self, request: &Request<EchoRequest>) -> ReplyStream {
+    fn stream_replies(&self, method: &str, request: &Request<EchoRequest>) -> ReplyStream {
+        self.record(method, request);
         let message = request.get_ref().clone();
         let first = Self::reply(request, &message, 0);
         let (tx, rx) = mpsc::channel(4);
@@ -207,7 +236,7 @@ impl EchoService {
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.unary_reply(request).await
+        self.unary_reply("Unary", request).await
     }
 
     type ServerStreamStream = ReplyStream;
@@ -216,7 +245,7 @@ impl Echo for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<ReplyStream>, Status> {
-        Ok(Response::new(self.stream_replies(&request)))
+        Ok(Response::new(self.stream_replies("ServerStream", &request)))
     }
 
     async fn client_stream(
@@ -288,13 +317,17 @@ impl Echo for EchoService {
     }
 
     async fn urgent(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.unary_reply(request).await
+        self.unary_reply("Urgent", request).await
+    }
+
+    async fn lookup(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.unary_reply("Lookup", request).await
     }
 
     type FetchStream = ReplyStream;
 
     async fn fetch(&self, request: Request<EchoRequest>) -> Result<Response<ReplyStream>, Status> {
-        Ok(Response::new(self.stream_replies(&request)))
+        Ok(Response::new(self.stream_replies("Fetch", &request)))
     }
 }
 
@@ -306,6 +339,7 @@ pub struct TestServer {
     /// Its development certificate.
     pub cert: quicrpc::tls::SelfSigned,
     events: Mutex<mpsc::UnboundedReceiver<Event>>,
+    runs: Arc<std::sync::Mutex<Vec<Run>>>,
     shutdown: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<Result<(), quicrpc::Error>>>,
 }
@@ -346,9 +380,11 @@ impl TestServer {
                 .expect("generate certificate"),
         };
         let (events_tx, events) = mpsc::unbounded_channel();
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
         let service = EchoService {
             events: events_tx,
             barrier: options.barrier.map(|n| Arc::new(Barrier::new(n))),
+            runs: runs.clone(),
         };
         let echo = EchoServer::new(service)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -381,6 +417,7 @@ impl TestServer {
             addr,
             cert,
             events: Mutex::new(events),
+            runs,
             shutdown: Some(shutdown),
             serving: Some(serving),
         }
@@ -410,6 +447,12 @@ impl TestServer {
     /// A connected `Echo` client.
     pub async fn client(&self) -> EchoClient<quicrpc::Channel> {
         EchoClient::new(self.channel().await)
+    }
+
+    /// The handler runs so far of the methods that answer from one request message (`Unary`,
+    /// `Urgent`, `Lookup`, `ServerStream`, `Fetch`), in order.
+    pub fn runs(&self) -> Vec<Run> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The next event the service reports.

@@ -21,25 +21,36 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client config trusting `ca`. Its session cache (in the config) lets later connections
+/// with the same config resume and send 0-RTT early data.
+pub fn client_config(ca: &quicrpc::tls::Certificate) -> quinn::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca.certs() {
+        roots.add(cert.clone()).expect("CA certificate");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    tls.enable_early_data = true;
+    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+    quinn::ClientConfig::new(Arc::new(quic_tls))
+}
+
 impl RawClient {
     /// Connects to `addr`, trusting `ca`.
     pub async fn connect(addr: SocketAddr, ca: &quicrpc::tls::Certificate) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in ca.certs() {
-            roots.add(cert.clone()).expect("CA certificate");
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![wire::ALPN.to_vec()];
-        let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-        let mut endpoint =
+        Self::connect_with(addr, client_config(ca)).await
+    }
+
+    /// Connects to `addr` with `config`, completing the handshake.
+    pub async fn connect_with(addr: SocketAddr, config: quinn::ClientConfig) -> Self {
+        let endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
         let conn = endpoint
-            .connect(addr, "localhost")
+            .connect_with(config, addr, "localhost")
             .expect("connect")
             .await
             .expect("handshake");
@@ -47,6 +58,28 @@ impl RawClient {
             conn,
             _endpoint: endpoint,
         }
+    }
+
+    /// Resumes a session of `config` with `addr`: the connection is usable for 0-RTT early
+    /// data at once; the future tells whether the server accepted it. Panics if `config` holds
+    /// no session ticket for the server.
+    pub fn connect_early(
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+    ) -> (Self, quinn::ZeroRttAccepted) {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let connecting = endpoint
+            .connect_with(config, addr, "localhost")
+            .expect("connect");
+        let Ok((conn, accepted)) = connecting.into_0rtt() else {
+            panic!("no session ticket to resume with: 0-RTT impossible");
+        };
+        let client = Self {
+            conn,
+            _endpoint: endpoint,
+        };
+        (client, accepted)
     }
 
     /// Opens a stream and writes `bytes` on it; finishes it if `fin`.
@@ -298,4 +331,66 @@ pub fn status_trailers(code: tonic::Code) -> Bytes {
     let mut headers = HeaderMap::new();
     headers.insert("grpc-status", (code as i32).into());
     fields::encode_fields(frame::TRAILERS, &headers)
+}
+
+/// A UDP relay between one client and a server that records every datagram the client
+/// sends, so that a test can replay them.
+#[derive(Debug)]
+pub struct RecordingRelay {
+    /// Where clients send to.
+    pub addr: SocketAddr,
+    recorded: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingRelay {
+    /// Starts relaying to `server`.
+    pub async fn start(server: SocketAddr) -> Self {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay upstream");
+        back.connect(server).await.expect("relay upstream");
+        let addr = front.local_addr().expect("relay address");
+        let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = recorded.clone();
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let mut up = vec![0; 65536];
+            let mut down = vec![0; 65536];
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = front.recv_from(&mut up) => {
+                        client = Some(from);
+                        log.lock().expect("relay log").push(up[..n].to_vec());
+                        let _ = back.send(&up[..n]).await;
+                    }
+                    Ok(n) = back.recv(&mut down) => {
+                        if let Some(client) = client {
+                            let _ = front.send_to(&down[..n], client).await;
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Self {
+            addr,
+            recorded,
+            task,
+        }
+    }
+
+    /// The datagrams the client has sent so far, in order.
+    pub fn recorded(&self) -> Vec<Vec<u8>> {
+        self.recorded.lock().expect("relay log").clone()
+    }
+}
+
+impl Drop for RecordingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use quicrpc::Fallback;
+use quicrpc::{Fallback, ZeroRtt};
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::{TestServer, echo, within};
@@ -211,4 +211,28 @@ async fn calls_are_counted_by_side_method_code_and_transport() {
         ("code", "DEADLINE_EXCEEDED"),
     ];
     assert_eq!(totals.get("quicrpc_calls_finished_total", &hang), 1);
+
+    // 0-RTT: a new channel resumes the first channel's session and sends a replay-safe call
+    // as early data.
+    let mut resumed = EchoClient::new(server.channel_builder().connect_lazy().unwrap());
+    let response = within("early call", resumed.lookup(echo("early")))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<ZeroRtt>(),
+        Some(&ZeroRtt::Accepted)
+    );
+    let zero_rtt = "quicrpc_client_zero_rtt_total";
+    assert_eq!(totals.get(zero_rtt, &[("outcome", "offered")]), 1);
+    // Counted before the handler runs.
+    let early_calls = "quicrpc_server_early_calls_total";
+    assert_eq!(totals.get(early_calls, &[("outcome", "run")]), 1);
+    // Counted when the handshake completes, which the response may beat.
+    within("0-RTT verdict counted", async {
+        while totals.get(zero_rtt, &[("outcome", "accepted")]) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(totals.get(zero_rtt, &[("outcome", "rejected")]), 0);
 }

@@ -26,7 +26,7 @@ fn generated_method_table_is_registered() {
         (bidi.kind(), bidi.priority(), bidi.idempotency()),
         (CallKind::Streaming, Priority::Normal, Idempotency::Unknown)
     );
-    assert_eq!(quicrpc_tests::pb::echo_methods::ALL.len(), 7);
+    assert_eq!(quicrpc_tests::pb::echo_methods::ALL.len(), 8);
 }
 
 #[tokio::test]

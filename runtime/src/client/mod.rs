@@ -20,12 +20,13 @@ use tower::ServiceExt;
 use tracing::{debug, info};
 
 pub use self::body::ResponseBody;
-use self::quic::{Conn, QuicConnector, QuicRequest};
+use self::quic::{CallFailure, Conn, QuicConnector, QuicRequest};
 use crate::config::{ConnectionConfig, DEFAULT_CONNECT_TIMEOUT};
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code, transport_switch};
 use crate::tls::Certificate;
 use crate::wire::fields;
-use crate::{Error, Priority, method_info, timeout};
+use crate::zero_rtt::client_may_send;
+use crate::{Error, NoZeroRtt, Priority, ZeroRtt, method_info, timeout};
 
 /// Default head start QUIC gets before TCP is tried too.
 const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(250);
@@ -36,6 +37,8 @@ const DEFAULT_QUIC_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Reconnect backoff: first delay, and the cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Default number of servers whose TLS session tickets are kept, per set of trust roots.
+const DEFAULT_SESSION_CACHE: usize = 256;
 
 /// The transport under a [`Channel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +168,8 @@ pub struct ChannelBuilder {
     fallback_delay: Duration,
     fallback_memory: Duration,
     probe_interval: Duration,
+    session_cache: usize,
+    zero_rtt: bool,
 }
 
 impl Channel {
@@ -181,6 +186,8 @@ impl Channel {
             fallback_delay: DEFAULT_FALLBACK_DELAY,
             fallback_memory: DEFAULT_FALLBACK_MEMORY,
             probe_interval: DEFAULT_QUIC_PROBE_INTERVAL,
+            session_cache: DEFAULT_SESSION_CACHE,
+            zero_rtt: true,
         }
     }
 
@@ -325,6 +332,30 @@ impl ChannelBuilder {
         self
     }
 
+    /// Whether resumed QUIC connections send calls as 0-RTT early data. Default: `true`.
+    ///
+    /// Only calls to methods declared `NO_SIDE_EFFECTS` or `IDEMPOTENT` (the standard
+    /// `idempotency_level` option) with a single request message (unary and server-streaming)
+    /// go as early data, which saves a round trip on a resumed connection; other calls wait
+    /// for the handshake. A call the server does not run from early data is sent again after
+    /// the handshake. [`NoZeroRtt`] opts one call out. See [`ZeroRtt`].
+    pub fn zero_rtt(mut self, enabled: bool) -> Self {
+        self.zero_rtt = enabled;
+        self
+    }
+
+    /// How many servers' TLS session tickets are kept in memory, for resumption and 0-RTT.
+    /// `0` turns resumption off. Default: 256.
+    ///
+    /// Channels with the same trust roots and session settings share one ticket cache in the
+    /// process, so a new channel to a server resumes an earlier channel's session. The cache
+    /// lives in memory only: rustls offers no way to serialise its session values, so tickets
+    /// do not outlive the process.
+    pub fn session_cache(mut self, servers: usize) -> Self {
+        self.session_cache = servers;
+        self
+    }
+
     /// Connects now, failing if the server cannot be reached by the policy's transports.
     pub async fn connect(self) -> Result<Channel, Error> {
         let channel = self.build()?;
@@ -369,12 +400,10 @@ impl ChannelBuilder {
         let quic = match self.policy {
             Fallback::TcpOnly => None,
             _ => Some(QuicConnector::new(
-                &self.roots,
-                &self.config,
+                &self,
                 host.clone(),
                 port,
                 server_name.clone(),
-                self.connect_timeout,
             )?),
         };
         let tcp = match self.policy {
@@ -531,7 +560,12 @@ impl Inner {
         let mut quic_attempt = Box::pin(quic.connect(self.dropped.clone()));
         let quic_failed = tokio::select! {
             result = &mut quic_attempt => match result {
-                Ok(conn) => return Ok(Route::Quic(conn)),
+                Ok(conn) => {
+                    if conn.in_early_data() {
+                        self.watch_early_handshake(conn.clone(), tcp.clone());
+                    }
+                    return Ok(Route::Quic(conn));
+                }
                 Err(e) => Some(e),
             },
             () = tokio::time::sleep(self.fallback_delay) => None,
@@ -575,6 +609,48 @@ impl Inner {
         let delay = self.fallback_delay;
         self.fell_back(&format!("no QUIC handshake within {delay:?}"), true);
         Ok(Route::Tcp(channel))
+    }
+
+    /// A resumed QUIC connection is used before its handshake completes, so the race above
+    /// cannot judge it. If its handshake has not completed after the fallback delay (UDP
+    /// blocked since the session began, say), TCP is tried too; if TCP connects first, new
+    /// calls go over TCP and the QUIC connection is closed. Calls on it start again over TCP:
+    /// those that went out as early data are replay-safe, and the others had not started.
+    fn watch_early_handshake(self: &Arc<Self>, conn: Conn, tcp: tonic::transport::Endpoint) {
+        let weak = Arc::downgrade(self);
+        let dropped = self.dropped.clone();
+        let delay = self.fallback_delay;
+        tokio::spawn(async move {
+            let over = conn.handshake_over();
+            tokio::pin!(over);
+            tokio::select! {
+                () = &mut over => return,
+                () = dropped.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            let channel = tokio::select! {
+                () = &mut over => return,
+                () = dropped.cancelled() => return,
+                result = tcp.connect() => match result {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        debug!("TCP failed too while a QUIC handshake was slow: {}", tcp_error(e));
+                        return;
+                    }
+                },
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            if !conn.in_early_data() {
+                return;
+            }
+            conn.retire();
+            lock(&inner.state).tcp = Some(channel);
+            conn.quic.close(
+                quinn::VarInt::from_u32(crate::wire::code::ErrorCode::NoError.to_u32()),
+                b"handshake too slow: using TCP",
+            );
+            inner.fell_back(&format!("no QUIC handshake within {delay:?}"), true);
+        });
     }
 
     fn remembered_tcp(&self) -> bool {
@@ -636,7 +712,20 @@ async fn probe_quic(weak: Weak<Inner>, first_delay: Duration) {
         let Some(inner) = weak.upgrade() else { return };
         delay = inner.probe_interval;
         let Some(quic) = &inner.quic else { return };
-        match quic.connect(inner.dropped.clone()).await {
+        let attempt = async {
+            let conn = quic.connect(inner.dropped.clone()).await?;
+            // A resumed connection comes back before its handshake is done: a probe counts
+            // only a completed one.
+            conn.handshake_over().await;
+            match conn.quic.close_reason() {
+                None => Ok(conn),
+                Some(reason) => Err(Error::Connect {
+                    addr: conn.quic.remote_address(),
+                    source: reason,
+                }),
+            }
+        };
+        match attempt.await {
             Ok(conn) => {
                 let mut state = lock(&inner.state);
                 state.quic = Some(conn);
@@ -700,6 +789,11 @@ impl Inner {
             // with UNAVAILABLE rather than wait for ever. Once started, the deadline gives
             // DEADLINE_EXCEEDED.
             let mut lost_connection = false;
+            let mut request = request;
+            // How the call has used 0-RTT so far, and its buffered request while it is out
+            // as early data.
+            let mut zero_rtt = ZeroRtt::NotUsed;
+            let mut replay: Option<http::Request<bytes::Bytes>> = None;
             loop {
                 // Waiting for a connection is bounded by the deadline too; a call whose
                 // deadline passes before it has one never started: UNAVAILABLE.
@@ -738,26 +832,65 @@ impl Inner {
                         let limit = self.config.max_receive_message_size;
                         return call_tcp(channel, request, limit, deadline).await;
                     }
-                    Route::Quic(conn) => match conn.quic.open_bi().await {
-                        Ok((send, recv)) => {
-                            let id = quinn::VarInt::from(send.id()).into_inner();
-                            telemetry = Some(CallTelemetry::start(
+                    Route::Quic(conn) => {
+                        // A replay-safe call goes out as early data on a resumed connection
+                        // whose handshake is under way; any other call waits for the end of
+                        // the handshake (at once, usually).
+                        let early = conn.in_early_data()
+                            && zero_rtt == ZeroRtt::NotUsed
+                            && client_may_send(info)
+                            && request.extensions().get::<NoZeroRtt>().is_none();
+                        if early {
+                            let buffered = buffer_request(request).await?;
+                            request = buffered.clone().map(full_body);
+                            replay = Some(buffered);
+                        } else {
+                            conn.handshake_over().await;
+                        }
+                        let (send, recv) = match conn.quic.open_bi().await {
+                            Ok(stream) => stream,
+                            Err(e) if !lost_connection => {
+                                debug!("connection lost before the call started ({e}): retrying");
+                                lost_connection = true;
+                                continue;
+                            }
+                            Err(e) => return Err(crate::stream::connection_status(&e)),
+                        };
+                        let id = quinn::VarInt::from(send.id()).into_inner();
+                        telemetry.get_or_insert_with(|| {
+                            CallTelemetry::start(
                                 Side::Client,
                                 method.clone(),
                                 Transport::Quic,
                                 Some(priority),
                                 Some(id),
-                            ));
-                            return self
-                                .call_quic(send, recv, request, priority, deadline)
-                                .await;
+                            )
+                        });
+                        let sent_early = recv.is_0rtt();
+                        match self
+                            .call_quic(send, recv, request, priority, deadline)
+                            .await
+                        {
+                            Ok(mut response) => {
+                                let used = match (sent_early, zero_rtt) {
+                                    (true, _) => ZeroRtt::Accepted,
+                                    (false, used) => used,
+                                };
+                                response.extensions_mut().insert(used);
+                                return Ok(response);
+                            }
+                            Err(CallFailure::Status(status)) => return Err(status),
+                            Err(CallFailure::Early(reason)) => match replay.take() {
+                                Some(copy) => {
+                                    debug!(%method, "sending the call again after the handshake: {reason}");
+                                    zero_rtt = ZeroRtt::Retried;
+                                    request = copy.map(full_body);
+                                    conn.handshake_over().await;
+                                }
+                                None => return Err(Status::unavailable(reason)),
+                            },
                         }
-                        Err(e) if !lost_connection => {
-                            debug!("connection lost before the call started ({e}): retrying");
-                            lost_connection = true;
-                        }
-                        Err(e) => return Err(crate::stream::connection_status(&e)),
-                    },
+                    }
                 }
             }
         };
@@ -797,7 +930,7 @@ impl Inner {
         request: http::Request<tonic::body::Body>,
         priority: Priority,
         deadline: Option<Instant>,
-    ) -> Result<http::Response<ResponseBody>, Status> {
+    ) -> Result<http::Response<ResponseBody>, CallFailure> {
         let (parts, body) = request.into_parts();
         let head = fields::encode_request_head(
             parts.uri.path(),
@@ -819,6 +952,19 @@ impl Inner {
         response.extensions_mut().insert(Transport::Quic);
         Ok(response)
     }
+}
+
+/// Reads a request's whole body into memory, so that it can be sent twice.
+async fn buffer_request(
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Request<bytes::Bytes>, Status> {
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+fn full_body(bytes: bytes::Bytes) -> tonic::body::Body {
+    tonic::body::Body::new(http_body_util::Full::new(bytes))
 }
 
 async fn call_tcp(

@@ -1,19 +1,21 @@
 //! The QUIC side of the client: connecting, and one call per bidirectional stream.
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::select_ok;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
 
+#[cfg(feature = "qlog")]
 use crate::config::ConnectionConfig;
 use crate::stream::{
     AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
@@ -44,6 +46,9 @@ pub(super) struct Conn {
     pub(super) quic: quinn::Connection,
     /// Set when the server said GOAWAY: no new calls go on this connection.
     draining: Arc<AtomicBool>,
+    /// `false` while a resumed connection's handshake is under way (0-RTT early data is
+    /// possible), `true` once it has completed or failed.
+    handshake_over: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -51,36 +56,92 @@ impl Conn {
     pub(super) fn usable(&self) -> bool {
         self.quic.close_reason().is_none() && !self.draining.load(Ordering::Acquire)
     }
+
+    /// Whether a stream opened now would carry 0-RTT early data.
+    pub(super) fn in_early_data(&self) -> bool {
+        !*self.handshake_over.borrow()
+    }
+
+    /// Waits until the handshake has completed or failed, or the connection has closed.
+    pub(super) async fn handshake_over(&self) {
+        let mut over = self.handshake_over.clone();
+        tokio::select! {
+            // An error means the watcher is gone, which it is only once the handshake is over.
+            _ = over.wait_for(|over| *over) => {}
+            _ = self.quic.closed() => {}
+        }
+    }
+
+    /// Stops new calls from using this connection.
+    pub(super) fn retire(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// TLS configs for QUIC, shared by every channel with the same trust roots and session
+/// settings: rustls resumes a session only under the verifier that made it, so sharing is
+/// what lets a new channel to a server resume an earlier channel's session (and send 0-RTT).
+type TlsKey = (Vec<Vec<u8>>, usize, bool);
+static SHARED_TLS: LazyLock<Mutex<HashMap<TlsKey, Arc<quinn::crypto::rustls::QuicClientConfig>>>> =
+    LazyLock::new(Default::default);
+
+fn shared_tls(
+    roots: &[Certificate],
+    sessions: usize,
+    early_data: bool,
+) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, Error> {
+    let key: TlsKey = (
+        roots
+            .iter()
+            .flat_map(|c| c.certs())
+            .map(|c| c.to_vec())
+            .collect(),
+        sessions,
+        early_data,
+    );
+    let mut shared = SHARED_TLS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(config) = shared.get(&key) {
+        return Ok(config.clone());
+    }
+    let tls = tls::client_config(roots, &[wire::ALPN], sessions, early_data)?;
+    let quic_tls = Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?,
+    );
+    shared.insert(key, quic_tls.clone());
+    Ok(quic_tls)
 }
 
 impl QuicConnector {
+    /// A connector to `host:port` (certificate checked against `server_name`) with the
+    /// builder's TLS, connection and 0-RTT settings.
     pub(super) fn new(
-        roots: &[Certificate],
-        config: &ConnectionConfig,
+        builder: &super::ChannelBuilder,
         host: String,
         port: u16,
         server_name: String,
-        connect_timeout: Duration,
     ) -> Result<Self, Error> {
-        let tls = tls::client_config(roots, &[wire::ALPN])?;
-        let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic_tls));
-        client_config.transport_config(Arc::new(config.client_transport()?));
+        let quic_tls = shared_tls(&builder.roots, builder.session_cache, builder.zero_rtt)?;
+        let mut client_config = quinn::ClientConfig::new(quic_tls);
+        client_config.transport_config(Arc::new(builder.config.client_transport()?));
         Ok(Self {
             endpoint: bind_client_endpoint()?,
             client_config,
             host,
             port,
             server_name,
-            connect_timeout,
+            connect_timeout: builder.connect_timeout,
             #[cfg(feature = "qlog")]
-            config: config.clone(),
+            config: builder.config.clone(),
         })
     }
 
     /// Resolves the host and races a handshake to each of its addresses. The connection's
     /// control stream is watched until it closes or `dropped` is cancelled.
+    ///
+    /// With a session ticket for the server, the connection is returned at once, its
+    /// handshake still under way ([`Conn::in_early_data`]): calls that may go as 0-RTT early
+    /// data go now, others wait for [`Conn::handshake_over`].
     pub(super) async fn connect(&self, dropped: CancellationToken) -> Result<Conn, Error> {
         let resolve_err = |source| Error::Resolve {
             host: self.host.clone(),
@@ -98,8 +159,20 @@ impl QuicConnector {
             )));
         }
         let attempts = addrs.iter().map(|&addr| Box::pin(self.handshake(addr)));
-        let (quic, _) = select_ok(attempts).await?;
-        debug!(remote = %quic.remote_address(), "QUIC connection established");
+        let ((quic, early), _) = select_ok(attempts).await?;
+        let (over_tx, handshake_over) = watch::channel(early.is_none());
+        match early {
+            Some(accepted) => {
+                debug!(remote = %quic.remote_address(), "QUIC connection resumed: 0-RTT");
+                tokio::spawn(confirm_handshake(
+                    quic.clone(),
+                    accepted,
+                    self.connect_timeout,
+                    over_tx,
+                ));
+            }
+            None => debug!(remote = %quic.remote_address(), "QUIC connection established"),
+        }
         let draining = Arc::new(AtomicBool::new(false));
         let watch = watch_control_stream(quic.clone(), draining.clone());
         let stats = sample_connection(quic.clone(), Side::Client);
@@ -109,7 +182,11 @@ impl QuicConnector {
                 ((), ()) = async { tokio::join!(watch, stats) } => {}
             }
         });
-        Ok(Conn { quic, draining })
+        Ok(Conn {
+            quic,
+            draining,
+            handshake_over,
+        })
     }
 
     /// The local address of the QUIC socket.
@@ -140,7 +217,12 @@ impl QuicConnector {
         Ok(now)
     }
 
-    async fn handshake(&self, addr: SocketAddr) -> Result<quinn::Connection, Error> {
+    /// A handshake to `addr`: the connection once it completes, or at once, with the future
+    /// of its completion, when the handshake resumes a session and may send 0-RTT data.
+    async fn handshake(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>), Error> {
         #[allow(unused_mut)] // mutated with the qlog feature
         let mut client_config = self.client_config.clone();
         #[cfg(feature = "qlog")]
@@ -151,8 +233,16 @@ impl QuicConnector {
             .endpoint
             .connect_with(client_config, addr, &self.server_name)
             .map_err(|e| Error::Tls(format!("cannot start a handshake with {addr}: {e}")))?;
+        let connecting = match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                metrics::counter!("quicrpc_client_zero_rtt_total", "outcome" => "offered")
+                    .increment(1);
+                return Ok((conn, Some(accepted)));
+            }
+            Err(connecting) => connecting,
+        };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(conn)) => Ok(conn),
+            Ok(Ok(conn)) => Ok((conn, None)),
             Ok(Err(source)) => Err(Error::Connect { addr, source }),
             Err(_) => Err(Error::ConnectTimeout {
                 addr,
@@ -160,6 +250,32 @@ impl QuicConnector {
             }),
         }
     }
+}
+
+/// Waits for a resumed connection's handshake (closing the connection if it takes longer
+/// than `timeout`), counts whether the server accepted the early data, and tells the
+/// connection's calls that the handshake is over.
+async fn confirm_handshake(
+    conn: quinn::Connection,
+    accepted: quinn::ZeroRttAccepted,
+    timeout: Duration,
+    over: watch::Sender<bool>,
+) {
+    let outcome = match tokio::time::timeout(timeout, accepted).await {
+        Ok(true) => "accepted",
+        Ok(false) if conn.close_reason().is_none() => "rejected",
+        Ok(false) => "failed",
+        Err(_) => {
+            conn.close(
+                quinn::VarInt::from_u32(ErrorCode::NoError.to_u32()),
+                b"handshake timed out",
+            );
+            "failed"
+        }
+    };
+    debug!(remote = %conn.remote_address(), outcome, "0-RTT handshake over");
+    metrics::counter!("quicrpc_client_zero_rtt_total", "outcome" => outcome).increment(1);
+    let _ = over.send(true);
 }
 
 /// Binds a dual-stack client socket where the host has IPv6, an IPv4 one otherwise.
@@ -183,12 +299,30 @@ pub(super) struct QuicRequest {
     pub(super) max_receive_message_size: usize,
 }
 
+/// Why a call over QUIC ended before its response head.
+pub(super) enum CallFailure {
+    /// The call ends with this status.
+    Status(Status),
+    /// The call went out as 0-RTT early data and was not run from it: the server rejected
+    /// the early data, or refused this call with TOO_EARLY, or the connection failed before
+    /// its handshake completed. Only replay-safe calls go out as early data, so the call may
+    /// be sent again.
+    Early(String),
+}
+
+impl From<Status> for CallFailure {
+    fn from(status: Status) -> Self {
+        Self::Status(status)
+    }
+}
+
 /// Runs a call on an open stream: sends the request, reads the response head.
 pub(super) async fn call(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     request: QuicRequest,
-) -> Result<http::Response<RecvBody>, Status> {
+) -> Result<http::Response<RecvBody>, CallFailure> {
+    let early = recv.is_0rtt();
     let send = SendHalf::new(send);
     send.set_priority(request.priority);
     let mut recv = RecvHalf::new(recv);
@@ -209,8 +343,10 @@ pub(super) async fn call(
     let mut decoder = FrameDecoder::new(request.max_header_list_size);
     let mut buf = BytesMut::new();
     let block = tokio::select! {
-        head = read_head(&mut recv, &mut decoder, &mut buf) => head.map_err(head_status)?,
-        Some(status) = request_failure(&mut parts.request_error) => return Err(status),
+        head = read_head(&mut recv, &mut decoder, &mut buf) => {
+            head.map_err(|e| head_failure(e, early))?
+        }
+        Some(status) = request_failure(&mut parts.request_error) => return Err(status.into()),
     };
     let headers = fields::decode_fields(&block)
         .map_err(malformed)
@@ -242,6 +378,24 @@ async fn request_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<S
         Ok(status) => Some(status),
         // The request went out whole: keep waiting for the response.
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Why a response head could not be read; `early` when the stream carried 0-RTT data.
+fn head_failure(err: HeadError, early: bool) -> CallFailure {
+    match err {
+        HeadError::Read(quinn::ReadError::ZeroRttRejected) => {
+            CallFailure::Early("the server rejected 0-RTT data".into())
+        }
+        HeadError::Read(quinn::ReadError::Reset(code))
+            if code.into_inner() == u64::from(ErrorCode::TooEarly.to_u32()) =>
+        {
+            CallFailure::Early("the server would not run it from 0-RTT data".into())
+        }
+        HeadError::Read(quinn::ReadError::ConnectionLost(e)) if early => {
+            CallFailure::Early(format!("connection lost during its 0-RTT handshake: {e}"))
+        }
+        other => CallFailure::Status(head_status(other)),
     }
 }
 

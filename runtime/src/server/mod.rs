@@ -70,6 +70,7 @@ pub struct ServerBuilder {
     config: ConnectionConfig,
     quic: bool,
     tcp: bool,
+    zero_rtt: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -90,6 +91,7 @@ impl Server {
             config: ConnectionConfig::server_default(),
             quic: true,
             tcp: true,
+            zero_rtt: true,
         }
     }
 
@@ -235,6 +237,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether resumed QUIC clients may send calls as 0-RTT early data. Default: `true`.
+    ///
+    /// Early data can be replayed by an attacker, so the server runs a call from it only if
+    /// its method is declared `NO_SIDE_EFFECTS` or `IDEMPOTENT` (the standard
+    /// `idempotency_level` option); any other call that arrives as early data is refused with
+    /// TOO_EARLY, before its handler runs, and the client sends it again after the handshake.
+    /// Handlers see [`ZeroRtt::Accepted`](crate::ZeroRtt::Accepted) in a request's
+    /// extensions when it came as early data. With `false`, sessions still resume (saving the
+    /// certificate exchange) but every call waits for the handshake.
+    pub fn zero_rtt(mut self, enabled: bool) -> Self {
+        self.zero_rtt = enabled;
+        self
+    }
+
     /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
     /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a file
     /// write per packet event: for debugging, not production. Feature `qlog`.
@@ -320,7 +336,7 @@ impl ServerBuilder {
         let mut quic_config = None;
         let quic = match udp {
             Some(udp) => {
-                let tls = tls::server_config(&identity, &[wire::ALPN])?;
+                let tls = tls::server_config(&identity, &[wire::ALPN], self.zero_rtt)?;
                 let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
                     .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
                 let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));

@@ -22,7 +22,8 @@ use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection, sta
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder, FrameError};
-use crate::{Transport, method_info, timeout, wire};
+use crate::zero_rtt::replay_safe;
+use crate::{Transport, ZeroRtt, method_info, timeout, wire};
 
 /// Accepts QUIC connections until `shutdown`, then drains them.
 pub(super) async fn serve_quic(
@@ -75,12 +76,18 @@ async fn serve_connection(
             return;
         }
     };
-    let conn = match connecting.await {
-        Ok(conn) => conn,
-        Err(e) => {
-            debug!(%remote, "handshake failed: {e}");
-            return;
-        }
+    // Calls are accepted while the handshake is still under way, so that a resumed client's
+    // 0-RTT calls are answered at once; `handle_call` decides which of them may run. On a
+    // server this conversion always succeeds.
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, _)) => conn,
+        Err(connecting) => match connecting.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!(%remote, "handshake failed: {e}");
+                return;
+            }
+        },
     };
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
@@ -176,6 +183,9 @@ async fn handle_call(
     remote: SocketAddr,
 ) {
     let stream_id = VarInt::from(recv.id()).into_inner();
+    // Accepted before the handshake completed: its data came as 0-RTT early data, which an
+    // attacker may have replayed.
+    let early = recv.is_0rtt();
     let mut recv = RecvHalf::new(recv);
     let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
     let mut buf = BytesMut::new();
@@ -217,6 +227,17 @@ async fn handle_call(
         }
     };
     let info = method_info(&head.path);
+    if early {
+        let outcome = if replay_safe(info) { "run" } else { "refused" };
+        metrics::counter!("quicrpc_server_early_calls_total", "outcome" => outcome).increment(1);
+        if !replay_safe(info) {
+            // Not run, so the client may send it again once the handshake is complete.
+            debug!(%remote, path = %head.path, "refusing a call that is not replay-safe from 0-RTT data");
+            recv.stop(ErrorCode::TooEarly);
+            send.reset(ErrorCode::TooEarly);
+            return;
+        }
+    }
     let priority = head
         .priority
         .or_else(|| info.map(|m| m.priority()))
@@ -252,6 +273,11 @@ async fn handle_call(
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = head.fields;
     request.extensions_mut().insert(priority);
+    request.extensions_mut().insert(if early {
+        ZeroRtt::Accepted
+    } else {
+        ZeroRtt::NotUsed
+    });
     request
         .extensions_mut()
         .insert(tonic::transport::server::TcpConnectInfo {

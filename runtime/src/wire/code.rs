@@ -22,11 +22,15 @@ pub enum ErrorCode {
     InternalError,
     /// A message exceeded the receiver's size limit.
     MessageTooLarge,
+    /// The call arrived in 0-RTT early data, which an attacker can replay, and its method is
+    /// not declared safe to replay: the server did not run it. The client sends it again
+    /// once the handshake is complete.
+    TooEarly,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         Self::NoError,
         Self::Cancelled,
         Self::RefusedStream,
@@ -34,6 +38,7 @@ impl ErrorCode {
         Self::DeadlineExceeded,
         Self::InternalError,
         Self::MessageTooLarge,
+        Self::TooEarly,
     ];
 
     /// The code's value on the wire.
@@ -46,6 +51,7 @@ impl ErrorCode {
             Self::DeadlineExceeded => 0x4,
             Self::InternalError => 0x5,
             Self::MessageTooLarge => 0x6,
+            Self::TooEarly => 0x7,
         }
     }
 
@@ -61,7 +67,7 @@ impl ErrorCode {
     pub const fn grpc_code(self) -> Code {
         match self {
             Self::Cancelled => Code::Cancelled,
-            Self::RefusedStream => Code::Unavailable,
+            Self::RefusedStream | Self::TooEarly => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::MessageTooLarge => Code::ResourceExhausted,
             Self::NoError | Self::ProtocolError | Self::InternalError => Code::Internal,
@@ -87,5 +93,6 @@ mod tests {
         assert_eq!(grpc_code_for_reset(0x100), Code::Internal);
         assert_eq!(grpc_code_for_reset(0x1), Code::Cancelled);
         assert_eq!(grpc_code_for_reset(0x2), Code::Unavailable);
+        assert_eq!(grpc_code_for_reset(0x7), Code::Unavailable);
     }
 }
