@@ -81,3 +81,57 @@ async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again(
     }
     assert_eq!(n, 4, "the TCP stream in flight finished whole");
 }
+
+#[tokio::test]
+async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection() {
+    let ns = NetNs::create();
+    let ip = ns.ns_ip;
+    let (udp, tcp) = ns.enter(|| {
+        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
+        let port = udp.local_addr().expect("address").port();
+        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
+        (udp, tcp)
+    });
+    let options = TestOptions {
+        sockets: Some((Some(udp), Some(tcp))),
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(options, |b| b).await;
+    let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
+        .ca_certificate(server.cert.ca_certificate())
+        .domain_name("localhost")
+        .connect_timeout(Duration::from_secs(2))
+        .quic_probe_interval(Duration::from_secs(60));
+
+    // A first channel over QUIC leaves a session ticket behind.
+    let channel = within("connect", builder.clone().connect())
+        .await
+        .expect("connect over QUIC");
+    let mut first = EchoClient::new(channel);
+    assert_eq!(transport_of(&mut first).await, Transport::Quic);
+    drop(first);
+
+    // Then UDP vanishes. A new channel resumes the session at once and sends its calls into
+    // the void: the replay-safe one as early data, the other waiting for the handshake. The
+    // handshake never completes, so after the head start TCP is tried, and both calls are
+    // answered over TCP.
+    ns.block_udp();
+    let mut client = EchoClient::new(builder.connect_lazy().expect("build channel"));
+    let mut other = client.clone();
+    let start = Instant::now();
+    let (lookup, unary) = within("calls on a resumed channel", async {
+        tokio::join!(client.lookup(echo("early")), other.unary(echo("later")))
+    })
+    .await;
+    let lookup = lookup.expect("replay-safe call answered over TCP");
+    let unary = unary.expect("other call answered over TCP");
+    println!(
+        "UDP dropped after resumption: calls answered over TCP after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(lookup.extensions().get::<Transport>(), Some(&Transport::Tcp));
+    assert_eq!(unary.extensions().get::<Transport>(), Some(&Transport::Tcp));
+    let mut methods: Vec<String> = server.runs().into_iter().map(|r| r.method).collect();
+    methods.sort();
+    assert_eq!(methods, ["Lookup", "Unary", "Unary"], "each call ran once");
+}
