@@ -4,6 +4,8 @@
 //! - [`Certificate`]: a CA certificate that a client trusts, from PEM.
 //! - [`SelfSigned`] (feature `dev-certs`, on by default): a throwaway CA and server identity
 //!   for development and tests.
+//! - [`PeerCertificates`]: the client certificate chain a server verified (mutual TLS), in
+//!   each request's extensions.
 //!
 //! Everything uses rustls with the `ring` crypto provider and TLS 1.3 only.
 
@@ -17,7 +19,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Error;
 
-/// A certificate chain and its private key: what a server presents.
+/// A certificate chain and its private key: what a server presents, or a client presents
+/// for mutual TLS.
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -229,6 +232,73 @@ impl SelfSigned {
 }
 
 /// The one crypto provider quicrpc uses.
+/// The certificate chain a client presented and the server verified (mutual TLS), end-entity
+/// certificate first.
+///
+/// A server that requires client certificates
+/// ([`ServerBuilder::client_ca_certificate`](crate::ServerBuilder::client_ca_certificate))
+/// puts it into every request's extensions, on QUIC and on TCP alike:
+///
+/// ```
+/// # fn handler(request: tonic::Request<()>) -> Result<(), tonic::Status> {
+/// let peer = request
+///     .extensions()
+///     .get::<quicrpc::tls::PeerCertificates>()
+///     .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
+/// let names = peer.subject_alt_names(); // e.g. ["agent-7.example"]
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificates {
+    chain: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl PeerCertificates {
+    pub(crate) fn new(chain: Arc<Vec<CertificateDer<'static>>>) -> Option<Self> {
+        (!chain.is_empty()).then_some(Self { chain })
+    }
+
+    /// The chain, end-entity certificate first, DER-encoded.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The end-entity certificate's subject alternative names: DNS names, IP addresses,
+    /// URIs and e-mail addresses, as text. Empty if it has none (or cannot be parsed, which
+    /// a certificate that passed verification can).
+    pub fn subject_alt_names(&self) -> Vec<String> {
+        use x509_parser::extensions::GeneralName;
+        use x509_parser::prelude::FromDer;
+
+        let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(&self.chain[0])
+        else {
+            return Vec::new();
+        };
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            return Vec::new();
+        };
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                    Some((*s).to_owned())
+                }
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    16 => <[u8; 16]>::try_from(*bytes)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -239,16 +309,35 @@ const SERVER_SESSIONS: usize = 4096;
 
 /// A rustls server config for `identity` that offers `alpn`. With `early_data`, resumed
 /// clients may send 0-RTT data. Session tickets are stateful and single-use either way, so a
-/// replayed ClientHello cannot resume.
+/// replayed ClientHello cannot resume. With `client_roots`, clients must present a
+/// certificate that chains to one of them.
 pub(crate) fn server_config(
     identity: &Identity,
     alpn: &[&[u8]],
     early_data: bool,
+    client_roots: &[Certificate],
 ) -> Result<rustls::ServerConfig, Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = if client_roots.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut store = RootCertStore::empty();
+        for cert in client_roots.iter().flat_map(|c| &c.certs) {
+            store
+                .add(cert.clone())
+                .map_err(|e| Error::Tls(format!("adding client CA certificate: {e}")))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(store),
+            provider(),
+        )
+        .build()
+        .map_err(|e| Error::Tls(format!("client certificate verifier: {e}")))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut config = builder
         .with_single_cert(identity.chain.clone(), identity.key())
         .map_err(|e| Error::Tls(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -260,12 +349,14 @@ pub(crate) fn server_config(
 
 /// A rustls client config that trusts `roots` (or the Mozilla roots when empty) and offers
 /// `alpn`. It keeps session tickets for up to `sessions` servers (0: none, so no resumption);
-/// with `early_data`, resumed connections may send 0-RTT data.
+/// with `early_data`, resumed connections may send 0-RTT data. With `identity`, it presents
+/// that certificate to servers that ask for one (mutual TLS).
 pub(crate) fn client_config(
     roots: &[Certificate],
     alpn: &[&[u8]],
     sessions: usize,
     early_data: bool,
+    identity: Option<&Identity>,
 ) -> Result<rustls::ClientConfig, Error> {
     let mut store = RootCertStore::empty();
     if roots.is_empty() {
@@ -276,11 +367,16 @@ pub(crate) fn client_config(
             .add(cert.clone())
             .map_err(|e| Error::Tls(format!("adding CA certificate: {e}")))?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+        .with_root_certificates(store);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key())
+            .map_err(|e| Error::Tls(format!("client certificate and key: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = if sessions == 0 {
         rustls::client::Resumption::disabled()
@@ -307,8 +403,8 @@ mod tests {
             Certificate::from_pem(cert.ca_pem()).unwrap().certs().len(),
             1
         );
-        server_config(&id, &[b"x"], true).unwrap();
-        client_config(&[cert.ca_certificate()], &[b"x"], 8, true).unwrap();
+        server_config(&id, &[b"x"], true, &[]).unwrap();
+        client_config(&[cert.ca_certificate()], &[b"x"], 8, true, Some(&id)).unwrap();
     }
 
     #[test]

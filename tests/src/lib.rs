@@ -138,6 +138,11 @@ impl EchoService {
     fn reply<T>(request: &Request<T>, message: &EchoRequest, index: u32) -> EchoReply {
         EchoReply {
             early_data: early_data(request),
+            client_names: request
+                .extensions()
+                .get::<quicrpc::tls::PeerCertificates>()
+                .map(|peer| peer.subject_alt_names().join(","))
+                .unwrap_or_default(),
             message: message.message.clone(),
             payload: vec![0xab; message.response_size as usize],
             priority: request

@@ -129,7 +129,10 @@ async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection(
         "UDP dropped after resumption: calls answered over TCP after {:?}",
         start.elapsed()
     );
-    assert_eq!(lookup.extensions().get::<Transport>(), Some(&Transport::Tcp));
+    assert_eq!(
+        lookup.extensions().get::<Transport>(),
+        Some(&Transport::Tcp)
+    );
     assert_eq!(unary.extensions().get::<Transport>(), Some(&Transport::Tcp));
     let mut methods: Vec<String> = server.runs().into_iter().map(|r| r.method).collect();
     methods.sort();

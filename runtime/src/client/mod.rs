@@ -23,7 +23,7 @@ pub use self::body::ResponseBody;
 use self::quic::{CallFailure, Conn, QuicConnector, QuicRequest};
 use crate::config::{ConnectionConfig, DEFAULT_CONNECT_TIMEOUT};
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code, transport_switch};
-use crate::tls::Certificate;
+use crate::tls::{Certificate, Identity};
 use crate::wire::fields;
 use crate::zero_rtt::client_may_send;
 use crate::{Error, NoZeroRtt, Priority, ZeroRtt, method_info, timeout};
@@ -170,6 +170,7 @@ pub struct ChannelBuilder {
     probe_interval: Duration,
     session_cache: usize,
     zero_rtt: bool,
+    identity: Option<Identity>,
 }
 
 impl Channel {
@@ -188,6 +189,7 @@ impl Channel {
             probe_interval: DEFAULT_QUIC_PROBE_INTERVAL,
             session_cache: DEFAULT_SESSION_CACHE,
             zero_rtt: true,
+            identity: None,
         }
     }
 
@@ -230,6 +232,13 @@ impl ChannelBuilder {
     /// (webpki-roots) are trusted.
     pub fn ca_certificate(mut self, cert: Certificate) -> Self {
         self.roots.push(cert);
+        self
+    }
+
+    /// Presents `identity` (a client certificate chain and key) to servers that ask for one:
+    /// mutual TLS, on QUIC and on TCP.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -408,13 +417,7 @@ impl ChannelBuilder {
         };
         let tcp = match self.policy {
             Fallback::QuicOnly => None,
-            _ => Some(tcp_endpoint(
-                &authority,
-                &server_name,
-                &self.roots,
-                &self.config,
-                self.connect_timeout,
-            )?),
+            _ => Some(tcp_endpoint(&self, &authority, &server_name)?),
         };
         Ok(Channel {
             inner: Arc::new(Inner {
@@ -436,13 +439,15 @@ impl ChannelBuilder {
 
 /// The tonic endpoint for the TCP side: HTTP/2 over TLS, the same roots and server name.
 fn tcp_endpoint(
+    builder: &ChannelBuilder,
     authority: &str,
     server_name: &str,
-    roots: &[Certificate],
-    config: &ConnectionConfig,
-    connect_timeout: Duration,
 ) -> Result<tonic::transport::Endpoint, Error> {
+    let (roots, config) = (&builder.roots, &builder.config);
     let mut tls = tonic::transport::ClientTlsConfig::new().domain_name(server_name);
+    if let Some(identity) = &builder.identity {
+        tls = tls.identity(identity.to_tonic());
+    }
     tls = if roots.is_empty() {
         tls.with_webpki_roots()
     } else {
@@ -457,7 +462,7 @@ fn tcp_endpoint(
         })?
         .tls_config(tls)
         .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
-        .connect_timeout(connect_timeout)
+        .connect_timeout(builder.connect_timeout)
         .tcp_nodelay(true)
         .keep_alive_while_idle(config.keep_alive_interval.is_some());
     Ok(match config.keep_alive_interval {
@@ -744,7 +749,11 @@ async fn probe_quic(weak: Weak<Inner>, first_delay: Duration) {
 }
 
 fn tcp_error(err: tonic::transport::Error) -> Error {
-    use std::error::Error as _;
+    Error::TcpConnect(error_chain(&err))
+}
+
+/// An error's message followed by its causes', which is where tonic keeps the detail.
+fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -752,7 +761,7 @@ fn tcp_error(err: tonic::transport::Error) -> Error {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    Error::TcpConnect(message)
+    message
 }
 
 fn both_failed(quic: &Error, tcp: &Error) -> Error {
@@ -982,7 +991,11 @@ async fn call_tcp(
             debug!("TCP call ended at its deadline: {e}");
             return Err(Status::deadline_exceeded("deadline exceeded"));
         }
-        Err(e) => return Err(Status::from_error(Box::new(e))),
+        // A failed connection or TLS handshake (a refused client certificate, say): gRPC's
+        // code for transport failures, with the whole chain of causes.
+        Err(e) => {
+            return Err(Status::unavailable(error_chain(&e)));
+        }
     };
     response.extensions_mut().insert(Transport::Tcp);
     Ok(response)

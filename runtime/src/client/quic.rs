@@ -22,7 +22,7 @@ use crate::stream::{
     check_status_fields, connection_status, malformed, read_head, send_body,
 };
 use crate::telemetry::{Side, sample_connection};
-use crate::tls::{self, Certificate};
+use crate::tls;
 use crate::wire::code::{ErrorCode, grpc_code_for_reset};
 use crate::wire::fields;
 use crate::wire::frame::{self, Frame, FrameDecoder, FrameError};
@@ -81,29 +81,37 @@ impl Conn {
 /// TLS configs for QUIC, shared by every channel with the same trust roots and session
 /// settings: rustls resumes a session only under the verifier that made it, so sharing is
 /// what lets a new channel to a server resume an earlier channel's session (and send 0-RTT).
-type TlsKey = (Vec<Vec<u8>>, usize, bool);
+type TlsKey = (Vec<Vec<u8>>, usize, bool, Vec<Vec<u8>>);
 static SHARED_TLS: LazyLock<Mutex<HashMap<TlsKey, Arc<quinn::crypto::rustls::QuicClientConfig>>>> =
     LazyLock::new(Default::default);
 
 fn shared_tls(
-    roots: &[Certificate],
-    sessions: usize,
-    early_data: bool,
+    builder: &super::ChannelBuilder,
 ) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, Error> {
+    let der = |certs: &[rustls_pki_types::CertificateDer<'static>]| -> Vec<Vec<u8>> {
+        certs.iter().map(|c| c.to_vec()).collect()
+    };
     let key: TlsKey = (
-        roots
-            .iter()
-            .flat_map(|c| c.certs())
-            .map(|c| c.to_vec())
-            .collect(),
-        sessions,
-        early_data,
+        builder.roots.iter().flat_map(|c| der(c.certs())).collect(),
+        builder.session_cache,
+        builder.zero_rtt,
+        builder
+            .identity
+            .as_ref()
+            .map(|i| der(i.chain()))
+            .unwrap_or_default(),
     );
     let mut shared = SHARED_TLS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(config) = shared.get(&key) {
         return Ok(config.clone());
     }
-    let tls = tls::client_config(roots, &[wire::ALPN], sessions, early_data)?;
+    let tls = tls::client_config(
+        &builder.roots,
+        &[wire::ALPN],
+        builder.session_cache,
+        builder.zero_rtt,
+        builder.identity.as_ref(),
+    )?;
     let quic_tls = Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?,
@@ -121,7 +129,7 @@ impl QuicConnector {
         port: u16,
         server_name: String,
     ) -> Result<Self, Error> {
-        let quic_tls = shared_tls(&builder.roots, builder.session_cache, builder.zero_rtt)?;
+        let quic_tls = shared_tls(builder)?;
         let mut client_config = quinn::ClientConfig::new(quic_tls);
         client_config.transport_config(Arc::new(builder.config.client_transport()?));
         Ok(Self {

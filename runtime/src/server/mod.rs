@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use self::quic::serve_quic;
 use self::tcp::serve_tcp;
 use crate::config::ConnectionConfig;
-use crate::tls::{self, Identity};
+use crate::tls::{self, Certificate, Identity};
 use crate::{Error, Transport, wire};
 
 /// How long a stopped server waits for its closed connections to say goodbye.
@@ -50,6 +50,8 @@ pub struct Server {
 struct Shared {
     routes: Routes,
     config: ConnectionConfig,
+    /// CAs that client certificates must chain to; empty when clients need none.
+    client_roots: Vec<Certificate>,
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]
     quic_config: Option<quinn::ServerConfig>,
@@ -71,6 +73,7 @@ pub struct ServerBuilder {
     quic: bool,
     tcp: bool,
     zero_rtt: bool,
+    client_roots: Vec<Certificate>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -92,6 +95,7 @@ impl Server {
             quic: true,
             tcp: true,
             zero_rtt: true,
+            client_roots: Vec::new(),
         }
     }
 
@@ -237,6 +241,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Requires every client to present a certificate that chains to `ca` (mutual TLS), on
+    /// QUIC and on TCP; may be called more than once to trust several CAs. A client without
+    /// a valid certificate fails its TLS handshake. Handlers find the verified chain in each
+    /// request's extensions as [`PeerCertificates`](crate::tls::PeerCertificates).
+    ///
+    /// QUIC calls then wait for the handshake to complete (client authentication is part of
+    /// it), so there is no 0-RTT or 0.5-RTT with mutual TLS.
+    pub fn client_ca_certificate(mut self, ca: Certificate) -> Self {
+        self.client_roots.push(ca);
+        self
+    }
+
     /// Whether resumed QUIC clients may send calls as 0-RTT early data. Default: `true`.
     ///
     /// Early data can be replayed by an attacker, so the server runs a call from it only if
@@ -336,7 +352,12 @@ impl ServerBuilder {
         let mut quic_config = None;
         let quic = match udp {
             Some(udp) => {
-                let tls = tls::server_config(&identity, &[wire::ALPN], self.zero_rtt)?;
+                let tls = tls::server_config(
+                    &identity,
+                    &[wire::ALPN],
+                    self.zero_rtt,
+                    &self.client_roots,
+                )?;
                 let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
                     .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
                 let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
@@ -371,6 +392,7 @@ impl ServerBuilder {
             shared: Arc::new(Shared {
                 routes: self.routes.routes().prepare(),
                 config: self.config,
+                client_roots: self.client_roots,
                 #[cfg(feature = "qlog")]
                 quic_config,
             }),

@@ -19,6 +19,7 @@ use crate::stream::{
     HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, normalize_status, read_head, send_body,
 };
 use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection, status_code};
+use crate::tls::PeerCertificates;
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder, FrameError};
@@ -78,8 +79,14 @@ async fn serve_connection(
     };
     // Calls are accepted while the handshake is still under way, so that a resumed client's
     // 0-RTT calls are answered at once; `handle_call` decides which of them may run. On a
-    // server this conversion always succeeds.
-    let conn = match connecting.into_0rtt() {
+    // server this conversion always succeeds. With mutual TLS the client is authenticated
+    // only when the handshake completes: nothing is served before that.
+    let early = if shared.client_roots.is_empty() {
+        connecting.into_0rtt()
+    } else {
+        Err(connecting)
+    };
+    let conn = match early {
         Ok((conn, _)) => conn,
         Err(connecting) => match connecting.await {
             Ok(conn) => conn,
@@ -89,6 +96,7 @@ async fn serve_connection(
             }
         },
     };
+    let peer = peer_certificates(&conn);
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
     let calls = TaskTracker::new();
@@ -115,7 +123,8 @@ async fn serve_connection(
                 }
                 Ok((send, recv)) => {
                     // The address now, not at accept: the client may have migrated.
-                    calls.spawn(serve_call(send, recv, shared.clone(), conn.remote_address()));
+                    let remote = conn.remote_address();
+                    calls.spawn(serve_call(send, recv, shared.clone(), remote, peer.clone()));
                 }
                 Err(e) => {
                     debug!(%remote, "connection closed: {e}");
@@ -143,6 +152,15 @@ fn accept(
     Ok(incoming.accept()?)
 }
 
+/// The client's verified certificate chain, when it presented one (mutual TLS).
+fn peer_certificates(conn: &quinn::Connection) -> Option<PeerCertificates> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    PeerCertificates::new(Arc::new(*chain))
+}
+
 /// Tells the client that this connection takes no new calls.
 async fn send_goaway(conn: quinn::Connection) {
     let Ok(stream) = conn.open_uni().await else {
@@ -162,12 +180,13 @@ async fn serve_call(
     recv: quinn::RecvStream,
     shared: Arc<Shared>,
     remote: SocketAddr,
+    peer: Option<PeerCertificates>,
 ) {
     let mut send = SendHalf::new(send);
     let cancelled = send.stopped();
     tokio::select! {
         biased;
-        () = handle_call(&mut send, recv, &shared, remote) => {}
+        () = handle_call(&mut send, recv, &shared, remote, peer) => {}
         () = cancelled => {
             // The client stopped the call or vanished: dropping the call drops the handler.
             // The drop of `send` resets the stream.
@@ -181,6 +200,7 @@ async fn handle_call(
     recv: quinn::RecvStream,
     shared: &Shared,
     remote: SocketAddr,
+    peer: Option<PeerCertificates>,
 ) {
     let stream_id = VarInt::from(recv.id()).into_inner();
     // Accepted before the handshake completed: its data came as 0-RTT early data, which an
@@ -273,6 +293,9 @@ async fn handle_call(
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = head.fields;
     request.extensions_mut().insert(priority);
+    if let Some(peer) = peer {
+        request.extensions_mut().insert(peer);
+    }
     request.extensions_mut().insert(if early {
         ZeroRtt::Accepted
     } else {

@@ -15,8 +15,9 @@ use tracing::{Instrument, info};
 use super::Shared;
 use crate::stream::normalize_status;
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code};
-use crate::tls::Identity;
+use crate::tls::{Identity, PeerCertificates};
 use crate::{Error, Transport};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Serves plain gRPC over HTTP/2 and TLS with tonic until `shutdown`, then drains.
 pub(super) async fn serve_tcp(
@@ -26,7 +27,10 @@ pub(super) async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().ok();
-    let tls = tonic::transport::ServerTlsConfig::new().identity(identity.to_tonic());
+    let tls = shared.client_roots.iter().fold(
+        tonic::transport::ServerTlsConfig::new().identity(identity.to_tonic()),
+        |tls, ca| tls.client_ca_root(ca.to_tonic()),
+    );
     let mut server = tonic::transport::Server::builder()
         .tls_config(tls)
         .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
@@ -66,7 +70,16 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The client's verified certificate chain, for handlers, as on QUIC.
+        let peer = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .and_then(PeerCertificates::new);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         let path = request.uri().path();
         let method = method_label(path, crate::method_info(path));
         let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
