@@ -1,0 +1,105 @@
+//! TLS failures are refused with a clear error on both transports, and the server keeps
+//! serving: a certificate for another name, a certificate from an unknown CA, and (QUIC) a
+//! client that offers no protocol the server speaks.
+
+use std::sync::Arc;
+
+use quicrpc::Fallback;
+use quicrpc::tls::SelfSigned;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestServer, echo, within};
+use tonic::Code;
+
+const TRANSPORTS: [Fallback; 2] = [Fallback::QuicOnly, Fallback::TcpOnly];
+
+/// The first call's status on a lazily connected channel.
+async fn first_call_status(builder: quicrpc::ChannelBuilder) -> tonic::Status {
+    let mut client = EchoClient::new(builder.connect_lazy().expect("build channel"));
+    within("first call", client.unary(echo("hello")))
+        .await
+        .expect_err("TLS must fail")
+}
+
+#[tokio::test]
+async fn wrong_server_name_is_refused_on_both_transports() {
+    let server = TestServer::start().await;
+    for policy in TRANSPORTS {
+        let builder = server
+            .any_transport_builder()
+            .fallback(policy)
+            .domain_name("elsewhere.example");
+        let status = first_call_status(builder).await;
+        assert_eq!(status.code(), Code::Unavailable, "{policy:?}: {status:?}");
+        assert!(
+            status.message().contains("not valid for name"),
+            "{policy:?}: the reason is named: {}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_certificate_authority_is_refused_on_both_transports() {
+    let server = TestServer::start().await;
+    let other = SelfSigned::new(["localhost"]).expect("certificate");
+    for policy in TRANSPORTS {
+        let builder =
+            quicrpc::Channel::builder(format!("https://localhost:{}", server.addr.port()))
+                .ca_certificate(other.ca_certificate())
+                .fallback(policy);
+        let status = first_call_status(builder).await;
+        assert_eq!(status.code(), Code::Unavailable, "{policy:?}: {status:?}");
+        assert!(
+            status.message().contains("invalid peer certificate"),
+            "{policy:?}: the reason is named: {}",
+            status.message()
+        );
+    }
+    // Still serving.
+    let mut client = server.client().await;
+    within("call", client.unary(echo("ok")))
+        .await
+        .expect("served");
+}
+
+#[tokio::test]
+async fn alpn_mismatch_is_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in server.cert.ca_certificate().certs() {
+        roots.add(cert.clone()).expect("CA");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let error = within(
+        "handshake",
+        endpoint
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(quic_tls)),
+                server.addr,
+                "localhost",
+            )
+            .expect("connect"),
+    )
+    .await
+    .expect_err("no common protocol");
+    let message = error.to_string();
+    println!("ALPN h3 against quicrpc/1: {message}");
+    assert!(
+        message.contains("120"),
+        "no_application_protocol alert: {message}"
+    );
+
+    let mut client = server.client().await;
+    within("call", client.unary(echo("ok")))
+        .await
+        .expect("served");
+}
