@@ -9,10 +9,8 @@ use quicrpc_tests::netns::NetNs;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::{TestOptions, TestServer, echo, transport_of, within};
 
-#[tokio::test]
-async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again() {
-    let ns = NetNs::create();
-    ns.block_udp();
+/// A test server on sockets bound inside `ns`, UDP and TCP on the same port.
+async fn serve_in(ns: &NetNs) -> TestServer {
     let ip = ns.ns_ip;
     let (udp, tcp) = ns.enter(|| {
         let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
@@ -24,7 +22,15 @@ async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again(
         sockets: Some((Some(udp), Some(tcp))),
         ..TestOptions::default()
     };
-    let server = TestServer::start_with(options, |b| b).await;
+    TestServer::start_with(options, |b| b).await
+}
+
+#[tokio::test]
+async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again() {
+    let ns = NetNs::create();
+    ns.block_udp();
+    let ip = ns.ns_ip;
+    let server = serve_in(&ns).await;
 
     let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
         .ca_certificate(server.cert.ca_certificate())
@@ -86,17 +92,7 @@ async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again(
 async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection() {
     let ns = NetNs::create();
     let ip = ns.ns_ip;
-    let (udp, tcp) = ns.enter(|| {
-        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
-        let port = udp.local_addr().expect("address").port();
-        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
-        (udp, tcp)
-    });
-    let options = TestOptions {
-        sockets: Some((Some(udp), Some(tcp))),
-        ..TestOptions::default()
-    };
-    let server = TestServer::start_with(options, |b| b).await;
+    let server = serve_in(&ns).await;
     let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
         .ca_certificate(server.cert.ca_certificate())
         .domain_name("localhost")
