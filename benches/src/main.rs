@@ -18,7 +18,6 @@ mod helloworld {
 }
 
 mod report;
-mod rng;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -418,7 +417,7 @@ where
     T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
 {
-    let mut rng = rng::Rng::new(0x5eed_1234);
+    let mut rng = quicrpc_netlab::Rng::new(0x5eed_1234);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
     let mut calls = tokio::task::JoinSet::new();
     let mut errors = 0;
