@@ -135,18 +135,7 @@ impl NetNs {
 
     /// Runs `f` on a thread that has joined the namespace: sockets it creates live there.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .unwrap_or_else(|e| panic!("joining {path}: {e}"));
-                    f()
-                })
-                .join()
-                .expect("namespace thread")
-        })
+        quicrpc_netlab::in_namespace(&self.name, f)
     }
 }
 
