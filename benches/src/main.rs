@@ -48,6 +48,12 @@ enum Cmd {
         /// Directory with cert.pem and key.pem.
         #[arg(long)]
         certs: PathBuf,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        addr: std::net::IpAddr,
+        /// QUIC congestion controller (quicrpc only).
+        #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+        cc: Cc,
     },
     /// Load a server; prints one `RESULT` line.
     Load(LoadArgs),
@@ -67,7 +73,69 @@ enum Cmd {
         /// Calls in flight, comma-separated (scenario `inflight`).
         #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
         concurrency: Vec<usize>,
+        /// QUIC congestion controller, both sides (TCP uses the host's).
+        #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+        cc: Cc,
+        /// Bytes in each request's name field.
+        #[arg(long, default_value_t = 16)]
+        payload: usize,
+        #[command(flatten)]
+        link: LinkArgs,
     },
+}
+
+/// An emulated link between client and server (quicrpc-netlab), instead of loopback.
+#[derive(clap::Args, Clone, Debug)]
+struct LinkArgs {
+    /// One-way delay in ms (RTT = 2x).
+    #[arg(long)]
+    delay_ms: Option<f64>,
+    /// Loss in percent, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    loss_pct: f64,
+    /// Bottleneck rate in Mbit/s.
+    #[arg(long)]
+    rate_mbit: Option<f64>,
+}
+
+impl LinkArgs {
+    fn config(&self) -> Option<quicrpc_netlab::LinkConfig> {
+        if self.delay_ms.is_none() && self.loss_pct == 0.0 && self.rate_mbit.is_none() {
+            return None;
+        }
+        Some(quicrpc_netlab::LinkConfig {
+            delay: Duration::from_secs_f64(self.delay_ms.unwrap_or(0.0) / 1000.0),
+            loss: self.loss_pct / 100.0,
+            rate: self.rate_mbit.map(|m| (m * 1e6) as u64),
+            ..quicrpc_netlab::LinkConfig::default()
+        })
+    }
+}
+
+/// QUIC congestion controllers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Cc {
+    Cubic,
+    NewReno,
+    Bbr,
+}
+
+impl Cc {
+    fn quicrpc(self) -> quicrpc::CongestionControl {
+        match self {
+            Self::Cubic => quicrpc::CongestionControl::Cubic,
+            Self::NewReno => quicrpc::CongestionControl::NewReno,
+            Self::Bbr => quicrpc::CongestionControl::Bbr,
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Cubic => "cubic",
+            Self::NewReno => "new-reno",
+            Self::Bbr => "bbr",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -129,8 +197,14 @@ struct LoadArgs {
     client: ClientKind,
     #[arg(long)]
     port: u16,
+    /// The server's host (its certificate is for localhost).
+    #[arg(long, default_value = "localhost")]
+    host: String,
     #[arg(long)]
     certs: PathBuf,
+    /// QUIC congestion controller (quicrpc only).
+    #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+    cc: Cc,
     /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -165,7 +239,12 @@ impl Greeter for Greeting {
 
 fn main() -> Result<(), BoxError> {
     match Cli::parse().command {
-        Cmd::Serve { server, certs } => current_thread()?.block_on(serve(server, &certs)),
+        Cmd::Serve {
+            server,
+            certs,
+            addr,
+            cc,
+        } => current_thread()?.block_on(serve(server, &certs, addr, cc)),
         Cmd::Load(args) => {
             let result = current_thread()?.block_on(load(&args))?;
             println!("{}", result.line());
@@ -177,12 +256,24 @@ fn main() -> Result<(), BoxError> {
             duration,
             warmup,
             concurrency,
+            cc,
+            payload,
+            link,
         } => {
             let levels = match scenario {
                 Scenario::Latency => vec![1],
                 Scenario::Inflight => concurrency,
             };
-            compare(scenario, reps, duration, warmup, &levels)
+            let run = Run {
+                scenario,
+                reps,
+                duration,
+                warmup,
+                cc,
+                payload,
+                link,
+            };
+            compare(&run, &levels)
         }
     }
 }
@@ -194,7 +285,12 @@ fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn serve(kind: ServerKind, certs: &Path) -> Result<(), BoxError> {
+async fn serve(
+    kind: ServerKind,
+    certs: &Path,
+    addr: std::net::IpAddr,
+    cc: Cc,
+) -> Result<(), BoxError> {
     let cert = std::fs::read(certs.join("cert.pem"))?;
     let key = std::fs::read(certs.join("key.pem"))?;
     let stdin_closed = async {
@@ -211,13 +307,14 @@ async fn serve(kind: ServerKind, certs: &Path) -> Result<(), BoxError> {
             let server = quicrpc::Server::builder()
                 .tls(quicrpc::tls::Identity::from_pem(cert, key)?)
                 .add_service(GreeterServer::new(Greeting))
-                .bind("127.0.0.1:0")
+                .congestion_control(cc.quicrpc())
+                .bind((addr, 0))
                 .await?;
             announce(server.local_addr().port())?;
             server.serve_with_shutdown(stdin_closed).await?;
         }
         ServerKind::Tonic => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let listener = tokio::net::TcpListener::bind((addr, 0)).await?;
             announce(listener.local_addr()?.port())?;
             let tls = tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(cert, key));
@@ -225,7 +322,9 @@ async fn serve(kind: ServerKind, certs: &Path) -> Result<(), BoxError> {
                 .tls_config(tls)?
                 .add_service(GreeterServer::new(Greeting))
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
+                    // TCP_NODELAY, as quicrpc's TCP side and grpc-go set it: without it,
+                    // Nagle's algorithm holds small response frames for a round trip.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stdin_closed,
                 )
                 .await?;
@@ -291,7 +390,7 @@ impl LoadResult {
 
 async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
     let ca = std::fs::read(args.certs.join("ca.pem"))?;
-    let uri = format!("https://localhost:{}", args.port);
+    let uri = format!("https://{}:{}", args.host, args.port);
     match args.client {
         ClientKind::Quic | ClientKind::QuicrpcTcp => {
             let fallback = match args.client {
@@ -300,6 +399,8 @@ async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
             };
             let channel = quicrpc::Channel::builder(uri)
                 .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
+                .domain_name("localhost")
+                .congestion_control(args.cc.quicrpc())
                 .fallback(fallback)
                 .connect()
                 .await?;
@@ -311,6 +412,7 @@ async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
                 .domain_name("localhost");
             let channel = tonic::transport::Endpoint::from_shared(uri)?
                 .tls_config(tls)?
+                .tcp_nodelay(true)
                 .connect()
                 .await?;
             run_load(GreeterClient::new(channel), args).await
@@ -481,7 +583,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(kind: ServerKind, certs: &Path, pin: Option<&str>) -> Result<Self, BoxError> {
+    fn start(kind: ServerKind, run: &Run, place: &Placement) -> Result<Self, BoxError> {
         let kind = match kind {
             ServerKind::Quicrpc => "quicrpc",
             ServerKind::Tonic => "tonic",
@@ -491,10 +593,14 @@ impl ServerProcess {
             "--server",
             kind,
             "--certs",
-            &certs.display().to_string(),
+            &place.certs.display().to_string(),
+            "--addr",
+            &place.server_ip,
+            "--cc",
+            run.cc.arg(),
         ]
         .map(str::to_owned);
-        let mut child = pinned(pin, &args)
+        let mut child = pinned(place.server_core, place.ns.as_deref(), &args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -521,30 +627,47 @@ impl Drop for ServerProcess {
     }
 }
 
-/// This executable with `args`, under `taskset -c <core>` when pinning.
-fn pinned(core: Option<&str>, args: &[String]) -> Command {
+/// This executable with `args`, under `taskset -c <core>` when pinning, inside the network
+/// namespace `ns` when given.
+fn pinned(core: Option<&str>, ns: Option<&str>, args: &[String]) -> Command {
     let exe = std::env::current_exe().expect("own executable");
-    match core {
-        Some(core) => {
-            let mut command = Command::new("taskset");
-            command.arg("-c").arg(core).arg(exe).args(args);
-            command
-        }
-        None => {
-            let mut command = Command::new(exe);
-            command.args(args);
-            command
-        }
+    let mut line: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = ns {
+        line.extend(["ip", "netns", "exec", ns].map(Into::into));
     }
+    if let Some(core) = core {
+        line.extend(["taskset", "-c", core].map(Into::into));
+    }
+    line.push(exe.into());
+    line.extend(args.iter().map(Into::into));
+    let mut command = Command::new(&line[0]);
+    command.args(&line[1..]);
+    command
 }
 
-fn compare(
+/// What `compare` runs: the scenario and its settings.
+struct Run {
     scenario: Scenario,
     reps: usize,
     duration: f64,
     warmup: f64,
-    levels: &[usize],
-) -> Result<(), BoxError> {
+    cc: Cc,
+    payload: usize,
+    link: LinkArgs,
+}
+
+/// Where the processes run.
+struct Placement {
+    certs: PathBuf,
+    server_core: Option<&'static str>,
+    client_core: Option<&'static str>,
+    /// The server's namespace and address, behind an emulated link.
+    ns: Option<String>,
+    server_ip: String,
+    host: String,
+}
+
+fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
     let certs = std::env::temp_dir().join(format!("quicrpc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&certs)?;
     let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
@@ -554,13 +677,40 @@ fn compare(
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let pin = cores >= 2 && Command::new("taskset").arg("-V").output().is_ok();
-    let (server_core, client_core) = if pin {
-        (Some("0"), Some("1"))
-    } else {
-        (None, None)
+    let lab = match run.link.config() {
+        Some(config) => Some(quicrpc_netlab::Netlab::start(config)?),
+        None => None,
+    };
+    let place = Placement {
+        certs: certs.clone(),
+        server_core: pin.then_some("0"),
+        client_core: pin.then_some("1"),
+        ns: lab.as_ref().map(|lab| lab.ns.clone()),
+        server_ip: lab
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".into(), |lab| lab.server_ip.to_string()),
+        host: lab
+            .as_ref()
+            .map_or_else(|| "localhost".into(), |lab| lab.server_ip.to_string()),
+    };
+    let link = match &run.link.config() {
+        Some(c) => format!(
+            "emulated link: RTT {:?}, loss {} % each way, rate {}",
+            c.delay * 2,
+            c.loss * 100.0,
+            c.rate
+                .map_or_else(|| "unlimited".into(), |r| format!("{} Mbit/s", r as f64 / 1e6))
+        ),
+        None => "loopback".into(),
     };
     println!(
-        "# {scenario:?}: {reps} repetitions of {duration} s (+{warmup} s warm-up); {}",
+        "# {:?}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}; {}-byte requests; {}",
+        run.scenario,
+        run.reps,
+        run.duration,
+        run.warmup,
+        run.cc,
+        run.payload,
         if pin {
             "server pinned to core 0, client to core 1"
         } else {
@@ -569,46 +719,66 @@ fn compare(
     );
     for &concurrency in levels {
         let mut runs: Vec<Vec<(ClientKind, LoadResult)>> = Vec::new();
-        for _ in 0..reps {
+        for _ in 0..run.reps {
             let mut rep = Vec::new();
             for kind in ClientKind::ALL {
-                let server = ServerProcess::start(kind.server(), &certs, server_core)?;
-                let server_cpu = server.cpu_ms();
-                let args = [
-                    "load",
-                    "--client",
-                    kind.arg(),
-                    "--port",
-                    &server.port.to_string(),
-                    "--certs",
-                    &certs.display().to_string(),
-                    "--concurrency",
-                    &concurrency.to_string(),
-                    "--duration",
-                    &duration.to_string(),
-                    "--warmup",
-                    &warmup.to_string(),
-                ]
-                .map(str::to_owned);
-                let output = pinned(client_core, &args).output()?;
-                let text = String::from_utf8_lossy(&output.stdout);
-                let mut result = text.lines().find_map(LoadResult::parse).ok_or_else(|| {
-                    format!(
-                        "{} load failed: {}",
-                        kind.name(),
-                        String::from_utf8_lossy(&output.stderr)
-                    )
-                })?;
-                // Server CPU over the same span as the client's: warm-up and measurement.
-                if let (Some(before), Some(after)) = (server_cpu, server.cpu_ms()) {
-                    result.cpu_ms += after - before;
-                }
-                rep.push((kind, result));
+                rep.push((kind, measure(kind, concurrency, run, &place)?));
             }
             runs.push(rep);
         }
         println!("{}", report::table(concurrency, &runs));
+        if let Some(lab) = &lab {
+            let (up, down) = lab.counts();
+            println!("link so far: client -> server {up}; server -> client {down}\n");
+        }
     }
     let _ = std::fs::remove_dir_all(&certs);
     Ok(())
+}
+
+/// One load run of `kind` against a fresh server.
+fn measure(
+    kind: ClientKind,
+    concurrency: usize,
+    run: &Run,
+    place: &Placement,
+) -> Result<LoadResult, BoxError> {
+    let server = ServerProcess::start(kind.server(), run, place)?;
+    let server_cpu = server.cpu_ms();
+    let args = [
+        "load",
+        "--client",
+        kind.arg(),
+        "--port",
+        &server.port.to_string(),
+        "--host",
+        &place.host,
+        "--certs",
+        &place.certs.display().to_string(),
+        "--concurrency",
+        &concurrency.to_string(),
+        "--duration",
+        &run.duration.to_string(),
+        "--warmup",
+        &run.warmup.to_string(),
+        "--cc",
+        run.cc.arg(),
+        "--payload",
+        &run.payload.to_string(),
+    ]
+    .map(str::to_owned);
+    let output = pinned(place.client_core, None, &args).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut result = text.lines().find_map(LoadResult::parse).ok_or_else(|| {
+        format!(
+            "{} load failed: {}",
+            kind.name(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    // Server CPU over the same span as the client's: warm-up and measurement.
+    if let (Some(before), Some(after)) = (server_cpu, server.cpu_ms()) {
+        result.cpu_ms += after - before;
+    }
+    Ok(result)
 }
