@@ -698,8 +698,10 @@ fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
             "emulated link: RTT {:?}, loss {} % each way, rate {}",
             c.delay * 2,
             c.loss * 100.0,
-            c.rate
-                .map_or_else(|| "unlimited".into(), |r| format!("{} Mbit/s", r as f64 / 1e6))
+            c.rate.map_or_else(
+                || "unlimited".into(),
+                |r| format!("{} Mbit/s", r as f64 / 1e6)
+            )
         ),
         None => "loopback".into(),
     };

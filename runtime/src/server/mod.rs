@@ -1,6 +1,7 @@
 //! The server: tonic services over QUIC (one stream per call) and over gRPC on TCP, on the
 //! same port number.
 
+mod layers;
 mod quic;
 mod tcp;
 
@@ -18,6 +19,8 @@ use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
 use tracing::{debug, info};
 
+use self::layers::LayerFn;
+pub use self::layers::{HttpRequest, LayeredService};
 use self::quic::serve_quic;
 use self::tcp::serve_tcp;
 use crate::config::ConnectionConfig;
@@ -48,7 +51,11 @@ pub struct Server {
 }
 
 struct Shared {
+    /// The services, wrapped in the user's layers: what every call on QUIC goes to.
+    service: LayeredService,
+    /// The services alone, and the layers: the TCP side stacks them inside tonic's server.
     routes: Routes,
+    layers: Vec<LayerFn>,
     config: ConnectionConfig,
     /// CAs that client certificates must chain to; empty when clients need none.
     client_roots: Vec<Certificate>,
@@ -74,6 +81,7 @@ pub struct ServerBuilder {
     tcp: bool,
     zero_rtt: bool,
     client_roots: Vec<Certificate>,
+    layers: Vec<LayerFn>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -96,6 +104,7 @@ impl Server {
             tcp: true,
             zero_rtt: true,
             client_roots: Vec::new(),
+            layers: Vec::new(),
         }
     }
 
@@ -238,6 +247,38 @@ impl ServerBuilder {
     /// behind a BULK transfer. Keep it on where priorities matter.
     pub fn send_fairness(mut self, fair: bool) -> Self {
         self.config.send_fairness = fair;
+        self
+    }
+
+    /// Wraps every service, on both transports, in a tower `layer`: a timeout, a concurrency
+    /// limit, authentication from metadata, anything written for tonic's `Server::layer`.
+    /// The first layer added is the outermost. A layer sees each call as an
+    /// `http::Request<tonic::body::Body>`; an error it returns reaches the client as a gRPC
+    /// status (a `tonic::Status` as it is, anything else as UNKNOWN with its message), the
+    /// same on QUIC and TCP.
+    ///
+    /// ```
+    /// # fn run(identity: quicrpc::tls::Identity) {
+    /// let builder = quicrpc::Server::builder()
+    ///     .tls(identity)
+    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(64));
+    /// # }
+    /// ```
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<LayeredService> + Send + Sync + 'static,
+        L::Service: tower_service::Service<HttpRequest, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower_service::Service<HttpRequest>>::Future: Send + 'static,
+        <L::Service as tower_service::Service<HttpRequest>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.layers.push(layers::boxed(layer));
         self
     }
 
@@ -385,12 +426,15 @@ impl ServerBuilder {
             }
             None => None,
         };
+        let routes = self.routes.routes().prepare();
         Ok(Server {
             quic,
             tcp,
             local_addr,
             shared: Arc::new(Shared {
-                routes: self.routes.routes().prepare(),
+                service: layers::stack(routes.clone(), &self.layers),
+                routes,
+                layers: self.layers,
                 config: self.config,
                 client_roots: self.client_roots,
                 #[cfg(feature = "qlog")]

@@ -309,7 +309,8 @@ async fn handle_call(
         });
 
     let respond = async {
-        let response = match shared.routes.clone().oneshot(request).await {
+        let request = request.map(TonicBody::new);
+        let response = match shared.service.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };

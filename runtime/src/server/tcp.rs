@@ -40,7 +40,12 @@ pub(super) async fn serve_tcp(
         )
         .http2_keepalive_interval(shared.config.keep_alive_interval)
         .tcp_nodelay(true)
-        .layer(tower::layer::layer_fn(NormalizeStatus));
+        .layer(tower::layer::layer_fn(NormalizeStatus))
+        // The user's layers, inside quicrpc's own, around the same services as on QUIC.
+        .layer(tower::layer::layer_fn({
+            let layers = shared.layers.clone();
+            move |routes| super::layers::stack(routes, &layers)
+        }));
     info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     server
