@@ -343,6 +343,8 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     /// Its development certificate.
     pub cert: quicrpc::tls::SelfSigned,
+    /// Its live connection counts.
+    pub stats: quicrpc::ServerStats,
     events: Mutex<mpsc::UnboundedReceiver<Event>>,
     runs: Arc<std::sync::Mutex<Vec<Run>>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -414,6 +416,7 @@ impl TestServer {
             }
         };
         let addr = server.local_addr();
+        let stats = server.stats();
         let (shutdown, signal) = oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve_with_shutdown(async {
             let _ = signal.await;
@@ -421,6 +424,7 @@ impl TestServer {
         Self {
             addr,
             cert,
+            stats,
             events: Mutex::new(events),
             runs,
             shutdown: Some(shutdown),

@@ -346,6 +346,16 @@ pub struct RecordingRelay {
 impl RecordingRelay {
     /// Starts relaying to `server`.
     pub async fn start(server: SocketAddr) -> Self {
+        Self::start_with(server, true).await
+    }
+
+    /// Starts relaying to `server`, dropping everything the server sends back: the client's
+    /// handshake never completes.
+    pub async fn black_hole(server: SocketAddr) -> Self {
+        Self::start_with(server, false).await
+    }
+
+    async fn start_with(server: SocketAddr, answer: bool) -> Self {
         let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind relay");
@@ -368,7 +378,7 @@ impl RecordingRelay {
                         let _ = back.send(&up[..n]).await;
                     }
                     Ok(n) = back.recv(&mut down) => {
-                        if let Some(client) = client {
+                        if let (Some(client), true) = (client, answer) {
                             let _ = front.send_to(&down[..n], client).await;
                         }
                     }

@@ -3,6 +3,7 @@
 
 mod layers;
 mod quic;
+mod stats;
 mod tcp;
 
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ use tracing::{debug, info};
 use self::layers::LayerFn;
 pub use self::layers::{HttpRequest, LayeredService};
 use self::quic::serve_quic;
+pub use self::stats::ServerStats;
 use self::tcp::serve_tcp;
 use crate::config::ConnectionConfig;
 use crate::tls::{self, Certificate, Identity};
@@ -59,6 +61,9 @@ struct Shared {
     config: ConnectionConfig,
     /// CAs that client certificates must chain to; empty when clients need none.
     client_roots: Vec<Certificate>,
+    stats: ServerStats,
+    max_connections: usize,
+    handshake_timeout: Duration,
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]
     quic_config: Option<quinn::ServerConfig>,
@@ -82,7 +87,14 @@ pub struct ServerBuilder {
     zero_rtt: bool,
     client_roots: Vec<Certificate>,
     layers: Vec<LayerFn>,
+    max_connections: usize,
+    handshake_timeout: Duration,
 }
+
+/// Default limit on open connections, QUIC and TCP together.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a client has to complete its TLS handshake.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,7 +117,15 @@ impl Server {
             zero_rtt: true,
             client_roots: Vec::new(),
             layers: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// Live counts of the server's open connections, for health checks, dashboards and
+    /// tests. Take it before [`serve`](Self::serve), which consumes the server.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats.clone()
     }
 
     /// The address the server is bound to (useful after binding port 0).
@@ -247,6 +267,22 @@ impl ServerBuilder {
     /// behind a BULK transfer. Keep it on where priorities matter.
     pub fn send_fairness(mut self, fair: bool) -> Self {
         self.config.send_fairness = fair;
+        self
+    }
+
+    /// The most connections the server keeps open, QUIC and TCP together. Default: 10,000.
+    /// Past it, a new QUIC connection attempt is refused at once (the client sees its
+    /// connection refused: UNAVAILABLE) and a new TCP connection is closed as soon as it is
+    /// accepted. See [`Server::stats`] for the counts.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// How long a client may take to complete its TLS handshake, on QUIC and TCP; a
+    /// connection still handshaking after that is closed. Default: 10 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -437,6 +473,9 @@ impl ServerBuilder {
                 layers: self.layers,
                 config: self.config,
                 client_roots: self.client_roots,
+                stats: ServerStats::default(),
+                max_connections: self.max_connections,
+                handshake_timeout: self.handshake_timeout,
                 #[cfg(feature = "qlog")]
                 quic_config,
             }),

@@ -39,9 +39,19 @@ pub(super) async fn serve_quic(
         tokio::select! {
             () = shutdown.cancelled() => break,
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    connections.spawn(serve_connection(incoming, shared.clone(), shutdown.clone()));
-                }
+                Some(incoming) => match shared.stats.open(Transport::Quic, shared.max_connections) {
+                    Some(guard) => {
+                        let serving = serve_connection(incoming, shared.clone(), shutdown.clone());
+                        connections.spawn(async move {
+                            serving.await;
+                            drop(guard);
+                        });
+                    }
+                    None => {
+                        debug!(remote = %incoming.remote_address(), "refused: too many connections");
+                        incoming.refuse();
+                    }
+                },
                 None => break,
             },
         }
@@ -86,12 +96,17 @@ async fn serve_connection(
     } else {
         Err(connecting)
     };
-    let conn = match early {
-        Ok((conn, _)) => conn,
-        Err(connecting) => match connecting.await {
-            Ok(conn) => conn,
-            Err(e) => {
+    let handshake_deadline = Instant::now() + shared.handshake_timeout;
+    let (conn, mut handshake) = match early {
+        Ok((conn, handshake)) => (conn, Some(handshake)),
+        Err(connecting) => match tokio::time::timeout_at(handshake_deadline, connecting).await {
+            Ok(Ok(conn)) => (conn, None),
+            Ok(Err(e)) => {
                 debug!(%remote, "handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%remote, "handshake timed out");
                 return;
             }
         },
@@ -114,6 +129,15 @@ async fn serve_connection(
                 conn.close(VarInt::from_u32(ErrorCode::NoError.to_u32()), b"server shut down");
                 break;
             }
+            // A handshake still under way (0-RTT path) must finish in time.
+            () = handshake_done(&mut handshake), if handshake.is_some() => {
+                handshake = None;
+            }
+            () = tokio::time::sleep_until(handshake_deadline), if handshake.is_some() => {
+                debug!(%remote, "handshake timed out");
+                conn.close(VarInt::from_u32(ErrorCode::NoError.to_u32()), b"handshake timed out");
+                break;
+            }
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) if draining => {
                     // Not processed: the client may safely retry it elsewhere.
@@ -132,6 +156,16 @@ async fn serve_connection(
                 }
             },
         }
+    }
+}
+
+/// Resolves when the handshake completes (or fails); never without one under way.
+async fn handshake_done(handshake: &mut Option<quinn::ZeroRttAccepted>) {
+    match handshake {
+        Some(handshake) => {
+            handshake.await;
+        }
+        None => std::future::pending().await,
     }
 }
 

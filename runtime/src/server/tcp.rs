@@ -10,9 +10,10 @@ use http_body::{Body, Frame};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::body::Body as TonicBody;
-use tracing::{Instrument, info};
+use tracing::{Instrument, debug, info};
 
 use super::Shared;
+use super::stats::ConnectionGuard;
 use crate::stream::normalize_status;
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code};
 use crate::tls::{Identity, PeerCertificates};
@@ -28,7 +29,9 @@ pub(super) async fn serve_tcp(
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().ok();
     let tls = shared.client_roots.iter().fold(
-        tonic::transport::ServerTlsConfig::new().identity(identity.to_tonic()),
+        tonic::transport::ServerTlsConfig::new()
+            .identity(identity.to_tonic())
+            .timeout(shared.handshake_timeout),
         |tls, ca| tls.client_ca_root(ca.to_tonic()),
     );
     let mut server = tonic::transport::Server::builder()
@@ -48,11 +51,83 @@ pub(super) async fn serve_tcp(
         }));
     info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stats = shared.stats.clone();
+    let max = shared.max_connections;
+    let incoming = futures_util::StreamExt::filter_map(incoming, move |accepted| {
+        let counted = match accepted {
+            Ok(stream) => match stats.open(Transport::Tcp, max) {
+                Some(guard) => Some(Ok(Counted {
+                    stream,
+                    _guard: guard,
+                })),
+                None => {
+                    debug!(peer = ?stream.peer_addr().ok(), "closed: too many connections");
+                    None
+                }
+            },
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(counted)
+    });
     server
         .add_routes(shared.routes.clone())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// An accepted TCP connection, counted in the server's stats while it is open.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _guard: ConnectionGuard,
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Gives oversized messages gRPC's RESOURCE_EXHAUSTED on the TCP side too (see

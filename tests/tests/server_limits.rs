@@ -1,0 +1,122 @@
+//! Server-wide limits: what a client sees when it hits each one, and that the server frees
+//! what it held. (Concurrent streams per connection and the metadata size limit are tested
+//! in `limits.rs`.)
+
+use std::time::Duration;
+
+use quicrpc::Fallback;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::raw::RecordingRelay;
+use quicrpc_tests::{TestOptions, TestServer, echo, within};
+use tonic::Code;
+
+/// Waits until `count()` is `n`: the server updates its counts as connections come and go.
+async fn until(what: &str, count: impl Fn() -> usize, n: usize) {
+    within(what, async {
+        while count() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+async fn first_call(builder: quicrpc::ChannelBuilder) -> Result<(), tonic::Status> {
+    let mut client = EchoClient::new(builder.connect_lazy().expect("build channel"));
+    within("first call", client.unary(echo("hello")))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn max_connections_turns_the_next_one_away_on_either_transport() {
+    let server = TestServer::start_with(TestOptions::default(), |b| b.max_connections(2)).await;
+    let quic = server.channel_builder();
+    let tcp = server.any_transport_builder().fallback(Fallback::TcpOnly);
+
+    // One connection per transport: the limit counts both together.
+    let first = quic.clone().connect_lazy().expect("channel");
+    first_call_on(&first).await.expect("first QUIC connection");
+    let second = tcp.clone().connect_lazy().expect("channel");
+    first_call_on(&second).await.expect("first TCP connection");
+    assert_eq!(server.stats.connections(), 2);
+
+    for (what, builder) in [("QUIC", quic.clone()), ("TCP", tcp.clone())] {
+        let status = first_call(builder).await.expect_err("over the limit");
+        assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+        println!("{what} over the limit: {}", status.message());
+    }
+    assert_eq!(
+        server.stats.connections(),
+        2,
+        "nothing counted for refused clients"
+    );
+
+    // Once a connection goes, a new one gets in.
+    drop(first);
+    until(
+        "QUIC connection closed",
+        || server.stats.quic_connections(),
+        0,
+    )
+    .await;
+    first_call(quic).await.expect("room again");
+}
+
+async fn first_call_on(channel: &quicrpc::Channel) -> Result<(), tonic::Status> {
+    let mut client = EchoClient::new(channel.clone());
+    within("call", client.unary(echo("hello"))).await.map(drop)
+}
+
+#[tokio::test]
+async fn a_stalled_quic_handshake_is_dropped_after_the_handshake_timeout() {
+    // An idle timeout far beyond the test's bound: only the handshake timeout can free it.
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.handshake_timeout(Duration::from_millis(300))
+            .idle_timeout(Duration::from_secs(120))
+    })
+    .await;
+    // The server's answers never reach this client, so its handshake cannot complete.
+    let relay = RecordingRelay::black_hole(server.addr).await;
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let config = quicrpc_tests::raw::client_config(&server.cert.ca_certificate());
+    let _connecting = endpoint
+        .connect_with(config, relay.addr, "localhost")
+        .expect("start handshake");
+    until("handshake under way", || server.stats.quic_connections(), 1).await;
+    until(
+        "stalled handshake dropped",
+        || server.stats.quic_connections(),
+        0,
+    )
+    .await;
+
+    // Others are served all along.
+    let mut client = server.client().await;
+    within("call", client.unary(echo("ok")))
+        .await
+        .expect("served");
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_on_tcp_is_dropped_after_the_handshake_timeout() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.handshake_timeout(Duration::from_millis(300))
+    })
+    .await;
+    // A TCP connection that never says a word.
+    let _silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    until(
+        "TCP connection counted",
+        || server.stats.tcp_connections(),
+        1,
+    )
+    .await;
+    until(
+        "silent connection dropped",
+        || server.stats.tcp_connections(),
+        0,
+    )
+    .await;
+}
