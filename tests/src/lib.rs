@@ -36,6 +36,17 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Waits until `count()` is `n` (a server's connection count, say), polling; bounded by
+/// [`TIMEOUT`].
+pub async fn until(what: &str, count: impl Fn() -> usize, n: usize) {
+    within(what, async {
+        while count() != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// Sends `tracing` output to the test harness (filtered by `RUST_LOG`).
 pub fn trace_init() {
     let _ = tracing_subscriber::fmt()
@@ -61,6 +72,7 @@ pub struct EchoService {
     events: mpsc::UnboundedSender<Event>,
     barrier: Option<Arc<Barrier>>,
     runs: Arc<std::sync::Mutex<Vec<Run>>>,
+    produced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One run of a handler that answers from a single request message.
@@ -215,6 +227,7 @@ impl EchoService {
         let message = request.get_ref().clone();
         let first = Self::reply(request, &message, 0);
         let (tx, rx) = mpsc::channel(4);
+        let produced = self.produced.clone();
         tokio::spawn(async move {
             for index in 0..message.response_count {
                 if message.fail_code != 0 && index == message.fail_after {
@@ -229,6 +242,10 @@ impl EchoService {
                 if tx.send(Ok(reply)).await.is_err() {
                     return;
                 }
+                produced.fetch_add(
+                    u64::from(message.response_size),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             if message.fail_code != 0 && message.fail_after >= message.response_count {
                 let _ = tx.send(Err(Self::failure(&message))).await;
@@ -347,6 +364,7 @@ pub struct TestServer {
     pub stats: quicrpc::ServerStats,
     events: Mutex<mpsc::UnboundedReceiver<Event>>,
     runs: Arc<std::sync::Mutex<Vec<Run>>>,
+    produced: Arc<std::sync::atomic::AtomicU64>,
     shutdown: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<Result<(), quicrpc::Error>>>,
 }
@@ -388,10 +406,12 @@ impl TestServer {
         };
         let (events_tx, events) = mpsc::unbounded_channel();
         let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let service = EchoService {
             events: events_tx,
             barrier: options.barrier.map(|n| Arc::new(Barrier::new(n))),
             runs: runs.clone(),
+            produced: produced.clone(),
         };
         let echo = EchoServer::new(service)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -427,6 +447,7 @@ impl TestServer {
             stats,
             events: Mutex::new(events),
             runs,
+            produced,
             shutdown: Some(shutdown),
             serving: Some(serving),
         }
@@ -462,6 +483,12 @@ impl TestServer {
     /// `Urgent`, `Lookup`, `ServerStream`, `Fetch`), in order.
     pub fn runs(&self) -> Vec<Run> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Payload bytes the streaming handlers have handed to the server so far (each reply's
+    /// `response_size`, counted once the reply is queued for sending).
+    pub fn produced_bytes(&self) -> u64 {
+        self.produced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The next event the service reports.

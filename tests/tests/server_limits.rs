@@ -7,18 +7,8 @@ use std::time::Duration;
 use quicrpc::Fallback;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::raw::RecordingRelay;
-use quicrpc_tests::{TestOptions, TestServer, echo, within};
+use quicrpc_tests::{TestOptions, TestServer, echo, until, within};
 use tonic::Code;
-
-/// Waits until `count()` is `n`: the server updates its counts as connections come and go.
-async fn until(what: &str, count: impl Fn() -> usize, n: usize) {
-    within(what, async {
-        while count() != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
 
 async fn first_call(builder: quicrpc::ChannelBuilder) -> Result<(), tonic::Status> {
     let mut client = EchoClient::new(builder.connect_lazy().expect("build channel"));

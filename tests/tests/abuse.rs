@@ -1,0 +1,155 @@
+//! Abuse over real sockets: clients that hold streams open and say nothing, garbage
+//! datagrams, clients that vanish, clients that never read. The server stays up, serves
+//! everyone else, and frees or bounds what the abusers hold.
+
+use std::time::Duration;
+
+use quicrpc_netlab::Rng;
+use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::raw::{self, RawClient, RecordingRelay};
+use quicrpc_tests::{TestOptions, TestServer, echo, until, within};
+
+/// Twenty calls from a well-behaved client.
+async fn others_are_served(server: &TestServer) {
+    let mut client = server.client().await;
+    for i in 0..20 {
+        let reply = within("call", client.unary(echo(&format!("call {i}"))))
+            .await
+            .expect("served")
+            .into_inner();
+        assert_eq!(reply.message, format!("call {i}"));
+    }
+}
+
+#[tokio::test]
+async fn clients_holding_every_stream_open_and_silent_do_not_starve_others() {
+    const STREAMS: u32 = 8;
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.max_concurrent_streams(STREAMS)
+    })
+    .await;
+    let mut abusers = Vec::new();
+    for _ in 0..10 {
+        let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            // The first byte of a HEADERS frame, and then nothing.
+            streams.push(client.send(&[0x01], false).await);
+        }
+        abusers.push((client, streams));
+    }
+    assert_eq!(server.stats.quic_connections(), 10);
+    others_are_served(&server).await;
+}
+
+#[tokio::test]
+async fn garbage_datagrams_and_random_stream_bytes_do_not_stop_the_server() {
+    let server = TestServer::start().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut rng = Rng::new(7);
+    let mut random_bytes =
+        |len: usize| -> Vec<u8> { (0..len).map(|_| (rng.unit() * 256.0) as u8).collect() };
+    for i in 0..2000 {
+        let mut datagram = random_bytes(1 + i % 1400);
+        // Half of them look like QUIC long-header packets (Initial, version 1).
+        if i % 2 == 0 && datagram.len() > 5 {
+            datagram[0] = 0xc0 | (datagram[0] & 0x0f);
+            datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        socket.send_to(&datagram, server.addr).await.expect("send");
+    }
+    // Random bytes on valid streams of a real connection.
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    for len in [1, 7, 100, 5000] {
+        let (_send, recv) = client.send(&random_bytes(len), true).await;
+        let response = within("garbage stream", raw::read_response(recv)).await;
+        assert!(
+            response.code().is_some() || response.reset.is_some(),
+            "the garbage stream ended with a status or a reset: {response:?}"
+        );
+    }
+    others_are_served(&server).await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_is_freed_after_the_idle_timeout() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.idle_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let relay = RecordingRelay::start(server.addr).await;
+    let client = RawClient::connect_with(
+        relay.addr,
+        raw::client_config(&server.cert.ca_certificate()),
+    )
+    .await;
+    let mut request = raw::request_head("/quicrpc.testing.Echo/Unary", &[]).to_vec();
+    request.extend_from_slice(&raw::data_message(&echo("still here")));
+    let (_send, recv) = client.send(&request, true).await;
+    let response = within("call", raw::read_response(recv)).await;
+    assert_eq!(response.code(), Some(tonic::Code::Ok));
+    assert_eq!(server.stats.quic_connections(), 1);
+
+    // The path disappears: no close, no packets, ever again.
+    drop(relay);
+    until(
+        "vanished client freed",
+        || server.stats.quic_connections(),
+        0,
+    )
+    .await;
+    drop(client);
+    others_are_served(&server).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_make_the_server_buffer_without_bound() {
+    const REPLY: u32 = 64 * 1024;
+    // What may sit between the handler and the unread client: the client's stream receive
+    // window (1.25 MB, quinn's default), quinn's send buffer for the stream, tonic's encoder
+    // and the handler's channel (4 replies).
+    const BOUND: u64 = 4 * 1024 * 1024;
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let request = EchoRequest {
+        response_count: 100_000,
+        response_size: REPLY,
+        ..echo("never read")
+    };
+    // 6.5 GB on offer; the client reads one reply and then nothing.
+    let mut stream = within("open", client.server_stream(request))
+        .await
+        .expect("stream")
+        .into_inner();
+    within("first reply", stream.message())
+        .await
+        .expect("reply")
+        .expect("one");
+    within("server fills the window", async {
+        while server.produced_bytes() < 1024 * 1024 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Watch the producer for a second: flow control must hold it.
+    let mut most = 0;
+    for _ in 0..100 {
+        most = most.max(server.produced_bytes());
+        assert!(
+            most <= BOUND,
+            "the server buffered {most} bytes for a client that reads nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("unread stream: the handler got {most} bytes out, then flow control held it");
+    // Reading again lets it go on.
+    within("more replies", async {
+        for _ in 0..100 {
+            stream.message().await.expect("reply").expect("more");
+        }
+    })
+    .await;
+    others_are_served(&server).await;
+}
