@@ -69,7 +69,9 @@ pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture
 pub use config::CongestionControl;
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
-pub use server::{HttpRequest, LayeredService, Server, ServerBuilder, ServerStats};
+pub use server::{
+    AddressValidation, HttpRequest, LayeredService, Server, ServerBuilder, ServerStats,
+};
 pub use zero_rtt::{NoZeroRtt, ZeroRtt};
 
 /// Includes the code `quicrpc-build` generated for a protobuf package: messages, tonic

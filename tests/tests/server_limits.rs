@@ -110,3 +110,48 @@ async fn a_stalled_tls_handshake_on_tcp_is_dropped_after_the_handshake_timeout()
     )
     .await;
 }
+
+#[tokio::test]
+async fn retry_switches_on_under_a_flood_of_handshakes_and_off_after() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.address_validation(quicrpc::AddressValidation::UnderLoad { handshakes: 5 })
+            .handshake_timeout(Duration::from_millis(500))
+    })
+    .await;
+    // No load: no Retry.
+    let mut client = server.client().await;
+    within("call", client.unary(echo("calm")))
+        .await
+        .expect("served");
+    assert_eq!(server.stats.retries_sent(), 0);
+
+    // A flood of handshakes that never complete (the clients never hear back).
+    let relay = RecordingRelay::black_hole(server.addr).await;
+    let config = quicrpc_tests::raw::client_config(&server.cert.ca_certificate());
+    let mut flood = Vec::new();
+    for _ in 0..5 {
+        let endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let connecting = endpoint
+            .connect_with(config.clone(), relay.addr, "localhost")
+            .expect("start handshake");
+        flood.push((endpoint, connecting));
+    }
+    until("flood under way", || server.stats.quic_handshakes(), 5).await;
+
+    // A new client now has to prove its address, which a real client does transparently.
+    let mut client = EchoClient::new(server.channel_builder().connect_lazy().expect("channel"));
+    within("call under load", client.unary(echo("validated")))
+        .await
+        .expect("served after a Retry");
+    assert!(server.stats.retries_sent() >= 1, "a Retry was sent");
+
+    // When the stalled handshakes time out, Retry switches off again.
+    until("flood over", || server.stats.quic_handshakes(), 0).await;
+    let before = server.stats.retries_sent();
+    let mut client = EchoClient::new(server.channel_builder().connect_lazy().expect("channel"));
+    within("call after the flood", client.unary(echo("calm again")))
+        .await
+        .expect("served");
+    assert_eq!(server.stats.retries_sent(), before, "no Retry without load");
+}

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 use self::layers::LayerFn;
 pub use self::layers::{HttpRequest, LayeredService};
 use self::quic::serve_quic;
-pub use self::stats::ServerStats;
+pub use self::stats::{AddressValidation, ServerStats};
 use self::tcp::serve_tcp;
 use crate::config::ConnectionConfig;
 use crate::tls::{self, Certificate, Identity};
@@ -64,6 +64,7 @@ struct Shared {
     stats: ServerStats,
     max_connections: usize,
     handshake_timeout: Duration,
+    address_validation: AddressValidation,
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]
     quic_config: Option<quinn::ServerConfig>,
@@ -89,6 +90,7 @@ pub struct ServerBuilder {
     layers: Vec<LayerFn>,
     max_connections: usize,
     handshake_timeout: Duration,
+    address_validation: AddressValidation,
 }
 
 /// Default limit on open connections, QUIC and TCP together.
@@ -119,6 +121,7 @@ impl Server {
             layers: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            address_validation: AddressValidation::default(),
         }
     }
 
@@ -283,6 +286,15 @@ impl ServerBuilder {
     /// connection still handshaking after that is closed. Default: 10 s.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// When QUIC clients must prove their address with a Retry round trip before the server
+    /// works on their handshake. Default: while 64 or more handshakes are under way
+    /// ([`AddressValidation::UnderLoad`]), so that a flood of spoofed connection attempts
+    /// cannot use the server to amplify traffic. [`ServerStats::retries_sent`] counts them.
+    pub fn address_validation(mut self, policy: AddressValidation) -> Self {
+        self.address_validation = policy;
         self
     }
 
@@ -476,6 +488,7 @@ impl ServerBuilder {
                 stats: ServerStats::default(),
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
+                address_validation: self.address_validation,
                 #[cfg(feature = "qlog")]
                 quic_config,
             }),

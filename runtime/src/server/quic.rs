@@ -39,6 +39,15 @@ pub(super) async fn serve_quic(
         tokio::select! {
             () = shutdown.cancelled() => break,
             incoming = endpoint.accept() => match incoming {
+                Some(incoming) if !incoming.remote_address_validated()
+                    && incoming.may_retry()
+                    && shared.address_validation.retry_now(shared.stats.quic_handshakes()) =>
+                {
+                    match incoming.retry() {
+                        Ok(()) => shared.stats.retry_sent(),
+                        Err(e) => debug!("cannot send Retry: {e}"),
+                    }
+                }
                 Some(incoming) => match shared.stats.open(Transport::Quic, shared.max_connections) {
                     Some(guard) => {
                         let serving = serve_connection(incoming, shared.clone(), shutdown.clone());
@@ -80,6 +89,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
+    let mut handshake_guard = Some(shared.stats.handshake());
     let connecting = match accept(incoming, &shared) {
         Ok(connecting) => connecting,
         Err(e) => {
@@ -100,7 +110,10 @@ async fn serve_connection(
     let (conn, mut handshake) = match early {
         Ok((conn, handshake)) => (conn, Some(handshake)),
         Err(connecting) => match tokio::time::timeout_at(handshake_deadline, connecting).await {
-            Ok(Ok(conn)) => (conn, None),
+            Ok(Ok(conn)) => {
+                drop(handshake_guard.take());
+                (conn, None)
+            }
             Ok(Err(e)) => {
                 debug!(%remote, "handshake failed: {e}");
                 return;
@@ -132,6 +145,7 @@ async fn serve_connection(
             // A handshake still under way (0-RTT path) must finish in time.
             () = handshake_done(&mut handshake), if handshake.is_some() => {
                 handshake = None;
+                drop(handshake_guard.take());
             }
             () = tokio::time::sleep_until(handshake_deadline), if handshake.is_some() => {
                 debug!(%remote, "handshake timed out");
