@@ -103,3 +103,60 @@ async fn alpn_mismatch_is_refused_and_the_server_keeps_serving() {
         .await
         .expect("served");
 }
+
+/// A CA and a certificate for `name` signed by it that expired in 2021: (CA PEM, identity).
+fn expired(name: &str) -> (quicrpc::tls::Certificate, quicrpc::tls::Identity) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+    params.not_before = date_time_ymd(2020, 1, 1);
+    params.not_after = date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    (
+        quicrpc::tls::Certificate::from_pem(ca.pem()).expect("CA PEM"),
+        quicrpc::tls::Identity::from_pem(cert.pem(), key.serialize_pem()).expect("identity"),
+    )
+}
+
+#[tokio::test]
+async fn expired_certificates_are_refused_on_both_sides_and_both_transports() {
+    // The server's certificate has expired.
+    let (ca, identity) = expired("localhost");
+    let server = TestServer::start_with(Default::default(), |b| b.tls(identity)).await;
+    let port = server.addr.port();
+    for policy in TRANSPORTS {
+        let builder = quicrpc::Channel::builder(format!("https://localhost:{port}"))
+            .ca_certificate(ca.clone())
+            .fallback(policy);
+        let status = first_call_status(builder).await;
+        assert_eq!(status.code(), Code::Unavailable, "{policy:?}: {status:?}");
+        assert!(
+            status.message().to_lowercase().contains("expired"),
+            "{policy:?}: the reason is named: {}",
+            status.message()
+        );
+    }
+
+    // The client's certificate has expired (mutual TLS).
+    let (client_ca, client_identity) = expired("agent.example");
+    let server =
+        TestServer::start_with(Default::default(), |b| b.client_ca_certificate(client_ca)).await;
+    for policy in TRANSPORTS {
+        let builder = server
+            .any_transport_builder()
+            .fallback(policy)
+            .identity(client_identity.clone());
+        let status = first_call_status(builder).await;
+        assert_eq!(status.code(), Code::Unavailable, "{policy:?}: {status:?}");
+        println!(
+            "{policy:?}, expired client certificate: {}",
+            status.message()
+        );
+    }
+}
