@@ -52,7 +52,7 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         addr: std::net::IpAddr,
         /// QUIC congestion controller (quicrpc only).
-        #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+        #[arg(long, value_enum, default_value_t = Cc::Bbr)]
         cc: Cc,
     },
     /// Load a server; prints one `RESULT` line.
@@ -74,7 +74,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
         concurrency: Vec<usize>,
         /// QUIC congestion controller, both sides (TCP uses the host's).
-        #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+        #[arg(long, value_enum, default_value_t = Cc::Bbr)]
         cc: Cc,
         /// Bytes in each request's name field.
         #[arg(long, default_value_t = 16)]
@@ -203,7 +203,7 @@ struct LoadArgs {
     #[arg(long)]
     certs: PathBuf,
     /// QUIC congestion controller (quicrpc only).
-    #[arg(long, value_enum, default_value_t = Cc::Cubic)]
+    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     cc: Cc,
     /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
     #[arg(long, default_value_t = 1)]

@@ -255,7 +255,8 @@ impl ServerBuilder {
     }
 
     /// The congestion controller for what this side sends over QUIC. Default:
-    /// [`CongestionControl::Cubic`](crate::CongestionControl::Cubic).
+    /// [`CongestionControl::Bbr`](crate::CongestionControl::Bbr), for its speed under random
+    /// loss; see [`CongestionControl`](crate::CongestionControl) for the measurements.
     pub fn congestion_control(mut self, controller: crate::CongestionControl) -> Self {
         self.config.congestion_control = controller;
         self

@@ -230,6 +230,7 @@ async fn serve_call(
     remote: SocketAddr,
     peer: Option<PeerCertificates>,
 ) {
+    let _call = shared.stats.call();
     let mut send = SendHalf::new(send);
     let cancelled = send.stopped();
     tokio::select! {

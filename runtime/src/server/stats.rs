@@ -18,6 +18,7 @@ struct Counts {
     tcp: AtomicUsize,
     quic_handshakes: AtomicUsize,
     retries: AtomicUsize,
+    calls: AtomicUsize,
 }
 
 impl ServerStats {
@@ -51,6 +52,18 @@ impl ServerStats {
     pub(super) fn handshake(&self) -> HandshakeGuard {
         self.counts.quic_handshakes.fetch_add(1, Ordering::AcqRel);
         HandshakeGuard(self.clone())
+    }
+
+    /// Calls in progress on both transports, from their arrival until their response has
+    /// been sent or abandoned.
+    pub fn calls(&self) -> usize {
+        self.counts.calls.load(Ordering::Acquire)
+    }
+
+    /// Counts a call in progress until the guard drops.
+    pub(super) fn call(&self) -> CallGuard {
+        self.counts.calls.fetch_add(1, Ordering::AcqRel);
+        CallGuard(self.clone())
     }
 
     /// Open connections on both transports.
@@ -154,5 +167,15 @@ impl AddressValidation {
             Self::Always => true,
             Self::UnderLoad { handshakes: from } => handshakes >= from,
         }
+    }
+}
+
+/// One call in progress.
+#[derive(Debug)]
+pub(super) struct CallGuard(ServerStats);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.counts.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }

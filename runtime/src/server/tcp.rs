@@ -12,8 +12,9 @@ use tonic::Status;
 use tonic::body::Body as TonicBody;
 use tracing::{Instrument, debug, info};
 
+use super::ServerStats;
 use super::Shared;
-use super::stats::ConnectionGuard;
+use super::stats::{CallGuard, ConnectionGuard};
 use crate::stream::normalize_status;
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code};
 use crate::tls::{Identity, PeerCertificates};
@@ -43,7 +44,10 @@ pub(super) async fn serve_tcp(
         )
         .http2_keepalive_interval(shared.config.keep_alive_interval)
         .tcp_nodelay(true)
-        .layer(tower::layer::layer_fn(NormalizeStatus))
+        .layer(tower::layer::layer_fn({
+            let stats = shared.stats.clone();
+            move |inner| NormalizeStatus(inner, stats.clone())
+        }))
         // The user's layers, inside quicrpc's own, around the same services as on QUIC.
         .layer(tower::layer::layer_fn({
             let layers = shared.layers.clone();
@@ -133,7 +137,7 @@ impl tokio::io::AsyncWrite for Counted {
 /// Gives oversized messages gRPC's RESOURCE_EXHAUSTED on the TCP side too (see
 /// `normalize_status`), in the response head and in the trailers.
 #[derive(Clone, Debug)]
-struct NormalizeStatus<S>(S);
+struct NormalizeStatus<S>(S, ServerStats);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -163,6 +167,7 @@ where
         let path = request.uri().path();
         let method = method_label(path, crate::method_info(path));
         let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
+        let call = self.1.call();
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
             let (mut parts, body) = response.await?.into_parts();
@@ -176,7 +181,11 @@ where
             };
             Ok(Response::from_parts(
                 parts,
-                TonicBody::new(NormalizedTrailers { body, telemetry }),
+                TonicBody::new(NormalizedTrailers {
+                    body,
+                    telemetry,
+                    _call: call,
+                }),
             ))
         })
     }
@@ -187,6 +196,7 @@ where
 struct NormalizedTrailers {
     body: TonicBody,
     telemetry: Option<CallTelemetry>,
+    _call: CallGuard,
 }
 
 impl Body for NormalizedTrailers {
