@@ -563,6 +563,23 @@ pub(crate) fn normalize_status(fields: &mut HeaderMap) {
     }
 }
 
+/// tonic's server ends a call whose `grpc-timeout` expires with CANCELLED ("Timeout
+/// expired"), from a layer outside anything quicrpc can wrap; gRPC, and quicrpc's QUIC side,
+/// say DEADLINE_EXCEEDED. The client rewrites a CANCELLED status that reaches it at or after
+/// the call's deadline, so that a status means the same on both transports.
+pub(crate) fn deadline_status(fields: &mut HeaderMap, deadline: Option<tokio::time::Instant>) {
+    let cancelled = fields
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"1");
+    if cancelled && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        fields.insert("grpc-status", http::HeaderValue::from_static("4"));
+        fields.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("deadline%20exceeded"),
+        );
+    }
+}
+
 /// Checks what tonic would otherwise trust in a peer's status fields: tonic panics on a
 /// `grpc-status-details-bin` that is not base64.
 pub(crate) fn check_status_fields(fields: &HeaderMap) -> Result<(), Status> {
@@ -586,4 +603,41 @@ pub(crate) fn malformed(err: FieldError) -> Status {
         Code::Internal,
         format!("protocol error: malformed field block: {err}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_fields(code: &'static str) -> HeaderMap {
+        let mut fields = HeaderMap::new();
+        fields.insert("grpc-status", http::HeaderValue::from_static(code));
+        fields.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("Timeout%20expired"),
+        );
+        fields
+    }
+
+    #[test]
+    fn cancelled_at_the_deadline_reads_as_deadline_exceeded() {
+        let past = Some(tokio::time::Instant::now());
+        let future = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(60));
+
+        let mut fields = status_fields("1");
+        deadline_status(&mut fields, past);
+        assert_eq!(fields["grpc-status"], "4");
+        assert_eq!(fields["grpc-message"], "deadline%20exceeded");
+
+        // Before the deadline, or without one, CANCELLED means cancelled.
+        for deadline in [future, None] {
+            let mut fields = status_fields("1");
+            deadline_status(&mut fields, deadline);
+            assert_eq!(fields["grpc-status"], "1");
+        }
+        // Other codes are left alone.
+        let mut fields = status_fields("13");
+        deadline_status(&mut fields, past);
+        assert_eq!(fields["grpc-status"], "13");
+    }
 }

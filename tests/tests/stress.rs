@@ -121,6 +121,11 @@ async fn worker(server: Arc<TestServer>, policy: Fallback, until_at: Instant, ta
                 });
                 request.set_timeout(Duration::from_millis(10));
                 let r = client.unary(request).await;
+                if let Err(status) = &r
+                    && status.code() != Code::DeadlineExceeded
+                {
+                    eprintln!("{policy:?}: deadline call ended {status:?}");
+                }
                 count(&tally, "deadline", outcome(&r));
             }
         }

@@ -93,7 +93,13 @@ impl ResponseBody {
         match &mut self.inner {
             Inner::Quic(body) => Pin::new(body).poll_frame(cx),
             Inner::Tcp(body, limiter) => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
+                let mut frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(frame)) = &mut frame
+                    && let Some(trailers) = frame.trailers_mut()
+                {
+                    let deadline = self.deadline.as_ref().map(|d| d.deadline());
+                    crate::stream::deadline_status(trailers, deadline);
+                }
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
                     && let Some(data) = data
                     && let Err(e) = limiter.observe(data)

@@ -989,7 +989,11 @@ async fn call_tcp(
 ) -> Result<http::Response<ResponseBody>, Status> {
     let result = channel.oneshot(request).await;
     let mut response = match result {
-        Ok(response) => response.map(|b| ResponseBody::tcp(b, max_receive_message_size, deadline)),
+        Ok(mut response) => {
+            // A trailers-only response carries its status in the head.
+            crate::stream::deadline_status(response.headers_mut(), deadline);
+            response.map(|b| ResponseBody::tcp(b, max_receive_message_size, deadline))
+        }
         // tonic's own deadline layer reports an expired deadline as CANCELLED; a status must
         // mean the same on both transports.
         Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
