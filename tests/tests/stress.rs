@@ -59,7 +59,7 @@ async fn worker(server: Arc<TestServer>, policy: Fallback, until_at: Instant, ta
     let mut i: u64 = 0;
     while Instant::now() < until_at {
         i += 1;
-        if i % 200 == 0 {
+        if i.is_multiple_of(200) {
             // A reconnect: the old channel (and its connection) goes away.
             client = connect();
             count(&tally, "reconnect", "OK".into());
