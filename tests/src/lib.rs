@@ -72,6 +72,7 @@ pub struct EchoService {
     events: mpsc::UnboundedSender<Event>,
     barrier: Option<Arc<Barrier>>,
     runs: Arc<std::sync::Mutex<Vec<Run>>>,
+    log_runs: bool,
     produced: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -137,6 +138,9 @@ fn early_data<T>(request: &Request<T>) -> bool {
 
 impl EchoService {
     fn record<T>(&self, method: &str, request: &Request<T>) {
+        if !self.log_runs {
+            return;
+        }
         let run = Run {
             method: method.to_owned(),
             early_data: early_data(request),
@@ -385,6 +389,9 @@ pub struct TestOptions {
     pub sockets: Option<(Option<std::net::UdpSocket>, Option<std::net::TcpListener>)>,
     /// A tonic interceptor in front of the service (`EchoServer::with_interceptor`).
     pub interceptor: Option<Interceptor>,
+    /// Keep no log of handler runs ([`TestServer::runs`] stays empty): for long runs, where
+    /// the log would grow without bound.
+    pub no_run_log: bool,
 }
 
 impl TestServer {
@@ -411,6 +418,7 @@ impl TestServer {
             events: events_tx,
             barrier: options.barrier.map(|n| Arc::new(Barrier::new(n))),
             runs: runs.clone(),
+            log_runs: !options.no_run_log,
             produced: produced.clone(),
         };
         let echo = EchoServer::new(service)

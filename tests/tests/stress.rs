@@ -50,7 +50,13 @@ fn stream_of(n: usize, text: &str) -> impl tokio_stream::Stream<Item = EchoReque
 
 /// One worker: calls of every kind, in turn, on one transport, with a new channel now and
 /// then.
-async fn worker(server: Arc<TestServer>, policy: Fallback, until_at: Instant, tally: Tally) {
+async fn worker(
+    server: Arc<TestServer>,
+    policy: Fallback,
+    until_at: Instant,
+    reconnect_every: u64,
+    tally: Tally,
+) {
     let connect = || {
         let builder = server.any_transport_builder().fallback(policy);
         EchoClient::new(builder.connect_lazy().expect("channel"))
@@ -59,7 +65,7 @@ async fn worker(server: Arc<TestServer>, policy: Fallback, until_at: Instant, ta
     let mut i: u64 = 0;
     while Instant::now() < until_at {
         i += 1;
-        if i.is_multiple_of(200) {
+        if reconnect_every > 0 && i.is_multiple_of(reconnect_every) {
             // A reconnect: the old channel (and its connection) goes away.
             client = connect();
             count(&tally, "reconnect", "OK".into());
@@ -139,22 +145,32 @@ async fn stress_mixed_load_over_both_transports() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let server = Arc::new(TestServer::start().await);
+    let options = quicrpc_tests::TestOptions {
+        no_run_log: true,
+        ..Default::default()
+    };
+    let server = Arc::new(TestServer::start_with(options, |b| b).await);
     let tally: Tally = Arc::default();
     let start = Instant::now();
     let until_at = start + Duration::from_secs(secs);
     let rss_start = rss_kib();
+    // Knobs for narrowing a problem down: which transports, and how often to reconnect.
+    let transports = std::env::var("QUICRPC_SOAK_TRANSPORTS").unwrap_or_else(|_| "both".into());
+    let reconnect_every: u64 = std::env::var("QUICRPC_SOAK_RECONNECT_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let mut workers = Vec::new();
     for n in 0..8 {
-        let policy = if n % 2 == 0 {
-            Fallback::QuicOnly
-        } else {
-            Fallback::TcpOnly
+        let policy = match (transports.as_str(), n % 2) {
+            ("quic", _) | ("both", 0) => Fallback::QuicOnly,
+            _ => Fallback::TcpOnly,
         };
         workers.push(tokio::spawn(worker(
             server.clone(),
             policy,
             until_at,
+            reconnect_every,
             tally.clone(),
         )));
     }
@@ -172,7 +188,9 @@ async fn stress_mixed_load_over_both_transports() {
     until("calls finished", || server.stats.calls(), 0).await;
     let rss_end = rss_kib();
 
-    println!("soak: {secs} s, 8 workers (4 QUIC, 4 TCP)");
+    println!(
+        "soak: {secs} s, 8 workers, transports {transports}, a new channel every {reconnect_every} calls (0: never)"
+    );
     println!("RSS: start {rss_start} KiB, end {rss_end} KiB; samples (s, KiB): {samples:?}");
     let mut unexpected = 0;
     for ((what, outcome), n) in tally.lock().expect("tally").iter() {
