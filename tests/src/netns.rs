@@ -5,8 +5,9 @@
 //! namespace fails, loudly: it never passes without having run.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use quicrpc_netlab::run;
 
 /// A network namespace joined to the test's own by a veth pair, removed on drop.
 #[derive(Debug)]
@@ -17,23 +18,6 @@ pub struct NetNs {
     pub ns_ip: Ipv4Addr,
     /// The address of this namespace's end of the link.
     pub host_ip: Ipv4Addr,
-}
-
-/// Runs a command, returning its stderr on failure.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 impl NetNs {

@@ -113,8 +113,8 @@ impl std::fmt::Debug for Counters {
     }
 }
 
-/// Runs a command, returning its stderr on failure.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+/// Runs a command (`ip`, `nft`, ...), returning its stderr on failure.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let output = Command::new(program)
         .args(args)
         .output()
