@@ -219,11 +219,18 @@ async fn stress_mixed_load_over_both_transports() {
         .copied()
         .unwrap_or(0);
     assert!(deadlines > 0, "deadlines were exercised");
-    // Flat: the second half of the run grows by less than a tenth.
-    if let (Some(&(_, mid)), Some(&(_, last))) = (samples.get(samples.len() / 2), samples.last()) {
+    // Flat: the mean of the last third of the samples is within a quarter of the middle
+    // third's. Allocators hand memory back in steps, so single samples swing by several MB
+    // either way; the leak this once caught grew by 12 MB a minute. Too short a run (under two
+    // minutes) is dominated by warm-up and is not judged.
+    if secs >= 120 {
+        let third = samples.len() / 3;
+        let mean = |s: &[(u64, u64)]| s.iter().map(|&(_, kib)| kib).sum::<u64>() / s.len() as u64;
+        let middle = mean(&samples[third..2 * third]);
+        let last = mean(&samples[2 * third..]);
         assert!(
-            last <= mid + mid / 10,
-            "RSS grew from {mid} KiB mid-run to {last} KiB"
+            last <= middle + middle / 4,
+            "RSS grew from {middle} KiB (mean, middle third) to {last} KiB (last third)"
         );
     }
 }
