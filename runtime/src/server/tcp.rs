@@ -80,6 +80,9 @@ pub(super) async fn serve_tcp(
         .map_err(|e| Error::Serve(e.to_string()))
 }
 
+/// How much earlier than tonic's own timer this side ends a call at its deadline.
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// An accepted TCP connection, counted in the server's stats while it is open.
 struct Counted {
     stream: tokio::net::TcpStream,
@@ -168,9 +171,26 @@ where
         let method = method_label(path, crate::method_info(path));
         let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
         let call = self.1.call();
+        // tonic's server enforces `grpc-timeout` in a layer outside this one and reports an
+        // expired deadline as CANCELLED ("Timeout expired"), which is not what gRPC clients
+        // expect. This layer enforces the same deadline a millisecond earlier and answers
+        // DEADLINE_EXCEEDED, as the QUIC side does; tonic's layer, which polls the response
+        // before its own timer, passes that answer on.
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(crate::timeout::parse)
+            .map(|t| tokio::time::Instant::now() + t.saturating_sub(DEADLINE_MARGIN));
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
-            let (mut parts, body) = response.await?.into_parts();
+            let response = match deadline {
+                None => response.await?,
+                Some(deadline) => match tokio::time::timeout_at(deadline, response).await {
+                    Ok(response) => response?,
+                    Err(_) => Status::deadline_exceeded("deadline exceeded").into_http(),
+                },
+            };
+            let (mut parts, body) = response.into_parts();
             normalize_status(&mut parts.headers);
             let telemetry = match status_code(&parts.headers) {
                 Some(code) => {
