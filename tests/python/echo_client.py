@@ -2,7 +2,7 @@
 
 Generates its stubs from proto/testing/echo.proto with grpcio-tools at start-up (the same
 .proto the Rust side is built from), connects over TLS trusting the given CA, and runs one
-case per call kind plus a status, metadata and a deadline. Prints `PASS <case>` per case;
+case per call kind plus a status, metadata, a deadline and a health check. Prints `PASS <case>` per case;
 any failure raises, so the exit status is non-zero.
 
     python3 tests/python/echo_client.py --target localhost:PORT --ca ca.pem
@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,6 +112,11 @@ def main():
             lambda: stub.Hang(pb.EchoRequest(message="wait"), timeout=0.2),
         )
         print("PASS deadline")
+
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="quicrpc.testing.Echo"), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
+        print("PASS health")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ pub mod raw;
 #[allow(missing_docs, unreachable_pub)]
 pub mod pb {
     quicrpc::include_proto!("quicrpc.testing");
+
+    /// The encoded `FileDescriptorSet` of `echo.proto` and its imports, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/echo_descriptor.bin"));
 }
 
 use pb::echo_client::EchoClient;
@@ -424,7 +428,18 @@ impl TestServer {
         let echo = EchoServer::new(service)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let builder = quicrpc::Server::builder().tls(cert.identity());
+        // Health checking (Echo reported SERVING) and server reflection, as a deployment
+        // would run them.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<EchoServer<EchoService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("reflection service");
+        let builder = quicrpc::Server::builder()
+            .tls(cert.identity())
+            .add_service(health_service)
+            .add_service(reflection);
         let builder = match options.interceptor {
             Some(check) => builder.add_service(
                 tonic::service::interceptor::InterceptedService::new(echo, check),

@@ -17,8 +17,8 @@ const CASES: [&str; 7] = [
 ];
 
 /// Runs `program script --target localhost:PORT --ca CA` against a fresh test server and
-/// checks that it passed every case, over TCP only.
-async fn run_client(program: &'static str, script: &'static str, setup: &str) {
+/// checks that it passed every case (and `extra` ones), over TCP only.
+async fn run_client(program: &'static str, script: &'static str, setup: &str, extra: &[&str]) {
     let server = TestServer::start().await;
     let dir =
         std::env::temp_dir().join(format!("quicrpc-interop-{program}-{}", std::process::id()));
@@ -51,7 +51,7 @@ async fn run_client(program: &'static str, script: &'static str, setup: &str) {
         output.status.success(),
         "the {program} client failed ({setup}):\n{stderr}"
     );
-    for case in CASES {
+    for case in CASES.iter().chain(extra) {
         assert!(
             stdout.lines().any(|l| l == format!("PASS {case}")),
             "{program}: case {case} did not pass:\n{stdout}\n{stderr}"
@@ -66,7 +66,8 @@ async fn python_grpcio_client_calls_every_kind_over_the_tcp_side() {
     run_client(
         "python3",
         concat!(env!("CARGO_MANIFEST_DIR"), "/python/echo_client.py"),
-        "it needs python3 -m pip install grpcio grpcio-tools",
+        "it needs python3 -m pip install grpcio grpcio-tools grpcio-health-checking",
+        &["health"],
     )
     .await;
 }
@@ -77,6 +78,7 @@ async fn node_grpc_js_client_calls_every_kind_over_the_tcp_side() {
         "node",
         concat!(env!("CARGO_MANIFEST_DIR"), "/node/echo_client.js"),
         "it needs node, and npm ci in tests/node",
+        &[],
     )
     .await;
 }
