@@ -4,7 +4,13 @@
 //! need python3 with grpcio and grpcio-tools, and node with `npm ci` run in `tests/node`
 //! (`.ci/run` does both); the tests fail loudly without them.
 
-use quicrpc_tests::{TestServer, within};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use quicrpc::Fallback;
+use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestServer, echo, within};
 
 const CASES: [&str; 7] = [
     "unary",
@@ -81,4 +87,108 @@ async fn node_grpc_js_client_calls_every_kind_over_the_tcp_side() {
         &[],
     )
     .await;
+}
+
+/// A Python grpcio server process, stopped (standard input closed) when dropped.
+struct PythonServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn quicrpc_channel_calls_a_python_grpcio_server_over_tcp() {
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+    let dir = std::env::temp_dir().join(format!("quicrpc-pyserver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("cert.pem"), cert.cert_pem()).expect("cert");
+    std::fs::write(dir.join("key.pem"), cert.key_pem()).expect("key");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/echo_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg("--cert")
+        .arg(dir.join("cert.pem"))
+        .arg("--key")
+        .arg(dir.join("key.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("THIS TEST DID NOT RUN: cannot start python3 ({e})"));
+    let stdout = child.stdout.take().expect("stdout");
+    let line = within(
+        "python server starts",
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await
+    .expect("reader")
+    .expect("read");
+    let port = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the Python server did not start (grpcio installed?): {line:?}"));
+    let server = PythonServer { child, port };
+
+    let channel = quicrpc::Channel::builder(format!("https://localhost:{}", server.port))
+        .ca_certificate(cert.ca_certificate())
+        .fallback(Fallback::TcpOnly)
+        .connect();
+    let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+
+    let reply = within("unary", client.unary(echo("to python")))
+        .await
+        .expect("unary")
+        .into_inner();
+    assert_eq!(reply.message, "to python");
+
+    let request = EchoRequest {
+        response_count: 3,
+        ..echo("s")
+    };
+    let mut stream = within("server stream", client.server_stream(request))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut indexes = Vec::new();
+    while let Some(reply) = within("reply", stream.message()).await.expect("reply") {
+        indexes.push(reply.index);
+    }
+    assert_eq!(indexes, [0, 1, 2]);
+
+    let requests = tokio_stream::iter(["a", "b", "c"].map(echo));
+    let reply = within("client stream", client.client_stream(requests))
+        .await
+        .expect("client stream")
+        .into_inner();
+    assert_eq!((reply.message.as_str(), reply.index), ("abc", 3));
+
+    let failing = EchoRequest {
+        fail_code: tonic::Code::NotFound as i32,
+        fail_message: "no such agent".into(),
+        ..echo("")
+    };
+    let status = within("status", client.unary(failing))
+        .await
+        .expect_err("NOT_FOUND");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(status.message(), "no such agent");
+
+    let mut request = tonic::Request::new(echo("hang"));
+    request.set_timeout(std::time::Duration::from_millis(200));
+    let status = within("deadline", client.hang(request))
+        .await
+        .expect_err("deadline");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
