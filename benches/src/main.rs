@@ -18,6 +18,7 @@ mod helloworld {
 }
 
 mod report;
+mod setup;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,19 @@ enum Cmd {
     },
     /// Load a server; prints one `RESULT` line.
     Load(LoadArgs),
+    /// Connect afresh `count` times (scenario 4); prints one `SETUP` line.
+    Setup {
+        #[arg(long, value_enum)]
+        mode: setup::SetupMode,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
     /// Run a scenario over every transport, in separate pinned processes, repeatedly.
     Compare {
         #[arg(long, value_enum)]
@@ -189,6 +203,8 @@ enum Scenario {
     Latency,
     /// Scenario 2: N calls in flight on one connection, loopback.
     Inflight,
+    /// Scenario 4: time from a fresh connection to the first response (use with a link).
+    Setup,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -245,6 +261,19 @@ fn main() -> Result<(), BoxError> {
             addr,
             cc,
         } => current_thread()?.block_on(serve(server, &certs, addr, cc)),
+        Cmd::Setup {
+            mode,
+            port,
+            host,
+            certs,
+            count,
+        } => {
+            let (times, early) =
+                current_thread()?.block_on(setup::run(mode, &host, port, &certs, count))?;
+            let times: Vec<String> = times.iter().map(u64::to_string).collect();
+            println!("SETUP times_us={} early={early}", times.join(","));
+            Ok(())
+        }
         Cmd::Load(args) => {
             let result = current_thread()?.block_on(load(&args))?;
             println!("{}", result.line());
@@ -261,7 +290,7 @@ fn main() -> Result<(), BoxError> {
             link,
         } => {
             let levels = match scenario {
-                Scenario::Latency => vec![1],
+                Scenario::Latency | Scenario::Setup => vec![1],
                 Scenario::Inflight => concurrency,
             };
             let run = Run {
@@ -719,6 +748,11 @@ fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
             "not pinned (taskset or a second core missing)"
         }
     );
+    if run.scenario == Scenario::Setup {
+        setup_table(run, &place)?;
+        let _ = std::fs::remove_dir_all(&certs);
+        return Ok(());
+    }
     for &concurrency in levels {
         let mut runs: Vec<Vec<(ClientKind, LoadResult)>> = Vec::new();
         for _ in 0..run.reps {
@@ -735,6 +769,79 @@ fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
         }
     }
     let _ = std::fs::remove_dir_all(&certs);
+    Ok(())
+}
+
+/// Scenario 4: each set-up mode, `reps` times 20 fresh connections against a fresh server;
+/// a table of times to the first response, in ms and in round trips.
+fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
+    let rtt_ms = run
+        .link
+        .config()
+        .map_or(0.0, |c| c.delay.as_secs_f64() * 2000.0);
+    println!("\n| set-up | p50 ms | p50 ÷ RTT | min ms | max ms | calls as 0-RTT |");
+    println!("|---|---|---|---|---|---|");
+    for mode in setup::SetupMode::ALL {
+        let mut times = Vec::new();
+        let mut early = 0;
+        for _ in 0..run.reps {
+            let kind = if mode.quicrpc_server() {
+                ServerKind::Quicrpc
+            } else {
+                ServerKind::Tonic
+            };
+            let server = ServerProcess::start(kind, run, place)?;
+            let args = [
+                "setup",
+                "--mode",
+                mode.arg(),
+                "--port",
+                &server.port.to_string(),
+                "--host",
+                &place.host,
+                "--certs",
+                &place.certs.display().to_string(),
+            ]
+            .map(str::to_owned);
+            let output = pinned(place.client_core, None, &args).output()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix("SETUP "))
+                .ok_or_else(|| {
+                    format!(
+                        "{} failed: {}",
+                        mode.name(),
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                })?;
+            for field in line.split(' ') {
+                match field.split_once('=') {
+                    Some(("times_us", list)) => times.extend(
+                        list.split(',')
+                            .filter_map(|t| t.parse::<u64>().ok())
+                            .map(|us| us as f64 / 1000.0),
+                    ),
+                    Some(("early", n)) => early += n.parse::<usize>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p50 = times[times.len() / 2];
+        let in_rtt = if rtt_ms > 0.0 {
+            format!("{:.2}", p50 / rtt_ms)
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {} | {p50:.1} | {in_rtt} | {:.1} | {:.1} | {early} of {} |",
+            mode.name(),
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
     Ok(())
 }
 
