@@ -284,6 +284,17 @@ async fn confirm_handshake(
     debug!(remote = %conn.remote_address(), outcome, "0-RTT handshake over");
     metrics::counter!("quicrpc_client_zero_rtt_total", "outcome" => outcome).increment(1);
     let _ = over.send(true);
+    // The server sends its new session tickets once it has the client's Finished, about a
+    // round trip from now. A channel dropped right after a call answered in 0-RTT would close
+    // the connection before they arrive, and its next connection would find no ticket; this
+    // handle keeps the connection open that long (at most a second) after the channel is gone.
+    if conn.close_reason().is_none() {
+        let linger = (conn.rtt() * 2).min(Duration::from_secs(1));
+        tokio::select! {
+            () = tokio::time::sleep(linger) => {}
+            _ = conn.closed() => {}
+        }
+    }
 }
 
 /// Binds a dual-stack client socket where the host has IPv6, an IPv4 one otherwise.
