@@ -63,7 +63,11 @@ impl Conn {
     }
 
     /// Waits until the handshake has completed or failed, or the connection has closed.
+    /// Costs nothing for a connection whose handshake is long over, as for most calls.
     pub(super) async fn handshake_over(&self) {
+        if !self.in_early_data() {
+            return;
+        }
         let mut over = self.handshake_over.clone();
         tokio::select! {
             // An error means the watcher is gone, which it is only once the handshake is over.
