@@ -24,6 +24,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client config trusting `ca`. Its session cache (in the config) lets later connections
 /// with the same config resume and send 0-RTT early data.
 pub fn client_config(ca: &quicrpc::tls::Certificate) -> quinn::ClientConfig {
+    client_config_offering(ca, wire::ALPN)
+}
+
+/// [`client_config`], offering `alpn` instead of quicrpc's protocol.
+pub fn client_config_offering(ca: &quicrpc::tls::Certificate, alpn: &[u8]) -> quinn::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in ca.certs() {
         roots.add(cert.clone()).expect("CA certificate");
@@ -33,7 +38,7 @@ pub fn client_config(ca: &quicrpc::tls::Certificate) -> quinn::ClientConfig {
         .expect("TLS 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.enable_early_data = true;
     let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     quinn::ClientConfig::new(Arc::new(quic_tls))
@@ -80,6 +85,17 @@ impl RawClient {
             _endpoint: endpoint,
         };
         (client, accepted)
+    }
+
+    /// Opens a stream and sends a whole call to `path` on it: head, one message, finish.
+    pub async fn call(
+        &self,
+        path: &str,
+        message: &impl prost::Message,
+    ) -> (quinn::SendStream, quinn::RecvStream) {
+        let mut bytes = request_head(path, &[]).to_vec();
+        bytes.extend_from_slice(&data_message(message));
+        self.send(&bytes, true).await
     }
 
     /// Opens a stream and writes `bytes` on it; finishes it if `fin`.

@@ -85,9 +85,9 @@ async fn a_client_that_vanishes_is_freed_after_the_idle_timeout() {
         raw::client_config(&server.cert.ca_certificate()),
     )
     .await;
-    let mut request = raw::request_head("/quicrpc.testing.Echo/Unary", &[]).to_vec();
-    request.extend_from_slice(&raw::data_message(&echo("still here")));
-    let (_send, recv) = client.send(&request, true).await;
+    let (_send, recv) = client
+        .call("/quicrpc.testing.Echo/Unary", &echo("still here"))
+        .await;
     let response = within("call", raw::read_response(recv)).await;
     assert_eq!(response.code(), Some(tonic::Code::Ok));
     assert_eq!(server.stats.quic_connections(), 1);

@@ -2,8 +2,6 @@
 //! serving: a certificate for another name, a certificate from an unknown CA, and (QUIC) a
 //! client that offers no protocol the server speaks.
 
-use std::sync::Arc;
-
 use quicrpc::Fallback;
 use quicrpc::tls::SelfSigned;
 use quicrpc_tests::pb::echo_client::EchoClient;
@@ -65,25 +63,12 @@ async fn unknown_certificate_authority_is_refused_on_both_transports() {
 #[tokio::test]
 async fn alpn_mismatch_is_refused_and_the_server_keeps_serving() {
     let server = TestServer::start().await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in server.cert.ca_certificate().certs() {
-        roots.add(cert.clone()).expect("CA");
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("TLS 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
     let error = within(
         "handshake",
         endpoint
             .connect_with(
-                quinn::ClientConfig::new(Arc::new(quic_tls)),
+                quicrpc_tests::raw::client_config_offering(&server.cert.ca_certificate(), b"h3"),
                 server.addr,
                 "localhost",
             )

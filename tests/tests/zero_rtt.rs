@@ -3,8 +3,8 @@
 
 use quicrpc::wire::code::ErrorCode;
 use quicrpc::{NoZeroRtt, ZeroRtt};
+use quicrpc_tests::pb::EchoReply;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::pb::{EchoReply, EchoRequest};
 use quicrpc_tests::raw::{self, RawClient, RecordingRelay};
 use quicrpc_tests::{Run, TestOptions, TestServer, echo, within};
 
@@ -162,22 +162,11 @@ async fn rejected_early_data_is_sent_again_after_the_handshake() {
     assert_eq!(server.runs(), [run("Lookup", false)]);
 }
 
-/// Sends `path` with `request` on a new stream, finished.
-async fn send_call(
-    client: &RawClient,
-    path: &str,
-    request: &EchoRequest,
-) -> (quinn::SendStream, quinn::RecvStream) {
-    let mut bytes = raw::request_head(path, &[]).to_vec();
-    bytes.extend_from_slice(&raw::data_message(request));
-    client.send(&bytes, true).await
-}
-
 /// A raw client's config that holds a session ticket for `server`.
 async fn raw_config_with_ticket(server: &TestServer) -> quinn::ClientConfig {
     let config = raw::client_config(&server.cert.ca_certificate());
     let client = RawClient::connect_with(server.addr, config.clone()).await;
-    let (_send, recv) = send_call(&client, UNARY, &echo("warm up")).await;
+    let (_send, recv) = client.call(UNARY, &echo("warm up")).await;
     let response = within("raw first call", raw::read_response(recv)).await;
     assert_eq!(response.code(), Some(tonic::Code::Ok));
     client.conn.close(0u32.into(), b"done");
@@ -191,8 +180,8 @@ async fn server_refuses_early_data_for_methods_that_are_not_replay_safe() {
 
     // A client that ignores the rules: a non-idempotent call as early data.
     let (client, accepted) = RawClient::connect_early(server.addr, config);
-    let (_s1, unsafe_recv) = send_call(&client, UNARY, &echo("replayable")).await;
-    let (_s2, safe_recv) = send_call(&client, LOOKUP, &echo("harmless")).await;
+    let (_s1, unsafe_recv) = client.call(UNARY, &echo("replayable")).await;
+    let (_s2, safe_recv) = client.call(LOOKUP, &echo("harmless")).await;
     assert!(
         within("0-RTT verdict", accepted).await,
         "server accepted the early data"
@@ -205,7 +194,7 @@ async fn server_refuses_early_data_for_methods_that_are_not_replay_safe() {
     assert_eq!(answered.code(), Some(tonic::Code::Ok));
 
     // After the handshake the same call runs.
-    let (_s3, recv) = send_call(&client, UNARY, &echo("now safe")).await;
+    let (_s3, recv) = client.call(UNARY, &echo("now safe")).await;
     let response = within("call after the handshake", raw::read_response(recv)).await;
     assert_eq!(response.code(), Some(tonic::Code::Ok));
 
@@ -228,8 +217,8 @@ async fn replayed_early_data_runs_nothing() {
     // flight holds the ClientHello and both calls as 0-RTT data.
     let relay = RecordingRelay::start(server.addr).await;
     let (client, accepted) = RawClient::connect_early(relay.addr, config);
-    let (_s1, unsafe_recv) = send_call(&client, UNARY, &echo("replayable")).await;
-    let (_s2, safe_recv) = send_call(&client, LOOKUP, &echo("harmless")).await;
+    let (_s1, unsafe_recv) = client.call(UNARY, &echo("replayable")).await;
+    let (_s2, safe_recv) = client.call(LOOKUP, &echo("harmless")).await;
     assert!(within("0-RTT verdict", accepted).await);
     let refused = within("refused call", raw::read_response(unsafe_recv)).await;
     assert_eq!(refused.reset, Some(ErrorCode::TooEarly.to_u32().into()));
