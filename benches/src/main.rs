@@ -785,36 +785,14 @@ fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
         let mut times = Vec::new();
         let mut early = 0;
         for _ in 0..run.reps {
-            let kind = if mode.quicrpc_server() {
-                ServerKind::Quicrpc
-            } else {
-                ServerKind::Tonic
-            };
-            let server = ServerProcess::start(kind, run, place)?;
-            let args = [
-                "setup",
-                "--mode",
-                mode.arg(),
-                "--port",
-                &server.port.to_string(),
-                "--host",
-                &place.host,
-                "--certs",
-                &place.certs.display().to_string(),
-            ]
-            .map(str::to_owned);
-            let output = pinned(place.client_core, None, &args).output()?;
-            let text = String::from_utf8_lossy(&output.stdout);
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix("SETUP "))
-                .ok_or_else(|| {
-                    format!(
-                        "{} failed: {}",
-                        mode.name(),
-                        String::from_utf8_lossy(&output.stderr)
-                    )
-                })?;
+            let server = ServerProcess::start(mode.server(), run, place)?;
+            let line = run_client(
+                &server,
+                place,
+                &["setup", "--mode", mode.arg()],
+                mode.name(),
+                |l| l.strip_prefix("SETUP ").map(str::to_owned),
+            )?;
             for field in line.split(' ') {
                 match field.split_once('=') {
                     Some(("times_us", list)) => times.extend(
@@ -845,6 +823,34 @@ fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Runs this executable's client subcommand `args` against `server` (pinned to the client
+/// core), adding the server's port, host and certificates, and returns the first line of its
+/// output that `parse` accepts.
+fn run_client<T>(
+    server: &ServerProcess,
+    place: &Placement,
+    args: &[&str],
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, BoxError> {
+    let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    line.extend([
+        "--port".into(),
+        server.port.to_string(),
+        "--host".into(),
+        place.host.clone(),
+        "--certs".into(),
+        place.certs.display().to_string(),
+    ]);
+    let output = pinned(place.client_core, None, &line).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let found = text
+        .lines()
+        .find_map(parse)
+        .ok_or_else(|| format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr)))?;
+    Ok(found)
+}
+
 /// One load run of `kind` against a fresh server.
 fn measure(
     kind: ClientKind,
@@ -854,37 +860,29 @@ fn measure(
 ) -> Result<LoadResult, BoxError> {
     let server = ServerProcess::start(kind.server(), run, place)?;
     let server_cpu = server.cpu_ms();
+    let (concurrency, duration, warmup, payload) = (
+        concurrency.to_string(),
+        run.duration.to_string(),
+        run.warmup.to_string(),
+        run.payload.to_string(),
+    );
     let args = [
         "load",
         "--client",
         kind.arg(),
-        "--port",
-        &server.port.to_string(),
-        "--host",
-        &place.host,
-        "--certs",
-        &place.certs.display().to_string(),
         "--concurrency",
-        &concurrency.to_string(),
+        &concurrency,
         "--duration",
-        &run.duration.to_string(),
+        &duration,
         "--warmup",
-        &run.warmup.to_string(),
+        &warmup,
         "--cc",
         run.cc.arg(),
         "--payload",
-        &run.payload.to_string(),
-    ]
-    .map(str::to_owned);
-    let output = pinned(place.client_core, None, &args).output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut result = text.lines().find_map(LoadResult::parse).ok_or_else(|| {
-        format!(
-            "{} load failed: {}",
-            kind.name(),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
+        &payload,
+    ];
+    let what = format!("{} load", kind.name());
+    let mut result = run_client(&server, place, &args, &what, LoadResult::parse)?;
     // Server CPU over the same span as the client's: warm-up and measurement.
     if let (Some(before), Some(after)) = (server_cpu, server.cpu_ms()) {
         result.cpu_ms += after - before;

@@ -53,8 +53,12 @@ impl SetupMode {
         }
     }
 
-    pub(crate) fn quicrpc_server(self) -> bool {
-        self != Self::Tonic
+    /// The server this mode connects to.
+    pub(crate) fn server(self) -> crate::ServerKind {
+        match self {
+            Self::Tonic => crate::ServerKind::Tonic,
+            _ => crate::ServerKind::Quicrpc,
+        }
     }
 }
 
