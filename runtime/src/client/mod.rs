@@ -987,6 +987,7 @@ async fn call_tcp(
     max_receive_message_size: usize,
     deadline: Option<Instant>,
 ) -> Result<http::Response<ResponseBody>, Status> {
+    let (request, request_failure) = body::watch_request(request);
     let result = channel.oneshot(request).await;
     let mut response = match result {
         Ok(mut response) => {
@@ -1003,6 +1004,12 @@ async fn call_tcp(
         // A failed connection or TLS handshake (a refused client certificate, say): gRPC's
         // code for transport failures, with the whole chain of causes.
         Err(e) => {
+            // The request body failed (a cancelled call, say) and hyper reports the reset that
+            // caused: the caller gets the body's status, as over QUIC.
+            if let Some(status) = lock(&request_failure).take() {
+                debug!("TCP request body failed: {e}");
+                return Err(status);
+            }
             return Err(Status::unavailable(error_chain(&e)));
         }
     };
