@@ -1,0 +1,215 @@
+//! gRPC's interop suite (`grpc.testing`) against quicrpc's TestService, every case over QUIC
+//! and over TCP: one test per case and transport, named `{case}_over_{quic,tcp}`. The cases,
+//! their sizes and checks are in `quicrpc_tests::interop` (the public interop descriptions);
+//! the table of results is in `docs/interop.md`.
+
+use quicrpc::Transport;
+use quicrpc_tests::interop::{Case, InteropServer, run_case};
+
+/// Runs `case` over `transport` against a fresh server.
+async fn run(case: Case, transport: Transport) {
+    let server = InteropServer::start().await;
+    run_case(case, &server, transport).await;
+}
+
+#[test]
+fn every_case_has_a_test_per_transport() {
+    // The functions below, by name: a case added to `Case::ALL` must be added here too.
+    let source = include_str!("grpc_interop.rs");
+    for case in Case::ALL {
+        for transport in ["quic", "tcp"] {
+            let name = format!("async fn {}_over_{transport}()", case.name());
+            assert!(source.contains(&name), "no test {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_unary_over_quic() {
+    run(Case::EmptyUnary, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn empty_unary_over_tcp() {
+    run(Case::EmptyUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn large_unary_over_quic() {
+    run(Case::LargeUnary, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn large_unary_over_tcp() {
+    run(Case::LargeUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn client_compressed_unary_over_quic() {
+    run(Case::ClientCompressedUnary, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn client_compressed_unary_over_tcp() {
+    run(Case::ClientCompressedUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn server_compressed_unary_over_quic() {
+    run(Case::ServerCompressedUnary, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn server_compressed_unary_over_tcp() {
+    run(Case::ServerCompressedUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn client_streaming_over_quic() {
+    run(Case::ClientStreaming, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn client_streaming_over_tcp() {
+    run(Case::ClientStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn client_compressed_streaming_over_quic() {
+    run(Case::ClientCompressedStreaming, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn client_compressed_streaming_over_tcp() {
+    run(Case::ClientCompressedStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn server_streaming_over_quic() {
+    run(Case::ServerStreaming, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn server_streaming_over_tcp() {
+    run(Case::ServerStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn server_compressed_streaming_over_quic() {
+    run(Case::ServerCompressedStreaming, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn server_compressed_streaming_over_tcp() {
+    run(Case::ServerCompressedStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn ping_pong_over_quic() {
+    run(Case::PingPong, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn ping_pong_over_tcp() {
+    run(Case::PingPong, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn empty_stream_over_quic() {
+    run(Case::EmptyStream, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn empty_stream_over_tcp() {
+    run(Case::EmptyStream, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn custom_metadata_over_quic() {
+    run(Case::CustomMetadata, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn custom_metadata_over_tcp() {
+    run(Case::CustomMetadata, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn status_code_and_message_over_quic() {
+    run(Case::StatusCodeAndMessage, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn status_code_and_message_over_tcp() {
+    run(Case::StatusCodeAndMessage, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn special_status_message_over_quic() {
+    run(Case::SpecialStatusMessage, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn special_status_message_over_tcp() {
+    run(Case::SpecialStatusMessage, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn unimplemented_method_over_quic() {
+    run(Case::UnimplementedMethod, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn unimplemented_method_over_tcp() {
+    run(Case::UnimplementedMethod, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn unimplemented_service_over_quic() {
+    run(Case::UnimplementedService, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn unimplemented_service_over_tcp() {
+    run(Case::UnimplementedService, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn cancel_after_begin_over_quic() {
+    run(Case::CancelAfterBegin, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn cancel_after_begin_over_tcp() {
+    run(Case::CancelAfterBegin, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn cancel_after_first_response_over_quic() {
+    run(Case::CancelAfterFirstResponse, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn cancel_after_first_response_over_tcp() {
+    run(Case::CancelAfterFirstResponse, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn timeout_on_sleeping_server_over_quic() {
+    run(Case::TimeoutOnSleepingServer, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn timeout_on_sleeping_server_over_tcp() {
+    run(Case::TimeoutOnSleepingServer, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn concurrent_large_unary_over_quic() {
+    run(Case::ConcurrentLargeUnary, Transport::Quic).await;
+}
+
+#[tokio::test]
+async fn concurrent_large_unary_over_tcp() {
+    run(Case::ConcurrentLargeUnary, Transport::Tcp).await;
+}
