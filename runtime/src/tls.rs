@@ -350,13 +350,15 @@ pub(crate) fn server_config(
 /// A rustls client config that trusts `roots` (or the Mozilla roots when empty) and offers
 /// `alpn`. It keeps session tickets for up to `sessions` servers (0: none, so no resumption);
 /// with `early_data`, resumed connections may send 0-RTT data. With `identity`, it presents
-/// that certificate to servers that ask for one (mutual TLS).
+/// that certificate to servers that ask for one (mutual TLS). With `accept_any_certificate`,
+/// the server's certificate is not verified at all (see [`AcceptAnyCertificate`]).
 pub(crate) fn client_config(
     roots: &[Certificate],
     alpn: &[&[u8]],
     sessions: usize,
     early_data: bool,
     identity: Option<&Identity>,
+    accept_any_certificate: bool,
 ) -> Result<rustls::ClientConfig, Error> {
     let mut store = RootCertStore::empty();
     if roots.is_empty() {
@@ -369,8 +371,14 @@ pub(crate) fn client_config(
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(store);
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = if accept_any_certificate {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+    } else {
+        builder.with_root_certificates(store)
+    };
     let mut config = match identity {
         Some(identity) => builder
             .with_client_auth_cert(identity.chain.clone(), identity.key())
@@ -385,6 +393,59 @@ pub(crate) fn client_config(
     };
     config.enable_early_data = early_data && sessions > 0;
     Ok(config)
+}
+
+/// A server certificate verifier that accepts any certificate for any name: what
+/// [`ChannelBuilder::danger_accept_invalid_certificates`](crate::ChannelBuilder::danger_accept_invalid_certificates)
+/// installs. It still checks the handshake signature against the certificate's key (so the
+/// server holds the key of the certificate it shows), but that proves nothing about who the
+/// server is: anyone on the path can present a certificate of their own.
+#[derive(Debug)]
+pub(crate) struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(all(test, feature = "dev-certs"))]
@@ -404,7 +465,8 @@ mod tests {
             1
         );
         server_config(&id, &[b"x"], true, &[]).unwrap();
-        client_config(&[cert.ca_certificate()], &[b"x"], 8, true, Some(&id)).unwrap();
+        client_config(&[cert.ca_certificate()], &[b"x"], 8, true, Some(&id), false).unwrap();
+        client_config(&[], &[b"x"], 8, true, None, true).unwrap();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod body;
 mod quic;
+mod tcp;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use tracing::{debug, info};
 
 pub use self::body::ResponseBody;
 use self::quic::{CallFailure, Conn, QuicConnector, QuicRequest};
+use self::tcp::TcpConnector;
 use crate::config::{ConnectionConfig, DEFAULT_CONNECT_TIMEOUT};
 use crate::telemetry::{CallTelemetry, Side, method_label, status_code, transport_switch};
 use crate::tls::{Certificate, Identity};
@@ -98,7 +100,7 @@ pub struct Channel {
 
 struct Inner {
     quic: Option<QuicConnector>,
-    tcp: Option<tonic::transport::Endpoint>,
+    tcp: Option<TcpConnector>,
     authority: String,
     config: ConnectionConfig,
     policy: Fallback,
@@ -171,6 +173,7 @@ pub struct ChannelBuilder {
     session_cache: usize,
     zero_rtt: bool,
     identity: Option<Identity>,
+    accept_invalid_certificates: bool,
 }
 
 impl Channel {
@@ -190,6 +193,7 @@ impl Channel {
             session_cache: DEFAULT_SESSION_CACHE,
             zero_rtt: true,
             identity: None,
+            accept_invalid_certificates: false,
         }
     }
 
@@ -239,6 +243,24 @@ impl ChannelBuilder {
     /// mutual TLS, on QUIC and on TCP.
     pub fn identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// **Dangerous**: with `true`, the server's certificate is not verified at all: any
+    /// certificate, from any issuer, for any name, expired or not, is accepted. Default:
+    /// `false`.
+    ///
+    /// The connection is still encrypted, and the handshake signature is still checked
+    /// against the certificate's key, but nothing ties that key to the server you meant to
+    /// reach: anyone who can intercept the traffic can impersonate it and read or change
+    /// every call. For development against a server whose CA you do not have, never in
+    /// production; prefer [`ca_certificate`](Self::ca_certificate) with the server's CA.
+    ///
+    /// It applies to both transports: on TCP, quicrpc then makes the TLS connection itself
+    /// (tonic's TLS cannot skip verification) and hands it to tonic. A client certificate
+    /// ([`identity`](Self::identity)) is still presented.
+    pub fn danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
+        self.accept_invalid_certificates = accept;
         self
     }
 
@@ -402,6 +424,7 @@ impl ChannelBuilder {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(443);
+
         let authority = uri
             .authority()
             .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
@@ -418,7 +441,7 @@ impl ChannelBuilder {
         };
         let tcp = match self.policy {
             Fallback::QuicOnly => None,
-            _ => Some(tcp_endpoint(&self, &authority, &server_name)?),
+            _ => Some(TcpConnector::new(&self, &authority, &server_name)?),
         };
         Ok(Channel {
             inner: Arc::new(Inner {
@@ -436,40 +459,6 @@ impl ChannelBuilder {
             }),
         })
     }
-}
-
-/// The tonic endpoint for the TCP side: HTTP/2 over TLS, the same roots and server name.
-fn tcp_endpoint(
-    builder: &ChannelBuilder,
-    authority: &str,
-    server_name: &str,
-) -> Result<tonic::transport::Endpoint, Error> {
-    let (roots, config) = (&builder.roots, &builder.config);
-    let mut tls = tonic::transport::ClientTlsConfig::new().domain_name(server_name);
-    if let Some(identity) = &builder.identity {
-        tls = tls.identity(identity.to_tonic());
-    }
-    tls = if roots.is_empty() {
-        tls.with_webpki_roots()
-    } else {
-        roots
-            .iter()
-            .fold(tls, |tls, root| tls.ca_certificate(root.to_tonic()))
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{authority}"))
-        .map_err(|e| Error::InvalidUri {
-            uri: authority.to_owned(),
-            reason: e.to_string(),
-        })?
-        .tls_config(tls)
-        .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
-        .connect_timeout(builder.connect_timeout)
-        .tcp_nodelay(true)
-        .keep_alive_while_idle(config.keep_alive_interval.is_some());
-    Ok(match config.keep_alive_interval {
-        Some(interval) => endpoint.http2_keep_alive_interval(interval),
-        None => endpoint,
-    })
 }
 
 impl Inner {
@@ -554,7 +543,7 @@ impl Inner {
     async fn race(
         self: &Arc<Self>,
         quic: &QuicConnector,
-        tcp: &tonic::transport::Endpoint,
+        tcp: &TcpConnector,
     ) -> Result<Route, Error> {
         if self.remembered_tcp() {
             let channel = tcp.connect().await.map_err(tcp_error)?;
@@ -622,7 +611,7 @@ impl Inner {
     /// blocked since the session began, say), TCP is tried too; if TCP connects first, new
     /// calls go over TCP and the QUIC connection is closed. Calls on it start again over TCP:
     /// those that went out as early data are replay-safe, and the others had not started.
-    fn watch_early_handshake(self: &Arc<Self>, conn: Conn, tcp: tonic::transport::Endpoint) {
+    fn watch_early_handshake(self: &Arc<Self>, conn: Conn, tcp: TcpConnector) {
         let weak = Arc::downgrade(self);
         let dropped = self.dropped.clone();
         let delay = self.fallback_delay;

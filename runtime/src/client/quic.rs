@@ -85,7 +85,7 @@ impl Conn {
 /// TLS configs for QUIC, shared by every channel with the same trust roots and session
 /// settings: rustls resumes a session only under the verifier that made it, so sharing is
 /// what lets a new channel to a server resume an earlier channel's session (and send 0-RTT).
-type TlsKey = (Vec<Vec<u8>>, usize, bool, Vec<Vec<u8>>);
+type TlsKey = (Vec<Vec<u8>>, usize, bool, Vec<Vec<u8>>, bool);
 static SHARED_TLS: LazyLock<Mutex<HashMap<TlsKey, Arc<quinn::crypto::rustls::QuicClientConfig>>>> =
     LazyLock::new(Default::default);
 
@@ -104,6 +104,7 @@ fn shared_tls(
             .as_ref()
             .map(|i| der(i.chain()))
             .unwrap_or_default(),
+        builder.accept_invalid_certificates,
     );
     let mut shared = SHARED_TLS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(config) = shared.get(&key) {
@@ -115,6 +116,7 @@ fn shared_tls(
         builder.session_cache,
         builder.zero_rtt,
         builder.identity.as_ref(),
+        builder.accept_invalid_certificates,
     )?;
     let quic_tls = Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls)
