@@ -33,6 +33,9 @@ pub struct LinkConfig {
     pub queue_bytes: usize,
     /// Seed of the loss draws, so that runs are repeatable.
     pub seed: u64,
+    /// Drop every UDP packet (counted as dropped), as a firewall that blocks UDP would:
+    /// QUIC cannot get through, TCP can.
+    pub block_udp: bool,
 }
 
 impl Default for LinkConfig {
@@ -43,6 +46,7 @@ impl Default for LinkConfig {
             rate: None,
             queue_bytes: 1 << 20,
             seed: 1,
+            block_udp: false,
         }
     }
 }
@@ -271,6 +275,10 @@ fn relay(
             Err(_) => return,
         };
         counters.received.fetch_add(1, Ordering::Relaxed);
+        if config.block_udp && is_udp(&buf[..n]) {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if config.loss > 0.0 && rng.unit() <= config.loss {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -295,6 +303,17 @@ fn relay(
         {
             return;
         }
+    }
+}
+
+/// Whether an IP packet carries UDP: IPv4's protocol byte or IPv6's next header (without
+/// extension headers, which this link never sees) is 17.
+fn is_udp(packet: &[u8]) -> bool {
+    const UDP: u8 = 17;
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(9) == Some(&UDP),
+        Some(6) => packet.get(6) == Some(&UDP),
+        _ => false,
     }
 }
 
@@ -333,5 +352,27 @@ impl Rng {
     /// Exponentially distributed with the given mean.
     pub fn exponential(&mut self, mean: f64) -> f64 {
         -mean * self.unit().ln()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_udp;
+
+    #[test]
+    fn udp_is_told_from_tcp_by_the_protocol_field() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[9] = 17;
+        assert!(is_udp(&v4));
+        v4[9] = 6;
+        assert!(!is_udp(&v4));
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[6] = 17;
+        assert!(is_udp(&v6));
+        v6[6] = 6;
+        assert!(!is_udp(&v6));
+        assert!(!is_udp(&[]));
     }
 }

@@ -36,6 +36,9 @@ struct Args {
     /// Seed of the loss draws.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Drop every UDP packet, as a firewall that blocks UDP would.
+    #[arg(long)]
+    block_udp: bool,
     /// The command to run; without one, the link stays up until Ctrl-C.
     #[arg(last = true)]
     command: Vec<String>,
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         rate: args.rate_mbit.map(|m| (m * 1e6) as u64),
         queue_bytes: args.queue_kib * 1024,
         seed: args.seed,
+        block_udp: args.block_udp,
     };
     let (events, event) = mpsc::channel();
     let interrupted = events.clone();
