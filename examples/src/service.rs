@@ -1,4 +1,6 @@
 //! The server side of the agents demo: an in-memory agent registry.
+//!
+//! `ExecuteTask` "thinks" for a millisecond per step; everything else answers at once.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,8 +18,8 @@ use crate::agents::{
 };
 
 /// Agents and their memories, in memory.
-#[derive(Default)]
-pub(crate) struct Agents {
+#[derive(Debug, Default)]
+pub struct Agents {
     next_id: AtomicU64,
     running: Mutex<HashMap<u64, String>>,
     memory: Mutex<HashMap<MemoryKey, Versioned>>,
