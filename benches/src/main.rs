@@ -17,8 +17,14 @@ mod helloworld {
     quicrpc::include_proto!("helloworld");
 }
 
+mod agents;
+mod chart;
+mod dial;
+mod hol;
+mod memory;
 mod report;
 mod setup;
+mod stream;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +36,10 @@ use hdrhistogram::Histogram;
 use helloworld::greeter_client::GreeterClient;
 use helloworld::greeter_server::{Greeter, GreeterServer};
 use helloworld::{HelloReply, HelloRequest};
+use quicrpc_examples::agents::agent_control_server::AgentControlServer;
+use quicrpc_examples::service::Agents;
+
+use dial::{Dialed, GrpcChannel, dial};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,6 +65,9 @@ enum Cmd {
         /// QUIC congestion controller (quicrpc only).
         #[arg(long, value_enum, default_value_t = Cc::Bbr)]
         cc: Cc,
+        /// The most calls in flight per connection (both servers' own default if absent).
+        #[arg(long)]
+        max_streams: Option<u32>,
     },
     /// Load a server; prints one `RESULT` line.
     Load(LoadArgs),
@@ -71,31 +84,24 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         count: usize,
     },
-    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
-    Compare {
-        #[arg(long, value_enum)]
-        scenario: Scenario,
-        /// Repetitions (the median and range are reported).
-        #[arg(long, default_value_t = 5)]
-        reps: usize,
-        /// Measured seconds per run.
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-        /// Warm-up seconds per run, not measured.
-        #[arg(long, default_value_t = 1.0)]
-        warmup: f64,
-        /// Calls in flight, comma-separated (scenario `inflight`).
-        #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
-        concurrency: Vec<usize>,
-        /// QUIC congestion controller, both sides (TCP uses the host's).
-        #[arg(long, value_enum, default_value_t = Cc::Bbr)]
-        cc: Cc,
-        /// Bytes in each request's name field.
-        #[arg(long, default_value_t = 16)]
-        payload: usize,
-        #[command(flatten)]
-        link: LinkArgs,
+    /// Stream 64 KiB messages (scenario 3); prints one `STREAM` line.
+    Stream(stream::StreamArgs),
+    /// Hold streams or connections open (scenario 7); prints `READY`, holds until standard
+    /// input closes.
+    Hold(memory::HoldArgs),
+    /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
+    Agents(agents::AgentsArgs),
+    /// Draw an SVG chart per scenario, link and metric from the medians `compare --csv` kept.
+    Chart {
+        /// The CSV file `compare --csv` appended to.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Directory for the SVG files.
+        #[arg(long)]
+        out: PathBuf,
     },
+    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
+    Compare(Run),
 }
 
 /// An emulated link between client and server (quicrpc-netlab), instead of loopback.
@@ -110,19 +116,45 @@ struct LinkArgs {
     /// Bottleneck rate in Mbit/s.
     #[arg(long)]
     rate_mbit: Option<f64>,
+    /// Drop every UDP packet (scenario `fallback`).
+    #[arg(long)]
+    block_udp: bool,
 }
 
 impl LinkArgs {
     fn config(&self) -> Option<quicrpc_netlab::LinkConfig> {
-        if self.delay_ms.is_none() && self.loss_pct == 0.0 && self.rate_mbit.is_none() {
+        if self.delay_ms.is_none()
+            && self.loss_pct == 0.0
+            && self.rate_mbit.is_none()
+            && !self.block_udp
+        {
             return None;
         }
         Some(quicrpc_netlab::LinkConfig {
             delay: Duration::from_secs_f64(self.delay_ms.unwrap_or(0.0) / 1000.0),
             loss: self.loss_pct / 100.0,
             rate: self.rate_mbit.map(|m| (m * 1e6) as u64),
+            block_udp: self.block_udp,
             ..quicrpc_netlab::LinkConfig::default()
         })
+    }
+
+    /// A short label for tables and charts: "loopback" or "RTT 50 ms; loss 1 %; ...".
+    fn label(&self) -> String {
+        let Some(c) = self.config() else {
+            return "loopback".into();
+        };
+        let mut parts = vec![format!("RTT {} ms", c.delay.as_secs_f64() * 2000.0)];
+        if c.loss > 0.0 {
+            parts.push(format!("loss {} %", c.loss * 100.0));
+        }
+        if let Some(rate) = c.rate {
+            parts.push(format!("{} Mbit/s", rate as f64 / 1e6));
+        }
+        if c.block_udp {
+            parts.push("UDP blocked".into());
+        }
+        parts.join("; ")
     }
 }
 
@@ -168,15 +200,24 @@ enum ClientKind {
     QuicrpcTcp,
     /// Plain tonic channel, TCP+TLS.
     Tonic,
+    /// Plain tonic, one TCP+TLS connection per call in flight (the head-of-line control).
+    TonicPool,
 }
 
 impl ClientKind {
     const ALL: [ClientKind; 3] = [ClientKind::Quic, ClientKind::QuicrpcTcp, ClientKind::Tonic];
+    /// Scenario 5's transports: the three, and tonic with a connection per call in flight.
+    const HOL: [ClientKind; 4] = [
+        ClientKind::Quic,
+        ClientKind::QuicrpcTcp,
+        ClientKind::Tonic,
+        ClientKind::TonicPool,
+    ];
 
     fn server(self) -> ServerKind {
         match self {
             Self::Quic | Self::QuicrpcTcp => ServerKind::Quicrpc,
-            Self::Tonic => ServerKind::Tonic,
+            Self::Tonic | Self::TonicPool => ServerKind::Tonic,
         }
     }
 
@@ -185,6 +226,7 @@ impl ClientKind {
             Self::Quic => "quicrpc QUIC",
             Self::QuicrpcTcp => "quicrpc TCP fallback",
             Self::Tonic => "tonic TCP+TLS",
+            Self::TonicPool => "tonic, a connection per call",
         }
     }
 
@@ -193,6 +235,7 @@ impl ClientKind {
             Self::Quic => "quic",
             Self::QuicrpcTcp => "quicrpc-tcp",
             Self::Tonic => "tonic",
+            Self::TonicPool => "tonic-pool",
         }
     }
 }
@@ -203,24 +246,24 @@ enum Scenario {
     Latency,
     /// Scenario 2: N calls in flight on one connection, loopback.
     Inflight,
+    /// Scenario 3: streaming throughput, 64 KiB messages on 1 or more streams.
+    Stream,
     /// Scenario 4: time from a fresh connection to the first response (use with a link).
     Setup,
+    /// Scenario 5: head-of-line blocking: open-loop load at a fraction of tonic's capacity.
+    Hol,
+    /// Scenario 6: time to the first response when UDP is blocked (use with `--block-udp`).
+    Fallback,
+    /// Scenario 7: resident memory with many streams, or many idle connections.
+    Memory,
+    /// Scenario 8: the agents workload, latency per method.
+    Agents,
 }
 
 #[derive(clap::Args, Clone, Debug)]
 struct LoadArgs {
-    #[arg(long, value_enum)]
-    client: ClientKind,
-    #[arg(long)]
-    port: u16,
-    /// The server's host (its certificate is for localhost).
-    #[arg(long, default_value = "localhost")]
-    host: String,
-    #[arg(long)]
-    certs: PathBuf,
-    /// QUIC congestion controller (quicrpc only).
-    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
-    cc: Cc,
+    #[command(flatten)]
+    target: dial::Target,
     /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -260,7 +303,8 @@ fn main() -> Result<(), BoxError> {
             certs,
             addr,
             cc,
-        } => current_thread()?.block_on(serve(server, &certs, addr, cc)),
+            max_streams,
+        } => current_thread()?.block_on(serve(server, &certs, addr, cc, max_streams)),
         Cmd::Setup {
             mode,
             port,
@@ -279,31 +323,20 @@ fn main() -> Result<(), BoxError> {
             println!("{}", result.line());
             Ok(())
         }
-        Cmd::Compare {
-            scenario,
-            reps,
-            duration,
-            warmup,
-            concurrency,
-            cc,
-            payload,
-            link,
-        } => {
-            let levels = match scenario {
-                Scenario::Latency | Scenario::Setup => vec![1],
-                Scenario::Inflight => concurrency,
-            };
-            let run = Run {
-                scenario,
-                reps,
-                duration,
-                warmup,
-                cc,
-                payload,
-                link,
-            };
-            compare(&run, &levels)
+        Cmd::Stream(args) => {
+            let result = current_thread()?.block_on(stream::run(&args))?;
+            println!("{}", result.line());
+            Ok(())
         }
+        Cmd::Hold(args) => current_thread()?.block_on(memory::hold(&args)),
+        Cmd::Agents(args) => current_thread()?.block_on(agents::run(&args)),
+        Cmd::Chart { csv, out } => {
+            for file in chart::draw_all(&csv, &out)? {
+                println!("{}", out.join(file).display());
+            }
+            Ok(())
+        }
+        Cmd::Compare(run) => compare(&run),
     }
 }
 
@@ -319,28 +352,25 @@ async fn serve(
     certs: &Path,
     addr: std::net::IpAddr,
     cc: Cc,
+    max_streams: Option<u32>,
 ) -> Result<(), BoxError> {
     let cert = std::fs::read(certs.join("cert.pem"))?;
     let key = std::fs::read(certs.join("key.pem"))?;
-    let stdin_closed = async {
-        // Blocking read on a helper thread: the runtime stays single-threaded.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let _ = std::io::stdin().lines().count();
-            let _ = tx.send(());
-        });
-        let _ = rx.await;
-    };
     match kind {
         ServerKind::Quicrpc => {
-            let server = quicrpc::Server::builder()
+            let mut builder = quicrpc::Server::builder();
+            if let Some(streams) = max_streams {
+                builder = builder.max_concurrent_streams(streams);
+            }
+            let server = builder
                 .tls(quicrpc::tls::Identity::from_pem(cert, key)?)
                 .add_service(GreeterServer::new(Greeting))
+                .add_service(AgentControlServer::new(Agents::default()))
                 .congestion_control(cc.quicrpc())
                 .bind((addr, 0))
                 .await?;
             announce(server.local_addr().port())?;
-            server.serve_with_shutdown(stdin_closed).await?;
+            server.serve_with_shutdown(stdin_closed()).await?;
         }
         ServerKind::Tonic => {
             let listener = tokio::net::TcpListener::bind((addr, 0)).await?;
@@ -348,18 +378,44 @@ async fn serve(
             let tls = tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(cert, key));
             tonic::transport::Server::builder()
+                .max_concurrent_streams(max_streams)
                 .tls_config(tls)?
                 .add_service(GreeterServer::new(Greeting))
+                .add_service(AgentControlServer::new(Agents::default()))
                 .serve_with_incoming_shutdown(
                     // TCP_NODELAY, as quicrpc's TCP side and grpc-go set it: without it,
                     // Nagle's algorithm holds small response frames for a round trip.
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    stdin_closed,
+                    stdin_closed(),
                 )
                 .await?;
         }
     }
     Ok(())
+}
+
+/// Completes when standard input closes: how the parent process says "stop".
+async fn stdin_closed() {
+    // Blocking read on a helper thread: the runtime stays single-threaded.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().lines().count();
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// The `key=value` fields of an output line that starts with `prefix`.
+fn parse_fields<'a>(
+    line: &'a str,
+    prefix: &str,
+) -> Option<std::collections::HashMap<&'a str, &'a str>> {
+    Some(
+        line.strip_prefix(prefix)?
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect(),
+    )
 }
 
 fn announce(port: u16) -> std::io::Result<()> {
@@ -399,11 +455,7 @@ impl LoadResult {
     }
 
     fn parse(line: &str) -> Option<Self> {
-        let fields: std::collections::HashMap<&str, &str> = line
-            .strip_prefix("RESULT ")?
-            .split(' ')
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
+        let fields = parse_fields(line, "RESULT ")?;
         Some(Self {
             calls: fields.get("calls")?.parse().ok()?,
             all_calls: fields.get("all_calls")?.parse().ok()?,
@@ -418,55 +470,39 @@ impl LoadResult {
 }
 
 async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
-    let ca = std::fs::read(args.certs.join("ca.pem"))?;
-    let uri = format!("https://{}:{}", args.host, args.port);
-    match args.client {
-        ClientKind::Quic | ClientKind::QuicrpcTcp => {
-            let fallback = match args.client {
-                ClientKind::Quic => quicrpc::Fallback::QuicOnly,
-                _ => quicrpc::Fallback::TcpOnly,
-            };
-            let channel = quicrpc::Channel::builder(uri)
-                .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
-                .domain_name("localhost")
-                .congestion_control(args.cc.quicrpc())
-                .fallback(fallback)
-                .connect()
-                .await?;
-            run_load(GreeterClient::new(channel), args).await
+    // The control for head-of-line blocking: one connection per call in flight.
+    let connections = match args.target.client {
+        ClientKind::TonicPool => args.concurrency,
+        _ => 1,
+    };
+    let (mut over_quicrpc, mut over_tonic) = (Vec::new(), Vec::new());
+    for _ in 0..connections {
+        match dial(&args.target).await? {
+            Dialed::Quicrpc(channel) => over_quicrpc.push(GreeterClient::new(channel)),
+            Dialed::Tonic(channel) => over_tonic.push(GreeterClient::new(channel)),
         }
-        ClientKind::Tonic => {
-            let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                .domain_name("localhost");
-            let channel = tonic::transport::Endpoint::from_shared(uri)?
-                .tls_config(tls)?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
-            run_load(GreeterClient::new(channel), args).await
-        }
+    }
+    if over_tonic.is_empty() {
+        run_load(&over_quicrpc, args).await
+    } else {
+        run_load(&over_tonic, args).await
     }
 }
 
-async fn run_load<T>(client: GreeterClient<T>, args: &LoadArgs) -> Result<LoadResult, BoxError>
-where
-    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    T::Future: Send,
-    T::Error: Into<BoxError>,
-    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
-{
+async fn run_load<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
+    args: &LoadArgs,
+) -> Result<LoadResult, BoxError> {
     let name = "x".repeat(args.payload);
     let cpu_before = cpu_ms_of("self");
     let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
-    let (warmup, _) = closed_loop(&client, &name, args.concurrency, warmup_end).await;
+    let (warmup, _) = closed_loop(clients, &name, args.concurrency, warmup_end).await;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
     let (histogram, errors) = match args.rate {
-        None => closed_loop(&client, &name, args.concurrency, end).await,
-        Some(rate) => open_loop(&client, &name, rate, args.concurrency, end).await,
+        None => closed_loop(clients, &name, args.concurrency, end).await,
+        Some(rate) => open_loop(clients, &name, rate, args.concurrency, end).await,
     };
     let secs = start.elapsed().as_secs_f64();
     let cpu_ms = cpu_ms_of("self")
@@ -489,22 +525,15 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-/// `concurrency` callers, each making calls back to back until `end`.
-async fn closed_loop<T>(
-    client: &GreeterClient<T>,
+/// `concurrency` callers, each making calls back to back until `end`, spread over `clients`.
+async fn closed_loop<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
     name: &str,
     concurrency: usize,
     end: Instant,
-) -> (Histogram<u64>, u64)
-where
-    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    T::Future: Send,
-    T::Error: Into<BoxError>,
-    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
-{
-    let callers = (0..concurrency).map(|_| {
-        let mut client = client.clone();
+) -> (Histogram<u64>, u64) {
+    let callers = (0..concurrency).map(|i| {
+        let mut client = clients[i % clients.len()].clone();
         let name = name.to_owned();
         tokio::spawn(async move {
             let mut histogram = new_histogram();
@@ -533,26 +562,21 @@ where
 
 /// Poisson arrivals at `rate` per second until `end`; latency counts from each call's
 /// scheduled start, so queueing behind a slow call is measured (no coordinated omission).
-/// At most `cap` calls are in flight; arrivals beyond that are counted as errors.
-async fn open_loop<T>(
-    client: &GreeterClient<T>,
+/// At most `cap` calls are in flight; arrivals beyond that are counted as errors. Calls take
+/// `clients` in turn.
+async fn open_loop<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
     name: &str,
     rate: f64,
     cap: usize,
     end: Instant,
-) -> (Histogram<u64>, u64)
-where
-    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    T::Future: Send,
-    T::Error: Into<BoxError>,
-    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <T::ResponseBody as tonic::codegen::Body>::Error: Into<BoxError> + Send,
-{
+) -> (Histogram<u64>, u64) {
     let mut rng = quicrpc_netlab::Rng::new(0x5eed_1234);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
     let mut calls = tokio::task::JoinSet::new();
     let mut errors = 0;
     let mut next = Instant::now();
+    let mut turn = 0;
     while next < end {
         tokio::time::sleep_until(next.into()).await;
         let scheduled = next;
@@ -561,7 +585,8 @@ where
             errors += 1;
             continue;
         };
-        let mut client = client.clone();
+        let mut client = clients[turn % clients.len()].clone();
+        turn += 1;
         let name = name.to_owned();
         calls.spawn(async move {
             let result = client.say_hello(HelloRequest { name }).await;
@@ -617,7 +642,7 @@ impl ServerProcess {
             ServerKind::Quicrpc => "quicrpc",
             ServerKind::Tonic => "tonic",
         };
-        let args = [
+        let mut args = [
             "serve",
             "--server",
             kind,
@@ -628,7 +653,11 @@ impl ServerProcess {
             "--cc",
             run.cc.arg(),
         ]
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(streams) = run.max_streams {
+            args.extend(["--max-streams".to_owned(), streams.to_string()]);
+        }
         let mut child = pinned(place.server_core, place.ns.as_deref(), &args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -675,14 +704,76 @@ fn pinned(core: Option<&str>, ns: Option<&str>, args: &[String]) -> Command {
 }
 
 /// What `compare` runs: the scenario and its settings.
+#[derive(clap::Args, Debug)]
 struct Run {
+    #[arg(long, value_enum)]
     scenario: Scenario,
+    /// Repetitions (the median and range are reported).
+    #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Warm-up seconds per run, not measured.
+    #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Calls in flight, comma-separated (scenario `inflight`).
+    #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
+    concurrency: Vec<usize>,
+    /// QUIC congestion controller, both sides (TCP uses the host's).
+    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     cc: Cc,
+    /// Bytes in each request's name field.
+    #[arg(long, default_value_t = 16)]
     payload: usize,
+    /// Streams on the connection, comma-separated (scenario `stream`).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    streams: Vec<usize>,
+    /// Open-loop load as a fraction of what tonic carries closed-loop on this link
+    /// (scenario `hol`).
+    #[arg(long, default_value_t = 0.3)]
+    load_fraction: f64,
+    /// Streams or connections held (scenario `memory`).
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Agents at once (scenario `agents`).
+    #[arg(long, default_value_t = 100)]
+    agents: u64,
+    /// Rounds of agents, one after another (scenario `agents`).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Append the medians to this CSV file, for `chart`.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// The servers' limit on calls in flight per connection (their defaults if absent).
+    #[arg(long)]
+    max_streams: Option<u32>,
+    #[command(flatten)]
     link: LinkArgs,
+}
+
+impl Run {
+    /// The levels of calls in flight (or streams) that get a table each.
+    fn levels(&self) -> Vec<usize> {
+        match self.scenario {
+            Scenario::Inflight => self.concurrency.clone(),
+            Scenario::Hol => self.concurrency[..1].to_vec(),
+            Scenario::Stream => self.streams.clone(),
+            _ => vec![1],
+        }
+    }
+
+    /// Appends chart rows to the CSV file, if one was asked for.
+    fn keep(&self, rows: &[report::Row]) -> Result<(), BoxError> {
+        if let Some(csv) = &self.csv {
+            report::append_csv(csv, rows)?;
+        }
+        Ok(())
+    }
+
+    fn scenario_name(&self) -> String {
+        format!("{:?}", self.scenario).to_lowercase()
+    }
 }
 
 /// Where the processes run.
@@ -696,7 +787,7 @@ struct Placement {
     host: String,
 }
 
-fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
+fn compare(run: &Run) -> Result<(), BoxError> {
     let certs = std::env::temp_dir().join(format!("quicrpc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&certs)?;
     let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
@@ -748,40 +839,67 @@ fn compare(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
             "not pinned (taskset or a second core missing)"
         }
     );
-    if run.scenario == Scenario::Setup {
-        setup_table(run, &place)?;
-        let _ = std::fs::remove_dir_all(&certs);
-        return Ok(());
+    let result = match run.scenario {
+        Scenario::Latency | Scenario::Inflight => load_tables(run, &place, lab.as_ref()),
+        Scenario::Hol => hol::tables(run, &place, lab.as_ref()),
+        Scenario::Stream => stream::tables(run, &place),
+        Scenario::Setup => setup_table(run, &place, &setup::SetupMode::ALL),
+        Scenario::Fallback => setup_table(run, &place, &setup::SetupMode::FALLBACK),
+        Scenario::Memory => memory::tables(run, &place),
+        Scenario::Agents => agents::tables(run, &place),
+    };
+    if let Some(lab) = &lab {
+        let (up, down) = lab.counts();
+        println!("\nlink: client -> server {up}; server -> client {down}");
     }
-    for &concurrency in levels {
+    let _ = std::fs::remove_dir_all(&certs);
+    result
+}
+
+/// Scenarios 1 and 2: closed-loop load at each level of calls in flight.
+fn load_tables(
+    run: &Run,
+    place: &Placement,
+    lab: Option<&quicrpc_netlab::Netlab>,
+) -> Result<(), BoxError> {
+    for concurrency in run.levels() {
         let mut runs: Vec<Vec<(ClientKind, LoadResult)>> = Vec::new();
         for _ in 0..run.reps {
             let mut rep = Vec::new();
             for kind in ClientKind::ALL {
-                rep.push((kind, measure(kind, concurrency, run, &place)?));
+                rep.push((kind, measure(kind, concurrency, None, run, place)?));
             }
             runs.push(rep);
         }
-        println!("{}", report::table(concurrency, &runs));
-        if let Some(lab) = &lab {
+        println!(
+            "{}",
+            report::table(&format!("{concurrency} in flight"), &runs)
+        );
+        run.keep(&report::load_rows(
+            &run.scenario_name(),
+            &run.link.label(),
+            &concurrency.to_string(),
+            &runs,
+        ))?;
+        if let Some(lab) = lab {
             let (up, down) = lab.counts();
             println!("link so far: client -> server {up}; server -> client {down}\n");
         }
     }
-    let _ = std::fs::remove_dir_all(&certs);
     Ok(())
 }
 
-/// Scenario 4: each set-up mode, `reps` times 20 fresh connections against a fresh server;
-/// a table of times to the first response, in ms and in round trips.
-fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
+/// Scenarios 4 and 6: each set-up mode, `reps` times 20 fresh connections against a fresh
+/// server; a table of times to the first response, in ms and in round trips.
+fn setup_table(run: &Run, place: &Placement, modes: &[setup::SetupMode]) -> Result<(), BoxError> {
     let rtt_ms = run
         .link
         .config()
         .map_or(0.0, |c| c.delay.as_secs_f64() * 2000.0);
     println!("\n| set-up | p50 ms | p50 ÷ RTT | min ms | max ms | calls as 0-RTT |");
     println!("|---|---|---|---|---|---|");
-    for mode in setup::SetupMode::ALL {
+    let mut rows = Vec::new();
+    for &mode in modes {
         let mut times = Vec::new();
         let mut early = 0;
         for _ in 0..run.reps {
@@ -792,7 +910,8 @@ fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
                 &["setup", "--mode", mode.arg()],
                 mode.name(),
                 |l| l.strip_prefix("SETUP ").map(str::to_owned),
-            )?;
+            )?
+            .remove(0);
             for field in line.split(' ') {
                 match field.split_once('=') {
                     Some(("times_us", list)) => times.extend(
@@ -819,20 +938,28 @@ fn setup_table(run: &Run, place: &Placement) -> Result<(), BoxError> {
             times[times.len() - 1],
             times.len()
         );
+        rows.push(report::Row::new(
+            &run.scenario_name(),
+            &run.link.label(),
+            mode.name(),
+            mode.name(),
+            "time to first response (ms)",
+            p50,
+        ));
     }
-    Ok(())
+    run.keep(&rows)
 }
 
 /// Runs this executable's client subcommand `args` against `server` (pinned to the client
-/// core), adding the server's port, host and certificates, and returns the first line of its
-/// output that `parse` accepts.
+/// core), adding the server's port, host and certificates, and returns what `parse` made of
+/// each line of its output that it accepted (at least one).
 fn run_client<T>(
     server: &ServerProcess,
     place: &Placement,
     args: &[&str],
     what: &str,
     parse: impl Fn(&str) -> Option<T>,
-) -> Result<T, BoxError> {
+) -> Result<Vec<T>, BoxError> {
     let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     line.extend([
         "--port".into(),
@@ -843,49 +970,69 @@ fn run_client<T>(
         place.certs.display().to_string(),
     ]);
     let output = pinned(place.client_core, None, &line).output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let found = text
+    let found: Vec<T> = String::from_utf8_lossy(&output.stdout)
         .lines()
-        .find_map(parse)
-        .ok_or_else(|| format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr)))?;
+        .filter_map(parse)
+        .collect();
+    if found.is_empty() {
+        return Err(format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
     Ok(found)
 }
 
-/// One load run of `kind` against a fresh server.
+/// Runs client subcommand `args` (a `--client` and `--cc` are added) as `kind` against a
+/// fresh server; returns what `parse` accepted and the server's CPU time over the run, in ms.
+fn on_fresh_server<T>(
+    kind: ClientKind,
+    run: &Run,
+    place: &Placement,
+    args: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<(Vec<T>, f64), BoxError> {
+    let server = ServerProcess::start(kind.server(), run, place)?;
+    let server_cpu = server.cpu_ms();
+    let mut args = args.to_vec();
+    args.extend(["--client", kind.arg(), "--cc", run.cc.arg()]);
+    let what = format!("{} {}", kind.name(), args[0]);
+    let found = run_client(&server, place, &args, &what, parse)?;
+    let cpu_ms = server_cpu
+        .zip(server.cpu_ms())
+        .map_or(f64::NAN, |(before, after)| after - before);
+    Ok((found, cpu_ms))
+}
+
+/// One load run of `kind` against a fresh server: closed loop, or open loop at `rate`.
 fn measure(
     kind: ClientKind,
     concurrency: usize,
+    rate: Option<f64>,
     run: &Run,
     place: &Placement,
 ) -> Result<LoadResult, BoxError> {
-    let server = ServerProcess::start(kind.server(), run, place)?;
-    let server_cpu = server.cpu_ms();
     let (concurrency, duration, warmup, payload) = (
         concurrency.to_string(),
         run.duration.to_string(),
         run.warmup.to_string(),
         run.payload.to_string(),
     );
-    let args = [
+    let mut args = vec![
         "load",
-        "--client",
-        kind.arg(),
         "--concurrency",
         &concurrency,
         "--duration",
         &duration,
         "--warmup",
         &warmup,
-        "--cc",
-        run.cc.arg(),
         "--payload",
         &payload,
     ];
-    let what = format!("{} load", kind.name());
-    let mut result = run_client(&server, place, &args, &what, LoadResult::parse)?;
-    // Server CPU over the same span as the client's: warm-up and measurement.
-    if let (Some(before), Some(after)) = (server_cpu, server.cpu_ms()) {
-        result.cpu_ms += after - before;
+    let rate = rate.map(|r| r.to_string());
+    if let Some(rate) = &rate {
+        args.extend(["--rate", rate]);
     }
+    let (mut results, server_cpu_ms) = on_fresh_server(kind, run, place, &args, LoadResult::parse)?;
+    let mut result = results.remove(0);
+    // Server CPU over the same span as the client's: warm-up and measurement.
+    result.cpu_ms += server_cpu_ms;
     Ok(result)
 }

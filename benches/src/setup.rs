@@ -1,7 +1,7 @@
 //! Scenario 4: connection set-up to the first response, each connection fresh.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
@@ -22,6 +22,12 @@ pub(crate) enum SetupMode {
     QuicrpcTcp,
     /// Plain tonic: TCP, TLS 1.3, HTTP/2.
     Tonic,
+    /// quicrpc's default policy (QUIC first, TCP after the fallback delay), with nothing
+    /// remembered from earlier connections: the first contact with a server.
+    AutoFirst,
+    /// quicrpc's default policy, remembering that TCP won last time (as a channel does for
+    /// five minutes by default).
+    AutoRemembered,
 }
 
 impl SetupMode {
@@ -33,6 +39,15 @@ impl SetupMode {
         Self::Tonic,
     ];
 
+    /// Scenario 6 (with UDP blocked): the default policy, first and remembered, against
+    /// going straight to TCP.
+    pub(crate) const FALLBACK: [SetupMode; 4] = [
+        Self::AutoFirst,
+        Self::AutoRemembered,
+        Self::QuicrpcTcp,
+        Self::Tonic,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::QuicCold => "QUIC, full handshake",
@@ -40,6 +55,8 @@ impl SetupMode {
             Self::Quic0rtt => "QUIC, resumed, 0-RTT",
             Self::QuicrpcTcp => "quicrpc TCP fallback (TCP+TLS 1.3)",
             Self::Tonic => "tonic TCP+TLS 1.3",
+            Self::AutoFirst => "quicrpc default, first contact",
+            Self::AutoRemembered => "quicrpc default, TCP remembered",
         }
     }
 
@@ -50,6 +67,8 @@ impl SetupMode {
             Self::Quic0rtt => "quic0rtt",
             Self::QuicrpcTcp => "quicrpc-tcp",
             Self::Tonic => "tonic",
+            Self::AutoFirst => "auto-first",
+            Self::AutoRemembered => "auto-remembered",
         }
     }
 
@@ -104,6 +123,8 @@ pub(crate) async fn run(
                         .fallback(quicrpc::Fallback::QuicOnly)
                         .zero_rtt(false),
                     SetupMode::Quic0rtt => builder.fallback(quicrpc::Fallback::QuicOnly),
+                    SetupMode::AutoFirst => builder.fallback_memory(Duration::ZERO),
+                    SetupMode::AutoRemembered => builder,
                     _ => builder.fallback(quicrpc::Fallback::TcpOnly),
                 };
                 let mut client = GreeterClient::new(builder.connect_lazy()?);

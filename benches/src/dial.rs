@@ -1,0 +1,92 @@
+//! Connecting a client of each kind, and the bound every generic client function shares.
+
+use std::path::PathBuf;
+
+use tonic::codegen::{Body, Bytes, StdError};
+
+use crate::{BoxError, Cc, ClientKind};
+
+/// A channel tonic's generated clients can use: quicrpc's or tonic's own.
+pub(crate) trait GrpcChannel:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Future: Send,
+        Error: Into<StdError>,
+        ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> GrpcChannel for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Future: Send,
+            Error: Into<StdError>,
+            ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A connected client channel.
+pub(crate) enum Dialed {
+    /// quicrpc's channel, over QUIC or its TCP fallback.
+    Quicrpc(quicrpc::Channel),
+    /// tonic's channel over TCP+TLS.
+    Tonic(tonic::transport::Channel),
+}
+
+/// Which server a client subcommand connects to, and how.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Target {
+    #[arg(long, value_enum)]
+    pub(crate) client: ClientKind,
+    #[arg(long)]
+    pub(crate) port: u16,
+    /// The server's host (its certificate is for localhost).
+    #[arg(long, default_value = "localhost")]
+    pub(crate) host: String,
+    /// Directory with the CA certificate, ca.pem.
+    #[arg(long)]
+    pub(crate) certs: PathBuf,
+    /// QUIC congestion controller (quicrpc only).
+    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
+    pub(crate) cc: Cc,
+}
+
+/// Connects to the target as its client kind would, trusting its CA.
+pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
+    let ca = std::fs::read(target.certs.join("ca.pem"))?;
+    let uri = format!("https://{}:{}", target.host, target.port);
+    let kind = target.client;
+    match kind {
+        ClientKind::Quic | ClientKind::QuicrpcTcp => {
+            let fallback = match kind {
+                ClientKind::Quic => quicrpc::Fallback::QuicOnly,
+                _ => quicrpc::Fallback::TcpOnly,
+            };
+            let channel = quicrpc::Channel::builder(uri)
+                .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
+                .domain_name("localhost")
+                .congestion_control(target.cc.quicrpc())
+                .fallback(fallback)
+                .connect()
+                .await?;
+            Ok(Dialed::Quicrpc(channel))
+        }
+        ClientKind::Tonic | ClientKind::TonicPool => {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            let channel = tonic::transport::Endpoint::from_shared(uri)?
+                .tls_config(tls)?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            Ok(Dialed::Tonic(channel))
+        }
+    }
+}

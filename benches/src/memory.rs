@@ -1,0 +1,249 @@
+//! Scenario 7: memory. A client holds `count` streams open on one connection, or `count`
+//! idle connections, and says `READY`; `compare` reads the server's resident set size before
+//! and after, and the client's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use clap::ValueEnum;
+use quicrpc_examples::agents::agent_control_client::AgentControlClient;
+use quicrpc_examples::agents::{StatusAck, StatusUpdate};
+
+use crate::dial::{Dialed, GrpcChannel, Target, dial};
+use crate::helloworld::HelloRequest;
+use crate::helloworld::greeter_client::GreeterClient;
+use crate::{BoxError, ClientKind, Placement, Run, ServerProcess, pinned, report};
+
+/// What the client holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Held {
+    /// Streams open on one connection: `StatusUpdates` calls, each with one update sent and
+    /// acknowledged, neither side finished.
+    Streams,
+    /// Connections, each having made one call, then idle.
+    Connections,
+}
+
+impl Held {
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            Self::Streams => "streams",
+            Self::Connections => "connections",
+        }
+    }
+}
+
+/// The `hold` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct HoldArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[arg(long, value_enum)]
+    pub(crate) what: Held,
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) count: usize,
+}
+
+/// Resident set size of process `pid` ("self" for this one), in KiB, from `/proc`.
+pub(crate) fn rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sets up what `args` asks for, prints `READY rss_kib=N`, and holds it until standard
+/// input closes.
+pub(crate) async fn hold(args: &HoldArgs) -> Result<(), BoxError> {
+    let held: Box<dyn std::any::Any> = match args.what {
+        Held::Streams => match connect(args).await? {
+            Dialed::Quicrpc(channel) => Box::new(open_streams(channel, args.count).await?),
+            Dialed::Tonic(channel) => Box::new(open_streams(channel, args.count).await?),
+        },
+        Held::Connections => {
+            let mut held: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(args.count);
+            for _ in 0..args.count {
+                held.push(match connect(args).await? {
+                    Dialed::Quicrpc(channel) => Box::new(one_call(channel).await?),
+                    Dialed::Tonic(channel) => Box::new(one_call(channel).await?),
+                });
+            }
+            Box::new(held)
+        }
+    };
+    let rss = rss_kib("self").unwrap_or(0);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "READY rss_kib={rss}")?;
+        out.flush()?;
+    }
+    crate::stdin_closed().await;
+    drop(held);
+    Ok(())
+}
+
+async fn connect(args: &HoldArgs) -> Result<Dialed, BoxError> {
+    dial(&args.target).await
+}
+
+/// One call, to be sure the connection is up; the channel is kept.
+async fn one_call<T: GrpcChannel>(channel: T) -> Result<GreeterClient<T>, BoxError> {
+    let mut client = GreeterClient::new(channel);
+    client
+        .say_hello(HelloRequest {
+            name: "idle".into(),
+        })
+        .await?;
+    Ok(client)
+}
+
+/// A status-update stream held open: its sender and its acknowledgements.
+type OpenStream = (
+    tokio::sync::mpsc::Sender<StatusUpdate>,
+    tonic::Streaming<StatusAck>,
+);
+
+/// `count` status-update streams, each with one update acknowledged; their senders and
+/// response streams are kept so that every stream stays open.
+async fn open_streams<T: GrpcChannel>(
+    channel: T,
+    count: usize,
+) -> Result<Vec<OpenStream>, BoxError> {
+    let mut client = AgentControlClient::new(channel);
+    let mut open = Vec::with_capacity(count);
+    for i in 0..count {
+        let (updates, rx) = tokio::sync::mpsc::channel(1);
+        updates
+            .send(StatusUpdate {
+                agent_id: i as u64,
+                state: "running".into(),
+            })
+            .await?;
+        let mut acks = client
+            .status_updates(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        acks.message()
+            .await?
+            .ok_or("a status stream ended before its acknowledgement")?;
+        open.push((updates, acks));
+    }
+    Ok(open)
+}
+
+/// What one hold measured, in KiB.
+#[derive(Clone, Copy, Debug)]
+struct Footprint {
+    server_before: u64,
+    server_after: u64,
+    client: u64,
+}
+
+/// Holds `what` as `kind` against a fresh server and reads the resident set sizes.
+fn measure(
+    kind: ClientKind,
+    what: Held,
+    run: &Run,
+    place: &Placement,
+) -> Result<Footprint, BoxError> {
+    let server = ServerProcess::start(kind.server(), run, place)?;
+    let server_pid = server.child.id().to_string();
+    let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
+    let args = [
+        "hold",
+        "--client",
+        kind.arg(),
+        "--cc",
+        run.cc.arg(),
+        "--what",
+        what.arg(),
+        "--count",
+        &run.count.to_string(),
+        "--port",
+        &server.port.to_string(),
+        "--host",
+        &place.host,
+        "--certs",
+        &place.certs.display().to_string(),
+    ]
+    .map(str::to_owned);
+    let mut client = pinned(place.client_core, None, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = client.stdout.take().ok_or("no client stdout")?;
+    let mut line = String::new();
+    // The client prints READY or exits (closing its output) on an error.
+    BufReader::new(stdout).read_line(&mut line)?;
+    let server_after = rss_kib(&server_pid).ok_or("no server RSS")?;
+    drop(client.stdin.take());
+    let status = client.wait()?;
+    let client_rss = line
+        .trim()
+        .strip_prefix("READY rss_kib=")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{} hold failed ({status})", kind.name()))?;
+    Ok(Footprint {
+        server_before,
+        server_after,
+        client: client_rss,
+    })
+}
+
+/// `compare --scenario memory`: streams on one connection, then idle connections.
+pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
+    for what in [Held::Streams, Held::Connections] {
+        let mut runs: Vec<Vec<(ClientKind, Footprint)>> = Vec::new();
+        for _ in 0..run.reps {
+            let mut rep = Vec::new();
+            for kind in ClientKind::ALL {
+                rep.push((kind, measure(kind, what, run, place)?));
+            }
+            runs.push(rep);
+        }
+        let held = match what {
+            Held::Streams => format!("{} open streams on one connection", run.count),
+            Held::Connections => format!("{} idle connections", run.count),
+        };
+        println!("\n## {held}, {}\n", run.link.label());
+        println!(
+            "| transport | server RSS before, MiB | server RSS after, MiB | server KiB per {} | client RSS, MiB |",
+            what.arg().trim_end_matches('s')
+        );
+        println!("|---|---|---|---|---|");
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let mut rows = Vec::new();
+        for kind in ClientKind::ALL {
+            let mine: Vec<Footprint> = runs
+                .iter()
+                .flat_map(|rep| rep.iter().filter(|(k, _)| *k == kind).map(|(_, f)| *f))
+                .collect();
+            let per_item: Vec<f64> = mine
+                .iter()
+                .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / run.count as f64)
+                .collect();
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                kind.name(),
+                report::cell(mine.iter().map(|f| mib(f.server_before)).collect(), 1),
+                report::cell(mine.iter().map(|f| mib(f.server_after)).collect(), 1),
+                report::cell(per_item.clone(), 1),
+                report::cell(mine.iter().map(|f| mib(f.client)).collect(), 1),
+            );
+            rows.push(report::Row::new(
+                &run.scenario_name(),
+                &run.link.label(),
+                &held,
+                kind.name(),
+                "server RSS growth (MiB)",
+                report::spread(
+                    mine.iter()
+                        .map(|f| mib(f.server_after.saturating_sub(f.server_before)))
+                        .collect(),
+                )
+                .0,
+            ));
+        }
+        run.keep(&rows)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Scenario 3: streaming throughput. `streams` concurrent client streams of 64 KiB messages
+//! (the agents service's `BulkTransfer`, priority BULK), each sending as fast as the
+//! transport takes them; the server counts the bytes and answers when a stream ends.
+
+use std::time::{Duration, Instant};
+
+use quicrpc_examples::agents::Chunk;
+use quicrpc_examples::agents::agent_control_client::AgentControlClient;
+
+use crate::dial::{Dialed, GrpcChannel, Target, dial};
+use crate::{
+    BoxError, ClientKind, Placement, Run, cpu_ms_of, on_fresh_server, parse_fields, report,
+};
+
+/// Bytes in each message.
+pub(crate) const MESSAGE: usize = 64 * 1024;
+
+/// The `stream` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct StreamArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    /// Concurrent streams on the one connection.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) streams: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+}
+
+/// What one streaming run measured.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamResult {
+    /// Bytes the server acknowledged, measured streams only.
+    pub(crate) bytes: u64,
+    /// Bytes including the warm-up: the divisor of CPU per byte.
+    pub(crate) all_bytes: u64,
+    /// From the first message sent to the last stream's answer.
+    pub(crate) secs: f64,
+    /// Client CPU over warm-up and measurement; `compare` adds the server's.
+    pub(crate) cpu_ms: f64,
+}
+
+impl StreamResult {
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "STREAM bytes={} all_bytes={} secs={:.3} cpu_ms={:.1}",
+            self.bytes, self.all_bytes, self.secs, self.cpu_ms
+        )
+    }
+
+    pub(crate) fn parse(line: &str) -> Option<Self> {
+        let fields = parse_fields(line, "STREAM ")?;
+        Some(Self {
+            bytes: fields.get("bytes")?.parse().ok()?,
+            all_bytes: fields.get("all_bytes")?.parse().ok()?,
+            secs: fields.get("secs")?.parse().ok()?,
+            cpu_ms: fields.get("cpu_ms")?.parse().ok()?,
+        })
+    }
+
+    /// Megabytes (10^6 bytes) per second.
+    pub(crate) fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs
+    }
+}
+
+/// Connects as `args.target` says and measures.
+pub(crate) async fn run(args: &StreamArgs) -> Result<StreamResult, BoxError> {
+    match dial(&args.target).await? {
+        Dialed::Quicrpc(channel) => measure(AgentControlClient::new(channel), args).await,
+        Dialed::Tonic(channel) => measure(AgentControlClient::new(channel), args).await,
+    }
+}
+
+async fn measure<T: GrpcChannel>(
+    client: AgentControlClient<T>,
+    args: &StreamArgs,
+) -> Result<StreamResult, BoxError> {
+    let cpu_before = cpu_ms_of("self");
+    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let warmup = upload(&client, args.streams, warmup_end).await?;
+    let start = Instant::now();
+    let bytes = upload(
+        &client,
+        args.streams,
+        start + Duration::from_secs_f64(args.duration),
+    )
+    .await?;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_ms = cpu_ms_of("self")
+        .zip(cpu_before)
+        .map_or(f64::NAN, |(after, before)| after - before);
+    Ok(StreamResult {
+        bytes,
+        all_bytes: bytes + warmup,
+        secs,
+        cpu_ms,
+    })
+}
+
+/// `streams` uploads that send messages until `end`; the bytes the server counted.
+async fn upload<T: GrpcChannel>(
+    client: &AgentControlClient<T>,
+    streams: usize,
+    end: Instant,
+) -> Result<u64, BoxError> {
+    let uploads = (0..streams).map(|_| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let data = vec![0x5a; MESSAGE];
+            let messages = futures_util::stream::unfold((), move |()| {
+                let data = data.clone();
+                async move { (Instant::now() < end).then_some((Chunk { agent_id: 0, data }, ())) }
+            });
+            client
+                .bulk_transfer(messages)
+                .await
+                .map(|reply| reply.into_inner().bytes)
+        })
+    });
+    let mut bytes = 0;
+    for upload in futures_util::future::join_all(uploads).await {
+        bytes += upload??;
+    }
+    Ok(bytes)
+}
+
+/// `compare --scenario stream`: a table per number of streams.
+pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
+    let (duration, warmup) = (run.duration.to_string(), run.warmup.to_string());
+    for streams in run.levels() {
+        let count = streams.to_string();
+        let args = [
+            "stream",
+            "--streams",
+            &count,
+            "--duration",
+            &duration,
+            "--warmup",
+            &warmup,
+        ];
+        let mut runs: Vec<Vec<(ClientKind, StreamResult)>> = Vec::new();
+        for _ in 0..run.reps {
+            let mut rep = Vec::new();
+            for kind in ClientKind::ALL {
+                let (mut results, server_cpu_ms) =
+                    on_fresh_server(kind, run, place, &args, StreamResult::parse)?;
+                let mut result = results.remove(0);
+                result.cpu_ms += server_cpu_ms;
+                rep.push((kind, result));
+            }
+            runs.push(rep);
+        }
+        println!(
+            "\n## {streams} stream(s) of {} KiB messages, {}\n",
+            MESSAGE / 1024,
+            run.link.label()
+        );
+        println!("| transport | MB/s | CPU ms per MB | MB/s ÷ tonic |");
+        println!("|---|---|---|---|");
+        let mut rows = Vec::new();
+        for kind in ClientKind::ALL {
+            let mine = |rep: &Vec<(ClientKind, StreamResult)>| {
+                rep.iter().find(|(k, _)| *k == kind).map(|(_, r)| r.clone())
+            };
+            let tonic = |rep: &Vec<(ClientKind, StreamResult)>| {
+                rep.iter()
+                    .find(|(k, _)| *k == ClientKind::Tonic)
+                    .map(|(_, r)| r.clone())
+            };
+            let results: Vec<StreamResult> = runs.iter().filter_map(mine).collect();
+            let ratios: Vec<f64> = runs
+                .iter()
+                .filter_map(|rep| mine(rep).zip(tonic(rep)))
+                .map(|(m, t)| m.mb_per_s() / t.mb_per_s())
+                .collect();
+            let rates: Vec<f64> = results.iter().map(StreamResult::mb_per_s).collect();
+            println!(
+                "| {} | {} | {} | {} |",
+                kind.name(),
+                report::cell(rates.clone(), 1),
+                report::cell(
+                    results
+                        .iter()
+                        .map(|r| r.cpu_ms / (r.all_bytes as f64 / 1e6))
+                        .collect(),
+                    2
+                ),
+                report::cell(ratios, 2),
+            );
+            rows.push(report::Row::new(
+                &run.scenario_name(),
+                &run.link.label(),
+                &format!("{streams} stream(s)"),
+                kind.name(),
+                "MB per second",
+                report::spread(rates).0,
+            ));
+        }
+        run.keep(&rows)?;
+    }
+    Ok(())
+}
