@@ -450,11 +450,20 @@ impl InteropServer {
     pub async fn start_with(
         configure: impl FnOnce(quicrpc::ServerBuilder) -> quicrpc::ServerBuilder,
     ) -> Self {
+        Self::start_with_options(TestOptions::default(), configure).await
+    }
+
+    /// Starts a server with `options` (an address, a certificate), letting the test adjust
+    /// the builder.
+    pub async fn start_with_options(
+        options: TestOptions,
+        configure: impl FnOnce(quicrpc::ServerBuilder) -> quicrpc::ServerBuilder,
+    ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         let service = TestServiceServer::new(InteropService { events: events_tx })
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
-        let server = TestServer::start_with(TestOptions::default(), |b| {
+        let server = TestServer::start_with(options, |b| {
             configure(b.add_service(service).layer(InteropLayer))
         })
         .await;
