@@ -201,6 +201,13 @@ where
             }
         }
     }
+
+    // Without this a trailers-only response (an empty body that says so) would go out over
+    // HTTP/2 as a head without END_STREAM and an empty DATA frame, which grpcio's clients
+    // refuse ("Stream removed").
+    fn is_end_stream(&self) -> bool {
+        self.buf.is_empty() && self.inner.is_end_stream()
+    }
 }
 
 #[cfg(test)]
