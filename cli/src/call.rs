@@ -1,0 +1,309 @@
+//! `quicrpc call`: one call of any kind, JSON in and out.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use clap::Args;
+use prost_reflect::{DynamicMessage, MethodDescriptor, SerializeOptions};
+use quicrpc::{Channel, Priority, Transport};
+use tonic::metadata::MetadataMap;
+
+use crate::codec::DynamicCodec;
+use crate::error::CliError;
+use crate::input::{parse_duration, parse_headers, parse_messages, read_data};
+use crate::schema::{Schema, SchemaArgs, split_method};
+use crate::target::TargetArgs;
+
+/// `quicrpc call`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  quicrpc call localhost:50051 quicrpc.testing.Echo/Unary -d '{\"message\": \"hi\"}'
+  quicrpc call localhost:50051 quicrpc.testing.Echo/ServerStream -d '{\"responseCount\": 3}'
+  printf '{\"message\":\"a\"}\\n{\"message\":\"b\"}\\n' | quicrpc call localhost:50051 quicrpc.testing.Echo/Bidi -d @-
+  quicrpc call localhost:50051 pkg.Svc/Get --proto api.proto -I protos -H 'authorization: Bearer x'
+
+The request's JSON uses proto3's JSON mapping (field names as in the .proto or in
+lowerCamelCase, 64-bit integers as strings or numbers, bytes as base64). Each response
+message is printed on standard output as one line of JSON; the status goes to standard
+error, and the exit code is its code (0 OK).")]
+pub(crate) struct CallArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// The method: package.Service/Method.
+    #[arg(value_name = "METHOD")]
+    pub(crate) method: String,
+
+    /// The request: JSON text, @FILE, or @- for standard input. Several messages (client
+    /// and bidirectional streaming): one JSON object per line. All of it is read before the
+    /// call starts. Default: {}.
+    #[arg(short = 'd', long = "data", value_name = "JSON|@FILE|@-")]
+    pub(crate) data: Option<String>,
+
+    /// Request metadata, 'key: value'. Repeatable. Keys ending in -bin take base64 values.
+    #[arg(short = 'H', long = "header", value_name = "KEY: VALUE")]
+    pub(crate) headers: Vec<String>,
+
+    /// The call's deadline (sent as grpc-timeout), e.g. 5s or 200ms.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Overrides the method's send priority for this call: critical, high, normal, low or
+    /// bulk (QUIC only; gRPC over TCP has no priorities).
+    #[arg(long, value_name = "PRIORITY", value_parser = parse_priority)]
+    pub(crate) priority: Option<Priority>,
+
+    /// Prints fields that have their default value too (proto3 JSON leaves them out).
+    #[arg(long)]
+    pub(crate) emit_defaults: bool,
+
+    /// Also prints the transport, response metadata and trailers on standard error.
+    #[arg(short = 'v', long)]
+    pub(crate) verbose: bool,
+
+    #[command(flatten)]
+    pub(crate) schema: SchemaArgs,
+}
+
+/// `--priority`'s parser: the names as the `.proto` option spells them, any case.
+pub(crate) fn parse_priority(text: &str) -> Result<Priority, String> {
+    text.parse().map_err(|_| {
+        let names: Vec<String> = Priority::ALL.iter().map(|p| p.to_string()).collect();
+        format!("unknown priority {text:?} (one of: {})", names.join(", "))
+    })
+}
+
+/// A call, ready to make (once or, for `bench`, many times).
+#[derive(Clone, Debug)]
+pub(crate) struct Invocation {
+    pub(crate) method: MethodDescriptor,
+    pub(crate) messages: Vec<DynamicMessage>,
+    pub(crate) metadata: MetadataMap,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<Priority>,
+}
+
+/// What a successful call returned besides its messages.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) headers: MetadataMap,
+    pub(crate) trailers: Option<MetadataMap>,
+    pub(crate) transport: Option<Transport>,
+}
+
+/// The options `call` and `bench` share for building a call.
+pub(crate) struct CallSpec<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) data: Option<&'a str>,
+    pub(crate) headers: &'a [String],
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<Priority>,
+    pub(crate) schema: &'a SchemaArgs,
+}
+
+impl CallSpec<'_> {
+    /// Reads the input, connects, finds the method and builds its request messages.
+    pub(crate) async fn prepare(
+        &self,
+        target: &TargetArgs,
+    ) -> Result<(Channel, Invocation), CliError> {
+        // Local mistakes first, before any connection is made.
+        target.uri()?;
+        split_method(self.method)?;
+        let metadata = parse_headers(self.headers)?;
+        let text = read_data(self.data)?;
+        let mut schema = match self.schema.has_protos() {
+            true => Some(Schema::open(self.schema, None)?),
+            false => None,
+        };
+        let channel = target.connect().await?;
+        let schema = match &mut schema {
+            Some(schema) => schema,
+            None => schema.insert(Schema::open(self.schema, Some(channel.clone()))?),
+        };
+        let method = schema.method(self.method).await?;
+        let messages = parse_messages(&text, &method.input())?;
+        if !method.is_client_streaming() && messages.len() != 1 {
+            return Err(CliError::Data(format!(
+                "{} takes exactly one request message; -d held {}",
+                method.full_name(),
+                messages.len()
+            )));
+        }
+        let invocation = Invocation {
+            method,
+            messages,
+            metadata,
+            timeout: self.timeout,
+            priority: self.priority,
+        };
+        Ok((channel, invocation))
+    }
+}
+
+/// Runs `quicrpc call`.
+pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
+    let spec = CallSpec {
+        method: &args.method,
+        data: args.data.as_deref(),
+        headers: &args.headers,
+        timeout: args.timeout,
+        priority: args.priority,
+        schema: &args.schema,
+    };
+    let (channel, invocation) = spec.prepare(&args.target).await?;
+    let options = SerializeOptions::new().skip_default_fields(!args.emit_defaults);
+    let result = invoke(channel, &invocation, |message| {
+        print_json(&message, &options)
+    })
+    .await;
+    match result {
+        Ok(outcome) => {
+            if args.verbose {
+                print_outcome(&outcome);
+            }
+            eprintln!("status: OK (0)");
+            Ok(())
+        }
+        Err(CliError::Status(status)) => {
+            if args.verbose {
+                print_metadata("trailer", status.metadata());
+            }
+            Err(CliError::Status(status))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the call, handing each response message to `on_message`. A status other than OK
+/// is [`CliError::Status`].
+pub(crate) async fn invoke(
+    channel: Channel,
+    invocation: &Invocation,
+    mut on_message: impl FnMut(DynamicMessage) -> Result<(), CliError>,
+) -> Result<Outcome, CliError> {
+    let method = &invocation.method;
+    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let path = http::uri::PathAndQuery::from_maybe_shared(path)
+        .map_err(|e| CliError::Usage(format!("method path: {e}")))?;
+    let codec = DynamicCodec::new(method.output());
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let messages = invocation.messages.clone();
+    let first = || {
+        messages.first().cloned().ok_or_else(|| {
+            CliError::Data(format!("{} needs a request message", method.full_name()))
+        })
+    };
+    let stream = || futures_util::stream::iter(messages.clone());
+    let (headers, transport, mut responses) =
+        match (method.is_client_streaming(), method.is_server_streaming()) {
+            (false, false) => {
+                let request = invocation.request(first()?);
+                let (headers, message, extensions) =
+                    grpc.unary(request, path, codec).await?.into_parts();
+                on_message(message)?;
+                (headers, extensions.get::<Transport>().copied(), None)
+            }
+            (true, false) => {
+                let request = invocation.request(stream());
+                let (headers, message, extensions) = grpc
+                    .client_streaming(request, path, codec)
+                    .await?
+                    .into_parts();
+                on_message(message)?;
+                (headers, extensions.get::<Transport>().copied(), None)
+            }
+            (false, true) => {
+                let request = invocation.request(first()?);
+                let (headers, responses, extensions) = grpc
+                    .server_streaming(request, path, codec)
+                    .await?
+                    .into_parts();
+                (
+                    headers,
+                    extensions.get::<Transport>().copied(),
+                    Some(responses),
+                )
+            }
+            (true, true) => {
+                let request = invocation.request(stream());
+                let (headers, responses, extensions) =
+                    grpc.streaming(request, path, codec).await?.into_parts();
+                (
+                    headers,
+                    extensions.get::<Transport>().copied(),
+                    Some(responses),
+                )
+            }
+        };
+    let mut trailers = None;
+    if let Some(responses) = &mut responses {
+        while let Some(message) = responses.message().await? {
+            on_message(message)?;
+        }
+        trailers = responses.trailers().await?;
+    }
+    Ok(Outcome {
+        headers,
+        trailers,
+        transport,
+    })
+}
+
+impl Invocation {
+    fn request<T>(&self, body: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = self.metadata.clone();
+        if let Some(timeout) = self.timeout {
+            request.set_timeout(timeout);
+        }
+        if let Some(priority) = self.priority {
+            request.extensions_mut().insert(priority);
+        }
+        request
+    }
+}
+
+/// One message as one line of JSON on standard output.
+fn print_json(message: &DynamicMessage, options: &SerializeOptions) -> Result<(), CliError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        CliError::CantCreate(format!("writing the response to standard output: {e}"))
+    };
+    let mut out = std::io::stdout().lock();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    message
+        .serialize_with_options(&mut serializer, options)
+        .map_err(|e| failed(&e))?;
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .map_err(|e| failed(&e))
+}
+
+fn print_outcome(outcome: &Outcome) {
+    if let Some(transport) = outcome.transport {
+        eprintln!("transport: {transport}");
+    }
+    print_metadata("header", &outcome.headers);
+    if let Some(trailers) = &outcome.trailers {
+        print_metadata("trailer", trailers);
+    }
+}
+
+/// Metadata on standard error, without gRPC's own fields (the status is printed anyway).
+fn print_metadata(what: &str, metadata: &MetadataMap) {
+    const GRPC_FIELDS: [&str; 4] = [
+        "content-type",
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+    ];
+    for (key, value) in metadata.clone().into_headers().iter() {
+        if GRPC_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes());
+        eprintln!("{what}: {key}: {value}");
+    }
+}

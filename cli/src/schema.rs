@@ -1,0 +1,403 @@
+//! Where message types come from: `.proto` files compiled at run time (protox), or the
+//! server's reflection service (grpc.reflection.v1), asked only for what is needed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use prost::Message as _;
+use prost_reflect::{
+    DescriptorPool, EnumDescriptor, MessageDescriptor, MethodDescriptor, ServiceDescriptor,
+};
+use quicrpc::Channel;
+use tonic::{Code, Status};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::{ErrorResponse, ServerReflectionRequest};
+
+use crate::error::CliError;
+
+/// `--proto` and `--import-path`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// Takes message types from this .proto file (compiled here, no protoc needed) instead
+    /// of asking the server through reflection. Repeatable.
+    #[arg(long = "proto", value_name = "FILE")]
+    pub(crate) protos: Vec<PathBuf>,
+
+    /// A directory where --proto files and their imports are found. Repeatable. Default: the
+    /// directory of each --proto file.
+    #[arg(long = "import-path", short = 'I', value_name = "DIR")]
+    pub(crate) import_paths: Vec<PathBuf>,
+}
+
+impl SchemaArgs {
+    /// Whether types come from `--proto` files (no connection needed to know them).
+    pub(crate) fn has_protos(&self) -> bool {
+        !self.protos.is_empty()
+    }
+}
+
+/// A named thing in a schema, for `describe`.
+#[derive(Debug)]
+pub(crate) enum Symbol {
+    Service(ServiceDescriptor),
+    Method(MethodDescriptor),
+    Message(MessageDescriptor),
+    Enum(EnumDescriptor),
+}
+
+/// The descriptors known so far, and the server to ask for more (none with `--proto`).
+#[derive(Debug)]
+pub(crate) struct Schema {
+    pool: DescriptorPool,
+    reflection: Option<ServerReflectionClient<Channel>>,
+}
+
+impl Schema {
+    /// Compiles the `--proto` files, or, without any, asks `channel`'s reflection service.
+    pub(crate) fn open(args: &SchemaArgs, channel: Option<Channel>) -> Result<Self, CliError> {
+        if args.has_protos() {
+            return Ok(Self {
+                pool: compile(args)?,
+                reflection: None,
+            });
+        }
+        let channel = channel.ok_or_else(|| {
+            CliError::Usage("without --proto, a server to ask (reflection) is needed".into())
+        })?;
+        Ok(Self {
+            pool: DescriptorPool::new(),
+            reflection: Some(ServerReflectionClient::new(channel)),
+        })
+    }
+
+    /// Every service's full name, sorted.
+    pub(crate) async fn services(&mut self) -> Result<Vec<String>, CliError> {
+        let mut names: Vec<String> = match self.reflection.is_some() {
+            true => match self
+                .ask(MessageRequest::ListServices(String::new()))
+                .await?
+            {
+                MessageResponse::ListServicesResponse(list) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => return Err(unexpected(&other)),
+            },
+            false => self
+                .pool
+                .services()
+                .map(|s| s.full_name().to_owned())
+                .collect(),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// A service by full name; the error lists the services there are.
+    pub(crate) async fn service(&mut self, name: &str) -> Result<ServiceDescriptor, CliError> {
+        let name = name.trim_start_matches('.');
+        if self.load(name).await?
+            && let Some(service) = self.pool.get_service_by_name(name)
+        {
+            return Ok(service);
+        }
+        let known = self.services().await?;
+        Err(CliError::UnknownName(format!(
+            "unknown service `{name}`{}",
+            suggestions(name, &known, "services")
+        )))
+    }
+
+    /// A method from `package.Service/Method` (or `package.Service.Method`).
+    pub(crate) async fn method(&mut self, path: &str) -> Result<MethodDescriptor, CliError> {
+        let (service, method) = split_method(path)?;
+        let service = self.service(service).await?;
+        if let Some(found) = service.methods().find(|m| m.name() == method) {
+            return Ok(found);
+        }
+        let known: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        Err(CliError::UnknownName(format!(
+            "service `{}` has no method `{method}`{}",
+            service.full_name(),
+            suggestions(method, &known, "methods")
+        )))
+    }
+
+    /// A service, method, message or enum by full name (a method also as
+    /// `package.Service/Method`).
+    pub(crate) async fn symbol(&mut self, name: &str) -> Result<Symbol, CliError> {
+        let name = name.trim_start_matches('.').replace('/', ".");
+        if self.load(&name).await? {
+            if let Some(service) = self.pool.get_service_by_name(&name) {
+                return Ok(Symbol::Service(service));
+            }
+            if let Some(message) = self.pool.get_message_by_name(&name) {
+                return Ok(Symbol::Message(message));
+            }
+            if let Some(e) = self.pool.get_enum_by_name(&name) {
+                return Ok(Symbol::Enum(e));
+            }
+            if let Some((service, method)) = name.rsplit_once('.')
+                && let Some(service) = self.pool.get_service_by_name(service)
+                && let Some(method) = service.methods().find(|m| m.name() == method)
+            {
+                return Ok(Symbol::Method(method));
+            }
+        }
+        let known = self.services().await?;
+        Err(CliError::UnknownName(format!(
+            "unknown symbol `{name}`{}",
+            suggestions(&name, &known, "services")
+        )))
+    }
+
+    /// Makes sure the file defining `symbol` is in the pool, asking the server if there is
+    /// one. `false`: the server does not know it (with `--proto`: always `true`, the pool is
+    /// all there is).
+    async fn load(&mut self, symbol: &str) -> Result<bool, CliError> {
+        if self.reflection.is_none() {
+            return Ok(true);
+        }
+        let request = MessageRequest::FileContainingSymbol(symbol.to_owned());
+        match self.ask(request).await? {
+            MessageResponse::FileDescriptorResponse(files) => {
+                self.add_files(files.file_descriptor_proto).await?;
+                Ok(true)
+            }
+            MessageResponse::ErrorResponse(e) if e.error_code == Code::NotFound as i32 => Ok(false),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Adds encoded file descriptors from the server, with whatever files they import that
+    /// the pool lacks (asked for by name), dependencies first.
+    async fn add_files(&mut self, files: Vec<Vec<u8>>) -> Result<(), CliError> {
+        let mut pending: HashMap<String, (Vec<u8>, Vec<String>)> = HashMap::new();
+        let mut queue = files;
+        while !queue.is_empty() {
+            for bytes in std::mem::take(&mut queue) {
+                let file =
+                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+                        CliError::Data(format!("the server sent a bad file descriptor: {e}"))
+                    })?;
+                pending.insert(file.name().to_owned(), (bytes, file.dependency));
+            }
+            let missing: Vec<String> = pending
+                .values()
+                .flat_map(|(_, deps)| deps)
+                .filter(|d| !pending.contains_key(*d) && self.pool.get_file_by_name(d).is_none())
+                .cloned()
+                .collect();
+            for name in missing {
+                match self
+                    .ask(MessageRequest::FileByFilename(name.clone()))
+                    .await?
+                {
+                    MessageResponse::FileDescriptorResponse(more) => {
+                        queue.extend(more.file_descriptor_proto);
+                    }
+                    _ => {
+                        return Err(CliError::Data(format!(
+                            "the server's descriptors import {name}, which it does not serve"
+                        )));
+                    }
+                }
+            }
+        }
+        // Dependencies first; decoding (rather than prost-types) keeps custom options such
+        // as (quicrpc.priority).
+        while !pending.is_empty() {
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|(_, (_, deps))| {
+                    deps.iter().all(|d| self.pool.get_file_by_name(d).is_some())
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if ready.is_empty() {
+                return Err(CliError::Data(
+                    "the server's file descriptors import each other in a cycle".into(),
+                ));
+            }
+            for name in ready {
+                if let Some((bytes, _)) = pending.remove(&name)
+                    && self.pool.get_file_by_name(&name).is_none()
+                {
+                    self.pool
+                        .decode_file_descriptor_proto(bytes.as_slice())
+                        .map_err(|e| {
+                            CliError::Data(format!("the server's descriptor of {name}: {e}"))
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One request to the reflection service, one response.
+    async fn ask(&mut self, request: MessageRequest) -> Result<MessageResponse, CliError> {
+        let Some(client) = self.reflection.as_mut() else {
+            return Err(CliError::Usage("no server to ask".into()));
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let answer = async {
+            let mut responses = client
+                .server_reflection_info(futures_util::stream::iter([request]))
+                .await?
+                .into_inner();
+            responses.message().await
+        };
+        let response = match answer.await {
+            Ok(response) => response,
+            // tonic-reflection answers an unknown name with a status rather than an
+            // ErrorResponse: the same thing.
+            Err(status) if status.code() == Code::NotFound => {
+                return Ok(MessageResponse::ErrorResponse(ErrorResponse {
+                    error_code: Code::NotFound as i32,
+                    error_message: status.message().to_owned(),
+                }));
+            }
+            Err(status) => return Err(reflection_failed(status)),
+        };
+        let response = response.and_then(|r| r.message_response).ok_or_else(|| {
+            CliError::Status(Status::internal("the reflection service answered nothing"))
+        })?;
+        Ok(response)
+    }
+}
+
+/// Compiles `--proto` files with their imports.
+fn compile(args: &SchemaArgs) -> Result<DescriptorPool, CliError> {
+    for path in &args.protos {
+        if !path.is_file() {
+            return Err(CliError::NoInput(format!(
+                "--proto {}: no such file",
+                path.display()
+            )));
+        }
+    }
+    let mut includes = args.import_paths.clone();
+    if includes.is_empty() {
+        for path in &args.protos {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            if !includes.contains(&dir) {
+                includes.push(dir);
+            }
+        }
+    }
+    let bad = |e: protox::Error| CliError::Data(format!("compiling --proto: {e}"));
+    let mut compiler = protox::Compiler::new(&includes).map_err(bad)?;
+    compiler.include_imports(true);
+    compiler.open_files(&args.protos).map_err(bad)?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// `package.Service/Method` (or `package.Service.Method`) into service and method.
+pub(crate) fn split_method(path: &str) -> Result<(&str, &str), CliError> {
+    let path = path.trim_start_matches('/');
+    let split = path.rsplit_once('/').or_else(|| path.rsplit_once('.'));
+    match split {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() => {
+            Ok((service, method))
+        }
+        _ => Err(CliError::Usage(format!(
+            "bad method {path:?}: expected package.Service/Method"
+        ))),
+    }
+}
+
+fn reflection_failed(status: Status) -> CliError {
+    if status.code() == Code::Unimplemented {
+        let message = format!(
+            "the server does not offer reflection (grpc.reflection.v1): pass the service's \
+             .proto with --proto FILE [--import-path DIR] ({})",
+            status.message()
+        );
+        return CliError::Status(Status::unimplemented(message));
+    }
+    let message = format!(
+        "asking the server's reflection service: {}",
+        status.message()
+    );
+    CliError::Status(Status::new(status.code(), message))
+}
+
+fn unexpected(response: &MessageResponse) -> CliError {
+    let what = match response {
+        MessageResponse::ErrorResponse(e) => {
+            format!("error {}: {}", e.error_code, e.error_message)
+        }
+        _ => "an answer to another question".to_owned(),
+    };
+    CliError::Status(Status::internal(format!(
+        "the reflection service answered {what}"
+    )))
+}
+
+/// `; did you mean `x`? (services: a, b, c)` for an unknown `name` among `known`.
+pub(crate) fn suggestions(name: &str, known: &[String], what: &str) -> String {
+    let mut text = String::new();
+    let lower = name.to_ascii_lowercase();
+    let close = known
+        .iter()
+        .min_by_key(|k| distance(&lower, &k.to_ascii_lowercase()));
+    if let Some(close) = close {
+        let d = distance(&lower, &close.to_ascii_lowercase());
+        if d <= (name.len() / 3).max(2) {
+            text.push_str(&format!("; did you mean `{close}`?"));
+        }
+    }
+    if known.is_empty() {
+        text.push_str(&format!(" (there are no {what})"));
+    } else {
+        text.push_str(&format!(" ({what}: {})", known.join(", ")));
+    }
+    text
+}
+
+/// Levenshtein distance, for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths() {
+        assert_eq!(split_method("a.B/C").unwrap(), ("a.B", "C"));
+        assert_eq!(split_method("/a.B/C").unwrap(), ("a.B", "C"));
+        assert_eq!(split_method("a.B.C").unwrap(), ("a.B", "C"));
+        for bad in ["", "Method", "a.B/", "/C"] {
+            assert!(split_method(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn suggests_the_closest_name() {
+        let known = vec!["Unary".to_owned(), "ServerStream".to_owned()];
+        assert!(suggestions("Unray", &known, "methods").contains("did you mean `Unary`?"));
+        assert!(!suggestions("Zzzzzzzzzz", &known, "methods").contains("did you mean"));
+        assert_eq!(distance("kitten", "sitting"), 3);
+    }
+}

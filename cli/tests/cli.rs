@@ -1,0 +1,560 @@
+//! The `quicrpc` binary against a real test server (the Echo service, with reflection and
+//! health, over QUIC and TCP): every subcommand, the error cases and the exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use quicrpc_tests::TestServer;
+use tokio::io::AsyncWriteExt as _;
+
+/// Bound on one run of the binary.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The standard output's lines as JSON values.
+    fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each output line is JSON"))
+            .collect()
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code; the run: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    fn stderr_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}: {self:#?}"
+        );
+        self
+    }
+
+    #[track_caller]
+    fn stdout_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}: {self:#?}"
+        );
+        self
+    }
+}
+
+/// Runs `quicrpc ARGS`, with `stdin` as its standard input, bounded by [`RUN_LIMIT`].
+async fn quicrpc_with_stdin(args: &[&str], stdin: &str) -> Run {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_quicrpc"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start quicrpc");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("quicrpc {args:?} ran past {RUN_LIMIT:?}"))
+        .expect("quicrpc ran");
+    Run {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn quicrpc(args: &[&str]) -> Run {
+    quicrpc_with_stdin(args, "").await
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("quicrpc-cli-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test server, its address, and its CA in a PEM file.
+struct Fixture {
+    /// Kept to keep the server serving.
+    _server: TestServer,
+    addr: String,
+    ca: String,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let server = TestServer::start().await;
+        let dir = TempDir::new();
+        let ca = dir.file("ca.pem", server.cert.ca_pem());
+        Self {
+            addr: format!("localhost:{}", server.addr.port()),
+            _server: server,
+            ca,
+            _dir: dir,
+        }
+    }
+
+    /// `quicrpc SUBCOMMAND ADDR --ca CA REST...`.
+    async fn run(&self, subcommand: &str, rest: &[&str]) -> Run {
+        let mut args = vec![subcommand, self.addr.as_str(), "--ca", self.ca.as_str()];
+        args.extend_from_slice(rest);
+        quicrpc(&args).await
+    }
+
+    async fn call(&self, rest: &[&str]) -> Run {
+        self.run("call", rest).await
+    }
+}
+
+fn proto_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto")
+}
+
+const UNARY: &str = "quicrpc.testing.Echo/Unary";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unary_call_prints_json_and_ok_on_every_transport() {
+    let f = Fixture::start().await;
+    for (transport, name) in [("auto", "QUIC"), ("quic", "QUIC"), ("tcp", "TCP")] {
+        let run = f
+            .call(&[
+                UNARY,
+                "-d",
+                r#"{"message": "hi"}"#,
+                "--transport",
+                transport,
+                "-v",
+            ])
+            .await;
+        run.expect_code(0)
+            .stderr_has("status: OK (0)")
+            .stderr_has(&format!("transport: {name}"));
+        assert_eq!(run.json_lines()[0]["message"], "hi", "{run:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_streaming_prints_one_line_per_message() {
+    let f = Fixture::start().await;
+    let run = f
+        .call(&[
+            "quicrpc.testing.Echo/ServerStream",
+            "-d",
+            r#"{"message": "s", "response_count": 3}"#,
+            "--emit-defaults",
+        ])
+        .await;
+    run.expect_code(0);
+    let indexes: Vec<u64> = run
+        .json_lines()
+        .iter()
+        .map(|m| m["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_streaming_reads_messages_from_a_file() {
+    let f = Fixture::start().await;
+    let dir = TempDir::new();
+    let file = dir.file(
+        "requests.jsonl",
+        "{\"message\": \"a\"}\n{\"message\": \"b\"}\n\n{\"message\": \"c\"}\n",
+    );
+    let data = format!("@{file}");
+    let run = f
+        .call(&["quicrpc.testing.Echo/ClientStream", "-d", &data])
+        .await;
+    run.expect_code(0);
+    let reply = &run.json_lines()[0];
+    assert_eq!(
+        (&reply["message"], &reply["index"]),
+        (&"abc".into(), &3.into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bidi_streaming_reads_messages_from_stdin() {
+    let f = Fixture::start().await;
+    let args = [
+        "call",
+        &f.addr,
+        "--ca",
+        &f.ca,
+        "quicrpc.testing.Echo/Bidi",
+        "-d",
+        "@-",
+    ];
+    let run = quicrpc_with_stdin(&args, "{\"message\": \"x\"}\n{\"message\": \"y\"}\n").await;
+    run.expect_code(0);
+    let messages: Vec<String> = run
+        .json_lines()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(messages, ["x", "y"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proto_file_replaces_reflection() {
+    let f = Fixture::start().await;
+    let proto = proto_dir().join("testing/echo.proto");
+    let include = proto_dir();
+    let (proto, include) = (proto.to_str().unwrap(), include.to_str().unwrap());
+    f.call(&[
+        UNARY,
+        "-d",
+        r#"{"message": "p"}"#,
+        "--proto",
+        proto,
+        "-I",
+        include,
+    ])
+    .await
+    .expect_code(0)
+    .stdout_has(r#""message":"p""#);
+    // list and describe need no server at all with --proto.
+    let nowhere = ["--proto", proto, "-I", include];
+    let run = quicrpc(&[&["list", "localhost:1"], &nowhere[..]].concat()).await;
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), "quicrpc.testing.Echo");
+    quicrpc(
+        &[
+            &["describe", "localhost:1", "quicrpc.testing.Echo"],
+            &nowhere[..],
+        ]
+        .concat(),
+    )
+    .await
+    .expect_code(0)
+    .stdout_has("option (quicrpc.priority) = CRITICAL;");
+    // A .proto that does not compile: exit 65, with protox's reason.
+    let dir = TempDir::new();
+    let broken = dir.file("broken.proto", "syntax = \"proto3\";\nmessage {");
+    quicrpc(&["list", "localhost:1", "--proto", &broken])
+        .await
+        .expect_code(65)
+        .stderr_has("compiling --proto");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_timeout_and_priority_reach_the_server() {
+    let f = Fixture::start().await;
+    let run = f
+        .call(&[
+            UNARY,
+            "-H",
+            "x-echo-color: blue",
+            "-H",
+            "x-echo-bin: AAEC",
+            "--timeout",
+            "5s",
+            "--priority",
+            "critical",
+            "-v",
+        ])
+        .await;
+    run.expect_code(0)
+        .stderr_has("header: x-echo-color: blue")
+        .stderr_has("header: x-echo-bin: AAEC");
+    let reply = &run.json_lines()[0];
+    assert_eq!(reply["priority"], "critical", "{reply}");
+    let timeout_ms: u64 = reply["timeoutMs"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("timeoutMs as a string (proto3 JSON for uint64)");
+    assert!((4000..=5000).contains(&timeout_ms), "{timeout_ms}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exit_code_is_the_status_code() {
+    let f = Fixture::start().await;
+    for (code, name) in [
+        (5, "NOT_FOUND"),
+        (3, "INVALID_ARGUMENT"),
+        (14, "UNAVAILABLE"),
+    ] {
+        let data = format!(r#"{{"fail_code": {code}, "fail_message": "told to fail"}}"#);
+        f.call(&[UNARY, "-d", &data])
+            .await
+            .expect_code(code)
+            .stderr_has(&format!("status: {name} ({code}): told to fail"));
+    }
+    // A deadline that passes: DEADLINE_EXCEEDED, 4.
+    let started = Instant::now();
+    f.call(&["quicrpc.testing.Echo/Hang", "--timeout", "200ms"])
+        .await
+        .expect_code(4)
+        .stderr_has("DEADLINE_EXCEEDED (4)");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_shows_services_and_methods() {
+    let f = Fixture::start().await;
+    let run = f.run("list", &[]).await;
+    run.expect_code(0);
+    let services: Vec<&str> = run.stdout.lines().collect();
+    for service in [
+        "grpc.reflection.v1.ServerReflection",
+        "quicrpc.testing.Echo",
+    ] {
+        assert!(services.contains(&service), "{services:?}");
+    }
+    let run = f.run("list", &["quicrpc.testing.Echo"]).await;
+    run.expect_code(0).stdout_has("quicrpc.testing.Echo/Bidi\n");
+    assert_eq!(run.stdout.lines().count(), 8, "{run:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_prints_proto_syntax() {
+    let f = Fixture::start().await;
+    f.run("describe", &["quicrpc.testing.Echo"])
+        .await
+        .expect_code(0)
+        .stdout_has("service quicrpc.testing.Echo {\n")
+        .stdout_has(
+            "  rpc ServerStream(quicrpc.testing.EchoRequest) returns (stream quicrpc.testing.EchoReply);\n",
+        )
+        .stdout_has("    option (quicrpc.priority) = CRITICAL;\n")
+        .stdout_has("    option idempotency_level = NO_SIDE_EFFECTS;\n");
+    f.run("describe", &["quicrpc.testing.EchoRequest"])
+        .await
+        .expect_code(0)
+        .stdout_has("message quicrpc.testing.EchoRequest {\n")
+        .stdout_has("  uint32 response_size = 3;\n");
+    f.run("describe", &["quicrpc.testing.Echo/Bidi"])
+        .await
+        .expect_code(0)
+        .stdout_has(
+            "rpc Bidi(stream quicrpc.testing.EchoRequest) returns (stream quicrpc.testing.EchoReply);\n",
+        )
+        .stdout_has("message quicrpc.testing.EchoRequest {");
+    f.run("describe", &["quicrpc.testing.Nothing"])
+        .await
+        .expect_code(67)
+        .stderr_has("unknown symbol `quicrpc.testing.Nothing`");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_reports_rate_latency_and_statuses() {
+    let f = Fixture::start().await;
+    let run = f
+        .run(
+            "bench",
+            &[UNARY, "-d", r#"{"message": "b"}"#, "-c", "4", "-z", "1s"],
+        )
+        .await;
+    run.expect_code(0)
+        .stdout_has("calls/s")
+        .stdout_has("p99.9")
+        .stdout_has("OK (0)");
+    // Open loop at 100 calls/s for 1 s: about 100 calls.
+    let run = f
+        .run(
+            "bench",
+            &[UNARY, "--rate", "100", "-z", "1s", "--transport", "tcp"],
+        )
+        .await;
+    run.expect_code(0).stdout_has("over TCP");
+    let calls: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("calls:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a calls line");
+    assert!((90..=101).contains(&calls), "{calls} calls: {run:#?}");
+    // Failing calls land in the status histogram.
+    f.run(
+        "bench",
+        &[UNARY, "-d", r#"{"fail_code": 5}"#, "-c", "2", "-z", "200ms"],
+    )
+    .await
+    .expect_code(0)
+    .stdout_has("NOT_FOUND (5)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certs_written_by_the_tool_serve_and_verify() {
+    let dir = TempDir::new();
+    let out = dir.0.join("certs");
+    let out = out.to_str().expect("utf-8 path");
+    quicrpc(&["certs", "--out", out, "--name", "localhost"])
+        .await
+        .expect_code(0)
+        .stdout_has("ca.pem")
+        .stdout_has("Identity::from_pem");
+    // Not overwritten without --force.
+    quicrpc(&["certs", "--out", out])
+        .await
+        .expect_code(73)
+        .stderr_has("--force");
+    let read = |name: &str| std::fs::read(Path::new(out).join(name)).expect("written");
+    let identity =
+        quicrpc::tls::Identity::from_pem(read("cert.pem"), read("key.pem")).expect("identity");
+    let server = TestServer::start_with(Default::default(), |b| b.tls(identity)).await;
+    let addr = format!("localhost:{}", server.addr.port());
+    let ca = format!("{out}/ca.pem");
+    for transport in ["quic", "tcp"] {
+        quicrpc(&["call", &addr, UNARY, "--ca", &ca, "--transport", transport])
+            .await
+            .expect_code(0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_failures_say_what_to_do() {
+    let f = Fixture::start().await;
+    // Without the CA (the Mozilla roots do not know it): UNAVAILABLE, and a hint.
+    for transport in ["auto", "quic", "tcp"] {
+        quicrpc(&["call", &f.addr, UNARY, "--transport", transport])
+            .await
+            .expect_code(14)
+            .stderr_has("certificate")
+            .stderr_has("--ca FILE")
+            .stderr_has("--insecure-skip-verify");
+    }
+    // Explicitly unverified: works on both transports, loudly.
+    for (transport, name) in [("quic", "QUIC"), ("tcp", "TCP")] {
+        let args = [
+            "call",
+            &f.addr,
+            UNARY,
+            "--insecure-skip-verify",
+            "--transport",
+            transport,
+            "-v",
+        ];
+        quicrpc(&args)
+            .await
+            .expect_code(0)
+            .stderr_has("NOT verified")
+            .stderr_has(&format!("transport: {name}"));
+    }
+    // A file that is not PEM.
+    let dir = TempDir::new();
+    let junk = dir.file("junk.pem", "not a certificate");
+    quicrpc(&["call", &f.addr, UNARY, "--ca", &junk])
+        .await
+        .expect_code(65);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_fails_within_the_connect_timeout() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    quicrpc(&["call", &addr, UNARY, "--connect-timeout", "1s"])
+        .await
+        .expect_code(14)
+        .stderr_has("cannot connect to")
+        .stderr_has("is a quicrpc or gRPC server listening");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_mistakes_have_their_own_exit_codes() {
+    let f = Fixture::start().await;
+    // Bad addresses and arguments: 64.
+    for args in [
+        &["call", "localhost", UNARY][..],
+        &["call", "http://localhost:1", UNARY],
+        &["call", "local host:1", UNARY],
+        &["call", &f.addr, UNARY, "-H", "no colon"],
+        &["call", &f.addr, UNARY, "--timeout", "soon"],
+        &["call", &f.addr, UNARY, "--priority", "urgent"],
+        &["call", &f.addr, "NoSlash"],
+        &["bench", &f.addr, UNARY, "--rate", "0"],
+        &["call", "--no-such-flag"],
+    ] {
+        let run = quicrpc(args).await;
+        run.expect_code(64);
+        assert!(!run.stderr.contains("panicked"), "{run:#?}");
+    }
+    // Unknown service or method: 67, with the close names.
+    f.call(&["quicrpc.testing.Ecko/Unary"])
+        .await
+        .expect_code(67)
+        .stderr_has("unknown service `quicrpc.testing.Ecko`; did you mean `quicrpc.testing.Echo`?");
+    f.call(&["quicrpc.testing.Echo/Unray"])
+        .await
+        .expect_code(67)
+        .stderr_has("has no method `Unray`; did you mean `Unary`?");
+    // JSON that does not fit the message: 65, naming the field.
+    f.call(&[UNARY, "-d", r#"{"response_size": "lots"}"#])
+        .await
+        .expect_code(65)
+        .stderr_has("field `response_size`");
+    f.call(&[UNARY, "-d", r#"{"colour": 1}"#])
+        .await
+        .expect_code(65)
+        .stderr_has("colour");
+    f.call(&[UNARY, "-d", "{not json"])
+        .await
+        .expect_code(65)
+        .stderr_has("not valid JSON");
+    f.call(&[UNARY, "-d", "{} {}"])
+        .await
+        .expect_code(65)
+        .stderr_has("exactly one request message");
+    // A file that is not there: 66.
+    f.call(&[UNARY, "-d", "@/nonexistent/requests.json"])
+        .await
+        .expect_code(66);
+    // --help is not an error.
+    quicrpc(&["call", "--help"])
+        .await
+        .expect_code(0)
+        .stdout_has("Examples:");
+    quicrpc(&["--help"])
+        .await
+        .expect_code(0)
+        .stdout_has("0-RTT");
+}
