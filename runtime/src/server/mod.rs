@@ -306,6 +306,11 @@ impl ServerBuilder {
     /// status (a `tonic::Status` as it is, anything else as UNKNOWN with its message), the
     /// same on QUIC and TCP.
     ///
+    /// A layer that wraps the response body must forward `is_end_stream`: over HTTP/2, a
+    /// body that does not say it is empty turns a trailers-only response (an error status)
+    /// into a head, an empty DATA frame and trailers, which tonic accepts and grpcio refuses
+    /// ("Stream removed").
+    ///
     /// ```
     /// # fn run(identity: quicrpc::tls::Identity) {
     /// let builder = quicrpc::Server::builder()
