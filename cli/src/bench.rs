@@ -53,6 +53,10 @@ pub(crate) struct BenchArgs {
     #[arg(short = 'c', long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
 
+    /// Connections to spread the calls over (each its own QUIC or TCP connection).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    connections: u32,
+
     /// How long to send calls for, e.g. 10s or 1m.
     #[arg(short = 'z', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
@@ -101,15 +105,18 @@ impl Stats {
 
 /// What every call task needs.
 struct Load {
-    channel: Channel,
+    channels: Vec<Channel>,
     invocation: Invocation,
     stats: Mutex<Stats>,
     done: AtomicU64,
 }
 
 impl Load {
-    async fn one_call(&self, started: Instant) {
-        let result = invoke(self.channel.clone(), &self.invocation, |_| Ok(())).await;
+    /// One call on the `n`th connection (modulo their number), its latency counted from
+    /// `started`.
+    async fn one_call(&self, n: usize, started: Instant) {
+        let channel = self.channels[n % self.channels.len()].clone();
+        let result = invoke(channel, &self.invocation, |_| Ok(())).await;
         let result = match result {
             Ok(_) => Ok(()),
             Err(CliError::Status(status)) => Err(status),
@@ -140,12 +147,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
         timeout: Some(args.timeout),
         priority: args.priority,
         schema: &args.schema,
+        stream_stdin: false,
     };
     let (channel, invocation) = spec.prepare(&args.target).await?;
+    let mut channels = vec![channel.clone()];
+    let more = (1..args.connections).map(|_| args.target.connect());
+    channels.extend(futures_util::future::try_join_all(more).await?);
     let latency = Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .map_err(|e| CliError::Usage(format!("latency histogram: {e}")))?;
     let load = Arc::new(Load {
-        channel: channel.clone(),
+        channels,
         invocation,
         stats: Mutex::new(Stats {
             latency,
@@ -168,13 +179,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
     bar.finish_and_clear();
 
     let stats = load.stats.lock().unwrap_or_else(|p| p.into_inner());
-    let load_line = match args.rate {
+    let mut load_line = match args.rate {
         None => format!("{} calls in flight (closed loop)", args.concurrency),
         Some(rate) => format!(
             "{rate} calls/s offered (open loop, at most {} in flight)",
             args.concurrency
         ),
     };
+    if args.connections > 1 {
+        load_line.push_str(&format!(" on {} connections", args.connections));
+    }
     print!(
         "{}",
         summary(
@@ -191,11 +205,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
 /// `concurrency` workers, each starting its next call when the last one ends, until `end`.
 async fn closed_loop(load: &Arc<Load>, concurrency: u32, end: Instant) {
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency as usize {
         let load = load.clone();
         workers.spawn(async move {
             while Instant::now() < end {
-                load.one_call(Instant::now()).await;
+                load.one_call(worker, Instant::now()).await;
             }
         });
     }
@@ -224,8 +238,9 @@ async fn open_loop(load: &Arc<Load>, concurrency: u32, rate: f64, start: Instant
             },
         };
         let load = load.clone();
+        let n = usize::try_from(n).unwrap_or_default();
         calls.spawn(async move {
-            load.one_call(started).await;
+            load.one_call(n, started).await;
             drop(slot);
         });
         while calls.try_join_next().is_some() {}

@@ -1,11 +1,16 @@
 //! `quicrpc call`: one call of any kind, JSON in and out.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
+use std::pin::Pin;
 use std::time::Duration;
 
 use clap::Args;
-use prost_reflect::{DynamicMessage, MethodDescriptor, SerializeOptions};
+use futures_util::{Stream, StreamExt as _};
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
 use quicrpc::{Channel, Priority, Transport};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::sync::oneshot;
 use tonic::metadata::MetadataMap;
 
 use crate::codec::DynamicCodec;
@@ -36,8 +41,9 @@ pub(crate) struct CallArgs {
     pub(crate) method: String,
 
     /// The request: JSON text, @FILE, or @- for standard input. Several messages (client
-    /// and bidirectional streaming): one JSON object per line. All of it is read before the
-    /// call starts. Default: {}.
+    /// and bidirectional streaming): one JSON object per line. With @- and a streaming
+    /// request, each line is sent as it is read, so a bidirectional call is interactive.
+    /// Default: {}.
     #[arg(short = 'd', long = "data", value_name = "JSON|@FILE|@-")]
     pub(crate) data: Option<String>,
 
@@ -78,7 +84,12 @@ pub(crate) fn parse_priority(text: &str) -> Result<Priority, String> {
 #[derive(Clone, Debug)]
 pub(crate) struct Invocation {
     pub(crate) method: MethodDescriptor,
+    /// The request messages; empty when they come from standard input as the call runs
+    /// ([`Self::from_stdin`]).
     pub(crate) messages: Vec<DynamicMessage>,
+    /// Whether the request messages are read from standard input line by line while the
+    /// call runs (`-d @-` with a streaming request).
+    pub(crate) from_stdin: bool,
     pub(crate) metadata: MetadataMap,
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: Option<Priority>,
@@ -100,29 +111,68 @@ pub(crate) struct CallSpec<'a> {
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: Option<Priority>,
     pub(crate) schema: &'a SchemaArgs,
+    /// Whether `-d @-` with a streaming request may be read as the call runs (`call`), or
+    /// must be read whole first (`bench`, which sends it again and again).
+    pub(crate) stream_stdin: bool,
 }
 
 impl CallSpec<'_> {
-    /// Reads the input, connects, finds the method and builds its request messages.
+    /// Reads the input, connects, finds the method and builds its request messages. What
+    /// can be checked without the server (with `--proto`, the method and the JSON too) is
+    /// checked before connecting.
     pub(crate) async fn prepare(
         &self,
         target: &TargetArgs,
     ) -> Result<(Channel, Invocation), CliError> {
-        // Local mistakes first, before any connection is made.
         target.uri()?;
         split_method(self.method)?;
         let metadata = parse_headers(self.headers)?;
-        let text = read_data(self.data)?;
-        let mut schema = match self.schema.has_protos() {
-            true => Some(Schema::open(self.schema, None)?),
+        // Standard input is read once the method is known: it may be read as the call runs.
+        let text = match self.data {
+            Some("@-") => None,
+            data => Some(read_data(data)?),
+        };
+        let local = match self.schema.has_protos() {
+            true => {
+                let method = Schema::open(self.schema, None)?.method(self.method).await?;
+                Some(self.requests(method, text.as_deref())?)
+            }
             false => None,
         };
         let channel = target.connect().await?;
-        let schema = match &mut schema {
-            Some(schema) => schema,
-            None => schema.insert(Schema::open(self.schema, Some(channel.clone()))?),
+        let (method, messages, from_stdin) = match local {
+            Some(requests) => requests,
+            None => {
+                let mut schema = Schema::open(self.schema, Some(channel.clone()))?;
+                let method = schema.method(self.method).await?;
+                self.requests(method, text.as_deref())?
+            }
         };
-        let method = schema.method(self.method).await?;
+        let invocation = Invocation {
+            method,
+            messages,
+            from_stdin,
+            metadata,
+            timeout: self.timeout,
+            priority: self.priority,
+        };
+        Ok((channel, invocation))
+    }
+
+    /// The request messages for `method` from `text` (`None`: `-d @-`), or, for a streaming
+    /// request from standard input, none yet and `true`.
+    fn requests(
+        &self,
+        method: MethodDescriptor,
+        text: Option<&str>,
+    ) -> Result<(MethodDescriptor, Vec<DynamicMessage>, bool), CliError> {
+        if text.is_none() && self.stream_stdin && method.is_client_streaming() {
+            return Ok((method, Vec::new(), true));
+        }
+        let text = match text {
+            Some(text) => text.to_owned(),
+            None => read_data(Some("@-"))?,
+        };
         let messages = parse_messages(&text, &method.input())?;
         if !method.is_client_streaming() && messages.len() != 1 {
             return Err(CliError::Data(format!(
@@ -131,14 +181,7 @@ impl CallSpec<'_> {
                 messages.len()
             )));
         }
-        let invocation = Invocation {
-            method,
-            messages,
-            metadata,
-            timeout: self.timeout,
-            priority: self.priority,
-        };
-        Ok((channel, invocation))
+        Ok((method, messages, false))
     }
 }
 
@@ -151,13 +194,26 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
         timeout: args.timeout,
         priority: args.priority,
         schema: &args.schema,
+        stream_stdin: true,
     };
     let (channel, invocation) = spec.prepare(&args.target).await?;
     let options = SerializeOptions::new().skip_default_fields(!args.emit_defaults);
-    let result = invoke(channel, &invocation, |message| {
-        print_json(&message, &options)
-    })
-    .await;
+    let print = |message: DynamicMessage| print_json(&message, &options);
+    let result = if invocation.from_stdin {
+        // A line that is not a request message ends the call (cancelling it) with that
+        // error.
+        let (requests, mut bad_input) = stdin_requests(invocation.method.input());
+        let call = invoke_with(channel, &invocation, requests, print);
+        tokio::select! {
+            result = call => match bad_input.try_recv() {
+                Ok(error) => Err(error),
+                Err(_) => result,
+            },
+            Ok(error) = &mut bad_input => Err(error),
+        }
+    } else {
+        invoke(channel, &invocation, print).await
+    };
     match result {
         Ok(outcome) => {
             if args.verbose {
@@ -176,11 +232,64 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
     }
 }
 
-/// Makes the call, handing each response message to `on_message`. A status other than OK
-/// is [`CliError::Status`].
+/// Request messages read from standard input, one JSON object per line, as the call runs.
+/// The receiver gets the error that ended the stream early, if one did.
+fn stdin_requests(desc: MessageDescriptor) -> (Requests, oneshot::Receiver<CliError>) {
+    let (error_tx, error_rx) = oneshot::channel();
+    let lines = BufReader::new(tokio::io::stdin()).lines();
+    let state = (lines, Some(error_tx), 0_usize, VecDeque::new());
+    let messages = futures_util::stream::unfold(state, move |state| {
+        let desc = desc.clone();
+        async move {
+            let (mut lines, mut error_tx, mut line_number, mut ready) = state;
+            loop {
+                if let Some(message) = ready.pop_front() {
+                    return Some((message, (lines, error_tx, line_number, ready)));
+                }
+                let failed = match lines.next_line().await {
+                    Ok(Some(line)) => {
+                        line_number += 1;
+                        match parse_messages(&line, &desc) {
+                            Ok(messages) => {
+                                ready.extend(messages);
+                                continue;
+                            }
+                            Err(e) => CliError::Data(format!("line {line_number}: {e}")),
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => CliError::NoInput(format!("reading standard input: {e}")),
+                };
+                if let Some(tx) = error_tx.take() {
+                    let _ = tx.send(failed);
+                }
+                return None;
+            }
+        }
+    });
+    (Box::pin(messages), error_rx)
+}
+
+/// Request messages for [`invoke_with`].
+pub(crate) type Requests = Pin<Box<dyn Stream<Item = DynamicMessage> + Send>>;
+
+/// Makes the call with the invocation's messages, handing each response message to
+/// `on_message`. A status other than OK is [`CliError::Status`].
 pub(crate) async fn invoke(
     channel: Channel,
     invocation: &Invocation,
+    on_message: impl FnMut(DynamicMessage) -> Result<(), CliError>,
+) -> Result<Outcome, CliError> {
+    let requests = Box::pin(futures_util::stream::iter(invocation.messages.clone()));
+    invoke_with(channel, invocation, requests, on_message).await
+}
+
+/// Makes the call with the messages of `requests` (only the first for a method that takes
+/// one).
+pub(crate) async fn invoke_with(
+    channel: Channel,
+    invocation: &Invocation,
+    mut requests: Requests,
     mut on_message: impl FnMut(DynamicMessage) -> Result<(), CliError>,
 ) -> Result<Outcome, CliError> {
     let method = &invocation.method;
@@ -190,24 +299,22 @@ pub(crate) async fn invoke(
     let codec = DynamicCodec::new(method.output());
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
-    let messages = invocation.messages.clone();
-    let first = || {
-        messages.first().cloned().ok_or_else(|| {
-            CliError::Data(format!("{} needs a request message", method.full_name()))
-        })
+    let first = match method.is_client_streaming() {
+        true => None,
+        false => requests.next().await,
     };
-    let stream = || futures_util::stream::iter(messages.clone());
+    let no_request = || CliError::Data(format!("{} needs a request message", method.full_name()));
     let (headers, transport, mut responses) =
         match (method.is_client_streaming(), method.is_server_streaming()) {
             (false, false) => {
-                let request = invocation.request(first()?);
+                let request = invocation.request(first.ok_or_else(no_request)?);
                 let (headers, message, extensions) =
                     grpc.unary(request, path, codec).await?.into_parts();
                 on_message(message)?;
                 (headers, extensions.get::<Transport>().copied(), None)
             }
             (true, false) => {
-                let request = invocation.request(stream());
+                let request = invocation.request(requests);
                 let (headers, message, extensions) = grpc
                     .client_streaming(request, path, codec)
                     .await?
@@ -216,7 +323,7 @@ pub(crate) async fn invoke(
                 (headers, extensions.get::<Transport>().copied(), None)
             }
             (false, true) => {
-                let request = invocation.request(first()?);
+                let request = invocation.request(first.ok_or_else(no_request)?);
                 let (headers, responses, extensions) = grpc
                     .server_streaming(request, path, codec)
                     .await?
@@ -228,7 +335,7 @@ pub(crate) async fn invoke(
                 )
             }
             (true, true) => {
-                let request = invocation.request(stream());
+                let request = invocation.request(requests);
                 let (headers, responses, extensions) =
                     grpc.streaming(request, path, codec).await?.into_parts();
                 (

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use quicrpc_tests::TestServer;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 /// Bound on one run of the binary.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -54,22 +54,22 @@ impl Run {
     }
 }
 
-/// Runs `quicrpc ARGS`, with `stdin` as its standard input, bounded by [`RUN_LIMIT`].
-async fn quicrpc_with_stdin(args: &[&str], stdin: &str) -> Run {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_quicrpc"))
+/// Starts `quicrpc ARGS` with piped standard input, output and error; killed if dropped.
+fn spawn_quicrpc(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_quicrpc"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("start quicrpc");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(input);
+        .expect("start quicrpc")
+}
+
+/// Runs `quicrpc ARGS` with an empty standard input, bounded by [`RUN_LIMIT`].
+async fn quicrpc(args: &[&str]) -> Run {
+    let mut child = spawn_quicrpc(args);
+    drop(child.stdin.take());
     let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("quicrpc {args:?} ran past {RUN_LIMIT:?}"))
@@ -79,10 +79,6 @@ async fn quicrpc_with_stdin(args: &[&str], stdin: &str) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-async fn quicrpc(args: &[&str]) -> Run {
-    quicrpc_with_stdin(args, "").await
 }
 
 /// A directory removed when dropped.
@@ -212,18 +208,15 @@ async fn client_streaming_reads_messages_from_a_file() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bidi_streaming_reads_messages_from_stdin() {
+async fn bidi_streaming_reads_messages_from_a_file() {
     let f = Fixture::start().await;
-    let args = [
-        "call",
-        &f.addr,
-        "--ca",
-        &f.ca,
-        "quicrpc.testing.Echo/Bidi",
-        "-d",
-        "@-",
-    ];
-    let run = quicrpc_with_stdin(&args, "{\"message\": \"x\"}\n{\"message\": \"y\"}\n").await;
+    let dir = TempDir::new();
+    let file = dir.file(
+        "requests.jsonl",
+        "{\"message\": \"x\"}\n{\"message\": \"y\"}\n",
+    );
+    let data = format!("@{file}");
+    let run = f.call(&["quicrpc.testing.Echo/Bidi", "-d", &data]).await;
     run.expect_code(0);
     let messages: Vec<String> = run
         .json_lines()
@@ -231,6 +224,53 @@ async fn bidi_streaming_reads_messages_from_stdin() {
         .map(|m| m["message"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(messages, ["x", "y"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bidi_streaming_from_stdin_is_interactive() {
+    let f = Fixture::start().await;
+    let mut child = spawn_quicrpc(&[
+        "call",
+        &f.addr,
+        "--ca",
+        &f.ca,
+        "quicrpc.testing.Echo/Bidi",
+        "-d",
+        "@-",
+    ]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Each reply arrives while standard input is still open: the lines stream as they come.
+    for word in ["x", "y"] {
+        let line = format!("{{\"message\": \"{word}\"}}\n");
+        stdin.write_all(line.as_bytes()).await.expect("write");
+        let reply = tokio::time::timeout(RUN_LIMIT, stdout.next_line())
+            .await
+            .expect("a reply in time")
+            .expect("read stdout")
+            .expect("a reply line");
+        let reply: serde_json::Value = serde_json::from_str(&reply).expect("JSON");
+        assert_eq!(reply["message"], word);
+    }
+    // A line that is not a request message ends the call: exit 65, naming line and field.
+    stdin.write_all(b"{\"message\": 7}\n").await.expect("write");
+    let status = tokio::time::timeout(RUN_LIMIT, child.wait())
+        .await
+        .expect("exits in time")
+        .expect("exit status");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("field `message`"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,6 +306,22 @@ async fn a_proto_file_replaces_reflection() {
     .await
     .expect_code(0)
     .stdout_has("option (quicrpc.priority) = CRITICAL;");
+    // With --proto, the method and the JSON are checked before connecting: no server
+    // needed to hear about a mistake.
+    quicrpc(
+        &[
+            &["call", "localhost:1", "quicrpc.testing.Echo/Nope"],
+            &nowhere[..],
+        ]
+        .concat(),
+    )
+    .await
+    .expect_code(67);
+    let bad_json = ["call", "localhost:1", UNARY, "-d", r#"{"barrier": "yes"}"#];
+    quicrpc(&[&bad_json[..], &nowhere[..]].concat())
+        .await
+        .expect_code(65)
+        .stderr_has("field `barrier`");
     // A .proto that does not compile: exit 65, with protox's reason.
     let dir = TempDir::new();
     let broken = dir.file("broken.proto", "syntax = \"proto3\";\nmessage {");
@@ -380,10 +436,21 @@ async fn bench_reports_rate_latency_and_statuses() {
     let run = f
         .run(
             "bench",
-            &[UNARY, "-d", r#"{"message": "b"}"#, "-c", "4", "-z", "1s"],
+            &[
+                UNARY,
+                "-d",
+                r#"{"message": "b"}"#,
+                "-c",
+                "4",
+                "-z",
+                "1s",
+                "--connections",
+                "2",
+            ],
         )
         .await;
     run.expect_code(0)
+        .stdout_has("4 calls in flight (closed loop) on 2 connections")
         .stdout_has("calls/s")
         .stdout_has("p99.9")
         .stdout_has("OK (0)");
