@@ -192,6 +192,14 @@ fn measure(
 /// `compare --scenario memory`: streams on one connection, then idle connections.
 pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
     for what in [Held::Streams, Held::Connections] {
+        if what == Held::Streams && run.max_streams.is_some_and(|m| (m as usize) < run.count) {
+            // The client would wait for a free stream forever: every one is held.
+            println!(
+                "\n(streams skipped: the server allows fewer than {})",
+                run.count
+            );
+            continue;
+        }
         let mut runs: Vec<Vec<(ClientKind, Footprint)>> = Vec::new();
         for _ in 0..run.reps {
             let mut rep = Vec::new();
