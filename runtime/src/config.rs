@@ -11,6 +11,11 @@ pub(crate) const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub(crate) const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
 /// Default limit on concurrent calls per connection. quinn's own default is 100.
 pub(crate) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Streams a new QUIC connection may open at first. quinn sets up the state of every stream
+/// the peer may open when the connection starts (about 86 bytes each), so the server starts
+/// each connection with this much credit and doubles it, up to the configured limit, as the
+/// connection gets busy ([`StreamCredit`]).
+pub(crate) const INITIAL_STREAM_CREDIT: u32 = 128;
 /// Default idle timeout: 30 s, quinn's.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default client keep-alive: 10 s, well inside the idle timeout.
@@ -91,7 +96,11 @@ impl ConnectionConfig {
         }
     }
 
-    fn transport(&self, incoming_uni: u32) -> Result<quinn::TransportConfig, Error> {
+    fn transport(
+        &self,
+        incoming_bidi: u32,
+        incoming_uni: u32,
+    ) -> Result<quinn::TransportConfig, Error> {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
             Error::Config(format!("idle timeout {:?} is too large", self.idle_timeout))
         })?;
@@ -99,7 +108,7 @@ impl ConnectionConfig {
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(self.keep_alive_interval)
-            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
+            .max_concurrent_bidi_streams(incoming_bidi.into())
             .max_concurrent_uni_streams(incoming_uni.into())
             .receive_window(DEFAULT_CONNECTION_WINDOW.into())
             .send_fairness(self.send_fairness);
@@ -117,12 +126,13 @@ impl ConnectionConfig {
 
     /// The client accepts the server's control stream (and a spare).
     pub(crate) fn client_transport(&self) -> Result<quinn::TransportConfig, Error> {
-        self.transport(2)
+        self.transport(self.max_concurrent_streams, 2)
     }
 
     /// The server accepts calls only.
+    /// (At first: [`StreamCredit`] raises the stream limit as a connection gets busy.)
     pub(crate) fn server_transport(&self) -> Result<quinn::TransportConfig, Error> {
-        self.transport(0)
+        self.transport(StreamCredit::new(self.max_concurrent_streams).limit, 0)
     }
 
     /// A transport config for one new connection that writes its qlog trace, if one is asked
@@ -157,5 +167,61 @@ impl ConnectionConfig {
         };
         transport.qlog_stream(qlog.into_stream());
         Ok(Some(transport))
+    }
+}
+
+/// How many calls one QUIC connection may have open: [`INITIAL_STREAM_CREDIT`] at first,
+/// doubled whenever more than half of it is in use, up to the configured maximum. Growing
+/// costs the client a round trip when a burst outruns the credit; starting at the maximum
+/// costs every connection, idle or not, the memory of all its streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamCredit {
+    /// The limit the peer has been given.
+    pub(crate) limit: u32,
+    max: u32,
+}
+
+impl StreamCredit {
+    pub(crate) fn new(max: u32) -> Self {
+        Self {
+            limit: max.min(INITIAL_STREAM_CREDIT),
+            max,
+        }
+    }
+
+    /// With `open` calls in progress: the new limit to give the peer, if it should grow.
+    pub(crate) fn grow(&mut self, open: usize) -> Option<u32> {
+        if self.limit >= self.max || open.saturating_mul(2) <= self.limit as usize {
+            return None;
+        }
+        self.limit = self.limit.saturating_mul(2).min(self.max);
+        Some(self.limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamCredit;
+
+    #[test]
+    fn stream_credit_doubles_past_half_up_to_the_maximum() {
+        let mut credit = StreamCredit::new(1024);
+        assert_eq!(credit.limit, 128);
+        assert_eq!(credit.grow(64), None);
+        assert_eq!(credit.grow(65), Some(256));
+        assert_eq!(credit.grow(100), None);
+        assert_eq!(credit.grow(129), Some(512));
+        assert_eq!(credit.grow(257), Some(1024));
+        assert_eq!(credit.grow(1024), None);
+    }
+
+    #[test]
+    fn a_small_maximum_is_given_at_once() {
+        let mut credit = StreamCredit::new(10);
+        assert_eq!(credit.limit, 10);
+        assert_eq!(credit.grow(10), None);
+        let mut credit = StreamCredit::new(200);
+        assert_eq!(credit.limit, 128);
+        assert_eq!(credit.grow(100), Some(200));
     }
 }

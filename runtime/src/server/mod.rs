@@ -220,9 +220,10 @@ impl ServerBuilder {
     /// The most calls one connection may have in flight; a client that wants more waits
     /// for a call to end. Default: 1024 (quinn's own default is 100).
     ///
-    /// Memory: quinn sets up every allowed stream when a QUIC connection starts, about 86
-    /// bytes each, so the default costs about 80 KiB per connection even when it is idle
-    /// (docs/tuning.md).
+    /// Memory: quinn sets up every stream a QUIC connection allows when it allows it (about
+    /// 86 bytes each), so a connection starts with credit for 128 calls, doubled whenever
+    /// more than half is in use, up to this limit; a burst beyond the credit waits a round
+    /// trip for more (docs/tuning.md).
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.config.max_concurrent_streams = streams;
         self

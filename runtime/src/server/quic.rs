@@ -128,6 +128,7 @@ async fn serve_connection(
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
     let calls = TaskTracker::new();
+    let mut credit = crate::config::StreamCredit::new(shared.config.max_concurrent_streams);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -163,6 +164,9 @@ async fn serve_connection(
                     // The address now, not at accept: the client may have migrated.
                     let remote = conn.remote_address();
                     calls.spawn(serve_call(send, recv, shared.clone(), remote, peer.clone()));
+                    if let Some(limit) = credit.grow(calls.len()) {
+                        conn.set_max_concurrent_bi_streams(limit.into());
+                    }
                 }
                 Err(e) => {
                     debug!(%remote, "connection closed: {e}");
