@@ -608,6 +608,77 @@ pub async fn indexes_to_end(stream: &mut Streaming<EchoReply>) -> Vec<u32> {
     indexes
 }
 
+/// What a client in another language printed, after it exited successfully.
+#[derive(Debug)]
+pub struct ForeignRun {
+    /// Its standard output: a `PASS <case>` line per case that passed.
+    pub stdout: String,
+    /// Its standard error, for failure messages.
+    pub stderr: String,
+}
+
+impl ForeignRun {
+    /// Fails the test unless the client printed `PASS <case>`.
+    pub fn assert_passed(&self, program: &str, case: &str) {
+        let pass = format!("PASS {case}");
+        assert!(
+            self.stdout.lines().any(|l| l == pass),
+            "{program}: case {case} did not pass:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `program script --target localhost:PORT --ca CA` (a client in another language,
+/// trusting `server`'s CA) to its end, bounded by [`TIMEOUT`]. Fails the test, saying
+/// `setup`, if the program cannot start ("THIS TEST DID NOT RUN") or exits with an error.
+pub async fn run_foreign_client(
+    program: &'static str,
+    script: &'static str,
+    server: &TestServer,
+    setup: &str,
+) -> ForeignRun {
+    let dir = std::env::temp_dir().join(format!(
+        "quicrpc-foreign-{program}-{}-{}",
+        std::process::id(),
+        server.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.cert.ca_pem()).expect("write CA");
+    let target = format!("localhost:{}", server.addr.port());
+    let ca_path = ca.clone();
+    // Every call in the scripts has its own 10 s deadline; `within` bounds the whole.
+    let output = within(
+        "client in another language",
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(program)
+                .arg(script)
+                .arg("--target")
+                .arg(target)
+                .arg("--ca")
+                .arg(ca_path)
+                .output()
+        }),
+    )
+    .await
+    .expect("client thread")
+    .unwrap_or_else(|e| panic!("THIS TEST DID NOT RUN: cannot start {program} ({e}); {setup}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = ForeignRun {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    print!("{}", run.stdout);
+    assert!(
+        output.status.success(),
+        "the {program} client failed ({setup}):\n{}",
+        run.stderr
+    );
+    run
+}
+
 /// A request with the given text.
 pub fn echo(message: &str) -> EchoRequest {
     EchoRequest {

@@ -7,7 +7,7 @@
 
 use quicrpc::Transport;
 use quicrpc_tests::interop::{Case, InteropServer, run_case};
-use quicrpc_tests::within;
+use quicrpc_tests::run_foreign_client;
 
 /// Runs `case` over `transport` against a fresh server.
 async fn run(case: Case, transport: Transport) {
@@ -31,40 +31,15 @@ fn python_runs(case: Case) -> bool {
 #[tokio::test]
 async fn python_grpcio_client_runs_the_cases_over_tcp() {
     let server = InteropServer::start().await;
-    let dir = std::env::temp_dir().join(format!("quicrpc-grpc-testing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, server.server.cert.ca_pem()).expect("write CA");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/grpc_testing_client.py");
-    let target = format!("localhost:{}", server.server.addr.port());
-    // Every call in the script has its own 10 s deadline; `within` bounds the whole.
-    let output = within(
-        "python client",
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("python3")
-                .args([script, "--target", &target, "--ca"])
-                .arg(&ca)
-                .output()
-        }),
+    let run = run_foreign_client(
+        "python3",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/python/grpc_testing_client.py"),
+        &server.server,
+        "it needs python3 -m pip install grpcio grpcio-tools",
     )
-    .await
-    .expect("client thread")
-    .unwrap_or_else(|e| panic!("THIS TEST DID NOT RUN: cannot start python3 ({e})"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    print!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the Python client failed (it needs python3 -m pip install grpcio grpcio-tools):\n{stderr}"
-    );
+    .await;
     for case in Case::ALL.into_iter().filter(|c| python_runs(*c)) {
-        let pass = format!("PASS {}", case.name());
-        assert!(
-            stdout.lines().any(|l| l == pass),
-            "{} did not pass:\n{stdout}\n{stderr}",
-            case.name()
-        );
+        run.assert_passed("python3", case.name());
     }
     assert_eq!(server.server.stats.quic_connections(), 0, "all over TCP");
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use quicrpc::Fallback;
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestServer, echo, within};
+use quicrpc_tests::{TestServer, echo, run_foreign_client, within};
 
 const CASES: [&str; 7] = [
     "unary",
@@ -22,46 +22,13 @@ const CASES: [&str; 7] = [
     "deadline",
 ];
 
-/// Runs `program script --target localhost:PORT --ca CA` against a fresh test server and
-/// checks that it passed every case (and `extra` ones), over TCP only.
+/// Runs `program script` against a fresh test server and checks that it passed every case
+/// (and `extra` ones), over TCP only.
 async fn run_client(program: &'static str, script: &'static str, setup: &str, extra: &[&str]) {
     let server = TestServer::start().await;
-    let dir =
-        std::env::temp_dir().join(format!("quicrpc-interop-{program}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, server.cert.ca_pem()).expect("write CA");
-    let target = format!("localhost:{}", server.addr.port());
-    let ca_path = ca.clone();
-    // Every call in the scripts has its own 10 s deadline; `within` bounds the whole.
-    let output = within(
-        "client in another language",
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(program)
-                .arg(script)
-                .arg("--target")
-                .arg(target)
-                .arg("--ca")
-                .arg(ca_path)
-                .output()
-        }),
-    )
-    .await
-    .expect("client thread")
-    .unwrap_or_else(|e| panic!("THIS TEST DID NOT RUN: cannot start {program} ({e}); {setup}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    print!("{stdout}");
-    assert!(
-        output.status.success(),
-        "the {program} client failed ({setup}):\n{stderr}"
-    );
+    let run = run_foreign_client(program, script, &server, setup).await;
     for case in CASES.iter().chain(extra) {
-        assert!(
-            stdout.lines().any(|l| l == format!("PASS {case}")),
-            "{program}: case {case} did not pass:\n{stdout}\n{stderr}"
-        );
+        run.assert_passed(program, case);
     }
     // Every call went over TCP: the QUIC side saw none.
     assert_eq!(server.stats.quic_connections(), 0);
