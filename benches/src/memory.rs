@@ -221,10 +221,7 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
         let mib = |kib: u64| kib as f64 / 1024.0;
         let mut rows = Vec::new();
         for kind in ClientKind::ALL {
-            let mine: Vec<Footprint> = runs
-                .iter()
-                .flat_map(|rep| rep.iter().filter(|(k, _)| *k == kind).map(|(_, f)| *f))
-                .collect();
+            let (mine, _) = report::of_kind(&runs, kind);
             let per_item: Vec<f64> = mine
                 .iter()
                 .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / run.count as f64)

@@ -34,6 +34,23 @@ fn kinds_in<T>(runs: &[Vec<(ClientKind, T)>]) -> Vec<ClientKind> {
         .unwrap_or_default()
 }
 
+/// `kind`'s result in each repetition, and (its result, tonic's) for each repetition that
+/// has both: the pairs ratios to tonic are taken from.
+pub(crate) fn of_kind<'a, T>(
+    runs: &'a [Vec<(ClientKind, T)>],
+    kind: ClientKind,
+) -> (Vec<&'a T>, Vec<(&'a T, &'a T)>) {
+    let find = |rep: &'a Vec<(ClientKind, T)>, wanted| {
+        rep.iter().find(|(k, _)| *k == wanted).map(|(_, r)| r)
+    };
+    let results = runs.iter().filter_map(|rep| find(rep, kind)).collect();
+    let pairs = runs
+        .iter()
+        .filter_map(|rep| find(rep, kind).zip(find(rep, ClientKind::Tonic)))
+        .collect();
+    (results, pairs)
+}
+
 /// One table under `heading`: a row per transport.
 pub(crate) fn table(heading: &str, runs: &[Vec<(ClientKind, LoadResult)>]) -> String {
     let mut out = String::new();
@@ -44,19 +61,7 @@ pub(crate) fn table(heading: &str, runs: &[Vec<(ClientKind, LoadResult)>]) -> St
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for kind in kinds_in(runs) {
-        let mine = |rep: &Vec<(ClientKind, LoadResult)>| {
-            rep.iter().find(|(k, _)| *k == kind).map(|(_, r)| r.clone())
-        };
-        let tonic = |rep: &Vec<(ClientKind, LoadResult)>| {
-            rep.iter()
-                .find(|(k, _)| *k == ClientKind::Tonic)
-                .map(|(_, r)| r.clone())
-        };
-        let results: Vec<LoadResult> = runs.iter().filter_map(mine).collect();
-        let pairs: Vec<(LoadResult, LoadResult)> = runs
-            .iter()
-            .filter_map(|rep| mine(rep).zip(tonic(rep)))
-            .collect();
+        let (results, pairs) = of_kind(runs, kind);
         if results.is_empty() {
             continue;
         }
@@ -65,7 +70,7 @@ pub(crate) fn table(heading: &str, runs: &[Vec<(ClientKind, LoadResult)>]) -> St
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
-            cell(results.iter().map(rate).collect(), 0),
+            cell(results.iter().map(|r| rate(r)).collect(), 0),
             cell(results.iter().map(|r| r.p50_us as f64).collect(), 0),
             cell(results.iter().map(|r| r.p99_us as f64).collect(), 0),
             cell(results.iter().map(|r| r.p999_us as f64).collect(), 0),
@@ -162,10 +167,7 @@ pub(crate) fn load_rows(
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     for kind in kinds_in(runs) {
-        let results: Vec<&LoadResult> = runs
-            .iter()
-            .flat_map(|rep| rep.iter().filter(|(k, _)| *k == kind).map(|(_, r)| r))
-            .collect();
+        let (results, _) = of_kind(runs, kind);
         let median =
             |f: &dyn Fn(&LoadResult) -> f64| spread(results.iter().map(|r| f(r)).collect()).0;
         let metrics: [(&str, f64); 4] = [

@@ -164,21 +164,12 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
         println!("|---|---|---|---|");
         let mut rows = Vec::new();
         for kind in ClientKind::ALL {
-            let mine = |rep: &Vec<(ClientKind, StreamResult)>| {
-                rep.iter().find(|(k, _)| *k == kind).map(|(_, r)| r.clone())
-            };
-            let tonic = |rep: &Vec<(ClientKind, StreamResult)>| {
-                rep.iter()
-                    .find(|(k, _)| *k == ClientKind::Tonic)
-                    .map(|(_, r)| r.clone())
-            };
-            let results: Vec<StreamResult> = runs.iter().filter_map(mine).collect();
-            let ratios: Vec<f64> = runs
+            let (results, pairs) = report::of_kind(&runs, kind);
+            let ratios: Vec<f64> = pairs
                 .iter()
-                .filter_map(|rep| mine(rep).zip(tonic(rep)))
                 .map(|(m, t)| m.mb_per_s() / t.mb_per_s())
                 .collect();
-            let rates: Vec<f64> = results.iter().map(StreamResult::mb_per_s).collect();
+            let rates: Vec<f64> = results.iter().map(|r| r.mb_per_s()).collect();
             println!(
                 "| {} | {} | {} | {} |",
                 kind.name(),
