@@ -424,7 +424,6 @@ impl ChannelBuilder {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(443);
-
         let authority = uri
             .authority()
             .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
