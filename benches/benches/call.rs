@@ -20,8 +20,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use prost::Message;
 use quicrpc::Priority;
-use quicrpc::wire::frame::{self, Frame, FrameDecoder};
-use quicrpc::wire::{fields, message::MessageLimiter};
+use quicrpc_wire::frame::{self, Frame, FrameDecoder};
+use quicrpc_wire::{fields, message::MessageLimiter};
 
 use helloworld::{HelloReply, HelloRequest};
 

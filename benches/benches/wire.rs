@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use quicrpc::Priority;
-use quicrpc::wire::frame::{self, FrameDecoder};
-use quicrpc::wire::{fields, message::MessageLimiter};
+use quicrpc_wire::frame::{self, FrameDecoder};
+use quicrpc_wire::{fields, message::MessageLimiter};
 
 fn request_metadata() -> HeaderMap {
     let mut headers = HeaderMap::new();

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quicrpc::wire::{fields, frame};
+use quicrpc_wire::{fields, frame};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(head) = fields::decode_request_head(data) {
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn strip_head(frame: &[u8]) -> &[u8] {
-    let (_, a) = quicrpc::wire::varint::get(frame).expect("type");
-    let (_, b) = quicrpc::wire::varint::get(&frame[a..]).expect("length");
+    let (_, a) = quicrpc_wire::varint::get(frame).expect("type");
+    let (_, b) = quicrpc_wire::varint::get(&frame[a..]).expect("length");
     &frame[a + b..]
 }

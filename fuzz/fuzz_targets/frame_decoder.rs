@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use quicrpc::wire::frame::{Frame, FrameDecoder};
-use quicrpc::wire::message::MessageLimiter;
+use quicrpc_wire::frame::{Frame, FrameDecoder};
+use quicrpc_wire::message::MessageLimiter;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the size of the pieces the input arrives in.
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Ok(Some(Frame::Headers(block) | Frame::Trailers(block))) => {
                     assert!(block.len() <= 256);
-                    let _ = quicrpc::wire::fields::decode_fields(&block);
+                    let _ = quicrpc_wire::fields::decode_fields(&block);
                 }
                 Ok(Some(Frame::GoAway)) => {}
                 Ok(None) | Err(_) => break,

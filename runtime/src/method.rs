@@ -1,93 +1,9 @@
 //! What quicrpc knows about each method: call kind, priority, idempotency.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::OnceLock;
 
-/// How urgently a call's bytes are sent, relative to other calls on the same connection.
-///
-/// Set per method in the `.proto` with `option (quicrpc.priority) = ...;`, and per call by
-/// inserting a `Priority` into the request's extensions:
-///
-/// ```
-/// let mut request = tonic::Request::new(());
-/// request.extensions_mut().insert(quicrpc::Priority::Critical);
-/// ```
-///
-/// Priority orders each sender's queue of stream data: when several calls have bytes
-/// waiting, the higher-priority call's bytes are sent first. It cannot reorder packets that
-/// are already in flight, and it does not bypass congestion or flow control.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Priority {
-    /// Control-plane calls that must not wait behind anything.
-    Critical,
-    /// Latency-sensitive calls.
-    High,
-    /// The default.
-    #[default]
-    Normal,
-    /// Background work.
-    Low,
-    /// Bulk transfers, sent when nothing else is waiting.
-    Bulk,
-}
-
-impl Priority {
-    /// Every priority, most urgent first.
-    pub const ALL: [Priority; 5] = [
-        Self::Critical,
-        Self::High,
-        Self::Normal,
-        Self::Low,
-        Self::Bulk,
-    ];
-
-    /// The name used in `.proto` files and on the wire, lowercase.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Critical => "critical",
-            Self::High => "high",
-            Self::Normal => "normal",
-            Self::Low => "low",
-            Self::Bulk => "bulk",
-        }
-    }
-
-    /// The value given to quinn's `SendStream::set_priority` (higher is sent first; quinn's
-    /// default, 0, is `Normal`).
-    pub const fn quic_priority(self) -> i32 {
-        match self {
-            Self::Critical => 2,
-            Self::High => 1,
-            Self::Normal => 0,
-            Self::Low => -1,
-            Self::Bulk => -2,
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no [`Priority`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown priority {0:?} (expected critical, high, normal, low or bulk)")]
-pub struct ParsePriorityError(String);
-
-impl FromStr for Priority {
-    type Err = ParsePriorityError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParsePriorityError(s.to_owned()))
-    }
-}
+use crate::Priority;
 
 /// The shape of a method's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -206,17 +122,5 @@ mod tests {
     fn registered_tables_are_found_by_path() {
         assert_eq!(method_info("/test.Registry/Ping"), Some(&PING));
         assert_eq!(method_info("/test.Registry/Nope"), None);
-    }
-
-    #[test]
-    fn priority_names_round_trip_and_order_matches_urgency() {
-        for p in Priority::ALL {
-            assert_eq!(p.as_str().parse::<Priority>(), Ok(p));
-        }
-        assert_eq!("BULK".parse::<Priority>(), Ok(Priority::Bulk));
-        assert!("urgent".parse::<Priority>().is_err());
-        let quic: Vec<i32> = Priority::ALL.iter().map(|p| p.quic_priority()).collect();
-        assert!(quic.windows(2).all(|w| w[0] > w[1]), "{quic:?}");
-        assert_eq!(Priority::default().quic_priority(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
-use quicrpc::wire::{self, fields, frame, frame::Frame, frame::FrameDecoder};
+use quicrpc_wire::{self as wire, fields, frame, frame::Frame, frame::FrameDecoder};
 use quinn::VarInt;
 
 /// One raw QUIC connection to a quicrpc server.

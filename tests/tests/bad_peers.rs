@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
-use quicrpc::wire::frame;
 use quicrpc_tests::pb::{EchoReply, EchoRequest};
 use quicrpc_tests::raw::{
     Answer, RawClient, RawResponse, RawServer, data_message, frame_with_len, raw_fields,
     read_response, request_head, response_head, status_trailers,
 };
 use quicrpc_tests::{Event, TestServer, echo, within};
+use quicrpc_wire::frame;
 use tonic::Code;
 
 const UNARY: &str = "/quicrpc.testing.Echo/Unary";

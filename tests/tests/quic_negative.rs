@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use quicrpc::Transport;
-use quicrpc::wire::frame::{self, Frame, FrameDecoder};
 use quicrpc_tests::interop::pb::test_service_client::TestServiceClient;
 use quicrpc_tests::interop::pb::{
     Empty, Payload, ResponseParameters, SimpleRequest, SimpleResponse, StreamingInputCallRequest,
@@ -21,6 +20,7 @@ use quicrpc_tests::raw::{
     status_trailers,
 };
 use quicrpc_tests::{TestOptions, until, within};
+use quicrpc_wire::frame::{self, Frame, FrameDecoder};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -93,7 +93,7 @@ async fn until_goaway(conn: &quinn::Connection) {
     let mut typed = false;
     let mut decoder = FrameDecoder::new(1 << 16);
     loop {
-        if !typed && let Some((stream_type, n)) = quicrpc::wire::varint::get(&buf) {
+        if !typed && let Some((stream_type, n)) = quicrpc_wire::varint::get(&buf) {
             assert_eq!(stream_type, 0x0, "a control stream");
             let _ = buf.split_to(n);
             typed = true;

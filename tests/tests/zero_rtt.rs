@@ -1,12 +1,12 @@
 //! 0-RTT: resumed connections send replay-safe calls as early data, and nothing else; the
 //! server never runs a call that is not replay-safe from early data, replayed or not.
 
-use quicrpc::wire::code::ErrorCode;
 use quicrpc::{NoZeroRtt, ZeroRtt};
 use quicrpc_tests::pb::EchoReply;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::raw::{self, RawClient, RecordingRelay};
 use quicrpc_tests::{Run, TestOptions, TestServer, echo, within};
+use quicrpc_wire::code::ErrorCode;
 
 const UNARY: &str = "/quicrpc.testing.Echo/Unary";
 const LOOKUP: &str = "/quicrpc.testing.Echo/Lookup";

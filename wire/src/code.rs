@@ -1,7 +1,5 @@
 //! Application error codes for RESET_STREAM, STOP_SENDING and CONNECTION_CLOSE.
 
-use tonic::Code;
-
 /// Why a stream or connection was abandoned. Carried in QUIC's RESET_STREAM, STOP_SENDING
 /// and application CONNECTION_CLOSE frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,23 +59,6 @@ impl ErrorCode {
             .into_iter()
             .find(|c| u64::from(c.to_u32()) == value)
     }
-
-    /// The gRPC status code a call ends with when its stream is reset with this code before
-    /// the call's status arrived.
-    pub const fn grpc_code(self) -> Code {
-        match self {
-            Self::Cancelled => Code::Cancelled,
-            Self::RefusedStream | Self::TooEarly => Code::Unavailable,
-            Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::MessageTooLarge => Code::ResourceExhausted,
-            Self::NoError | Self::ProtocolError | Self::InternalError => Code::Internal,
-        }
-    }
-}
-
-/// The gRPC status code for a reset with wire value `value`; unknown values give INTERNAL.
-pub fn grpc_code_for_reset(value: u64) -> Code {
-    ErrorCode::from_u64(value).map_or(Code::Internal, ErrorCode::grpc_code)
 }
 
 #[cfg(test)]
@@ -90,9 +71,5 @@ mod tests {
             assert_eq!(ErrorCode::from_u64(code.to_u32().into()), Some(code));
         }
         assert_eq!(ErrorCode::from_u64(0x100), None);
-        assert_eq!(grpc_code_for_reset(0x100), Code::Internal);
-        assert_eq!(grpc_code_for_reset(0x1), Code::Cancelled);
-        assert_eq!(grpc_code_for_reset(0x2), Code::Unavailable);
-        assert_eq!(grpc_code_for_reset(0x7), Code::Unavailable);
     }
 }

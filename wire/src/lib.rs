@@ -9,14 +9,19 @@
 //! ```
 //!
 //! DATA frames carry gRPC's length-prefixed messages, cut anywhere. `docs/PROTOCOL.md` in the
-//! repository is the full specification; this module is its reference implementation, public
-//! so that tests and fuzzers can speak the protocol directly.
+//! repository is the full specification; this crate is its reference implementation, which
+//! the `quicrpc` runtime drives over quinn. It is a crate of its own so that tests, fuzzers
+//! and other implementations can speak the protocol directly, and so that its API can change
+//! without a new major version of the runtime. Applications use `quicrpc` and never need it.
 
 pub mod code;
 pub mod fields;
 pub mod frame;
 pub mod message;
+mod priority;
 pub mod varint;
+
+pub use priority::{ParsePriorityError, Priority};
 
 /// The ALPN protocol name of this wire format, version 1.
 pub const ALPN: &[u8] = b"quicrpc/1";

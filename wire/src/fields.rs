@@ -8,8 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{frame, varint};
-use crate::Priority;
+use crate::{Priority, frame, varint};
 
 /// The head of a request, as carried by its HEADERS frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
