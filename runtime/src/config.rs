@@ -11,11 +11,6 @@ pub(crate) const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub(crate) const DEFAULT_MAX_HEADER_LIST_SIZE: usize = 16 * 1024;
 /// Default limit on concurrent calls per connection. quinn's own default is 100.
 pub(crate) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Streams a new QUIC connection may open at first. quinn sets up the state of every stream
-/// the peer may open when the connection starts (about 86 bytes each), so the server starts
-/// each connection with this much credit and doubles it, up to the configured limit, as the
-/// connection gets busy ([`StreamCredit`]).
-pub(crate) const INITIAL_STREAM_CREDIT: u32 = 128;
 /// Default idle timeout: 30 s, quinn's.
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default client keep-alive: 10 s, well inside the idle timeout.
@@ -102,7 +97,7 @@ impl ConnectionConfig {
         incoming_uni: u32,
     ) -> Result<quinn::TransportConfig, Error> {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
-            Error::Config(format!("idle timeout {:?} is too large", self.idle_timeout))
+            Error::config(format!("idle timeout {:?} is too large", self.idle_timeout))
         })?;
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -129,99 +124,99 @@ impl ConnectionConfig {
         self.transport(self.max_concurrent_streams, 2)
     }
 
-    /// The server accepts calls only.
-    /// (At first: [`StreamCredit`] raises the stream limit as a connection gets busy.)
-    pub(crate) fn server_transport(&self) -> Result<quinn::TransportConfig, Error> {
-        self.transport(StreamCredit::new(self.max_concurrent_streams).limit, 0)
-    }
-
-    /// A transport config for one new connection that writes its qlog trace, if one is asked
-    /// for; `None` when the shared config will do.
-    #[cfg(feature = "qlog")]
-    pub(crate) fn qlog_transport(
-        &self,
-        side: &str,
-    ) -> Result<Option<quinn::TransportConfig>, Error> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-        let Some(dir) = &self.qlog_dir else {
-            return Ok(None);
-        };
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{side}-{millis}-{}-{n}.qlog", std::process::id()));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| Error::Config(format!("qlog file {}: {e}", path.display())))?;
-        let mut qlog = quinn::QlogConfig::default();
-        // Unbuffered: the trace is complete on disk at every event, even if the connection
-        // outlives the process's interest in it. Debugging only, so the cost is fine.
-        qlog.writer(Box::new(file))
-            .title(Some(format!("quicrpc {side}")));
-        let mut transport = if side == "client" {
-            self.client_transport()?
-        } else {
-            self.server_transport()?
-        };
-        transport.qlog_stream(qlog.into_stream());
-        Ok(Some(transport))
+    /// The server accepts calls only, `streams` of them at a time to begin with (it raises
+    /// the limit as a connection gets busy).
+    pub(crate) fn server_transport(&self, streams: u32) -> Result<quinn::TransportConfig, Error> {
+        self.transport(streams, 0)
     }
 }
 
-/// How many calls one QUIC connection may have open: [`INITIAL_STREAM_CREDIT`] at first,
-/// doubled whenever more than half of it is in use, up to the configured maximum. Growing
-/// costs the client a round trip when a burst outruns the credit; starting at the maximum
-/// costs every connection, idle or not, the memory of all its streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StreamCredit {
-    /// The limit the peer has been given.
-    pub(crate) limit: u32,
-    max: u32,
-}
-
-impl StreamCredit {
-    pub(crate) fn new(max: u32) -> Self {
-        Self {
-            limit: max.min(INITIAL_STREAM_CREDIT),
-            max,
+/// The setters of the [`ConnectionConfig`] settings that both builders offer, written once so
+/// that their docs cannot drift apart. Used inside `impl ChannelBuilder` and
+/// `impl ServerBuilder`, whose `config` field they set; the arguments fill in what differs.
+macro_rules! connection_setters {
+    (
+        peer: $peer:literal,
+        incoming: $incoming:literal,
+        keep_alive: $keep_alive:literal,
+        tonic_limit: $tonic_limit:literal $(,)?
+    ) => {
+        #[doc = concat!(
+            "How long a QUIC connection may sit without any packet from the ", $peer,
+            " before it is closed as dead and its state freed. Default: 30 s. Over TCP, ",
+            "HTTP/2 keep-alive pings find dead peers instead."
+        )]
+        #[must_use]
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.idle_timeout = timeout;
+            self
         }
-    }
 
-    /// With `open` calls in progress: the new limit to give the peer, if it should grow.
-    pub(crate) fn grow(&mut self, open: usize) -> Option<u32> {
-        if self.limit >= self.max || open.saturating_mul(2) <= self.limit as usize {
-            return None;
+        #[doc = concat!(
+            "How often to ping an otherwise quiet connection: a QUIC PING, and an HTTP/2 ",
+            "PING over TCP, which keeps idle connections and NAT bindings alive and, over ",
+            "TCP, finds dead peers. `None` turns them off. ", $keep_alive
+        )]
+        #[must_use]
+        pub fn keep_alive_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+            self.config.keep_alive_interval = interval;
+            self
         }
-        self.limit = self.limit.saturating_mul(2).min(self.max);
-        Some(self.limit)
-    }
+
+        #[doc = concat!(
+            "The largest ", $incoming, " message accepted, in bytes, on both transports; a ",
+            "larger one ends the call with RESOURCE_EXHAUSTED, checked from the message's ",
+            "length prefix before it is buffered. Default: 4 MiB. ", $tonic_limit
+        )]
+        #[must_use]
+        pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+            self.config.max_receive_message_size = bytes;
+            self
+        }
+
+        #[doc = concat!(
+            "The largest ", $incoming, " head or trailers accepted, in encoded bytes, on both ",
+            "transports; larger ones end the call with RESOURCE_EXHAUSTED. Default: 16 KiB."
+        )]
+        #[must_use]
+        pub fn max_header_list_size(mut self, bytes: usize) -> Self {
+            self.config.max_header_list_size = bytes;
+            self
+        }
+
+        /// The congestion controller for what this side sends over QUIC. Default:
+        /// [`CongestionControl::Bbr`](crate::CongestionControl::Bbr), for its speed under
+        /// random loss; see [`CongestionControl`](crate::CongestionControl) for the
+        /// measurements.
+        #[must_use]
+        pub fn congestion_control(mut self, controller: crate::CongestionControl) -> Self {
+            self.config.congestion_control = controller;
+            self
+        }
+
+        /// Whether calls share the connection round-robin within each priority level
+        /// (`true`, the default), or each partly-sent call's data goes out whole before
+        /// anything else (`false`: less interleaving, so the first call finishes sooner).
+        ///
+        /// Turning fairness off weakens priorities: quinn then finishes a partly-sent stream
+        /// before it starts any other, even one of higher priority, so a CRITICAL call can
+        /// wait behind a BULK transfer. Keep it on where priorities matter.
+        #[must_use]
+        pub fn send_fairness(mut self, fair: bool) -> Self {
+            self.config.send_fairness = fair;
+            self
+        }
+
+        /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
+        /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a
+        /// file write per packet event: for debugging, not production. Feature `qlog`.
+        #[cfg(feature = "qlog")]
+        #[must_use]
+        pub fn qlog_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+            self.config.qlog_dir = Some(dir.into());
+            self
+        }
+    };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::StreamCredit;
-
-    #[test]
-    fn stream_credit_doubles_past_half_up_to_the_maximum() {
-        let mut credit = StreamCredit::new(1024);
-        assert_eq!(credit.limit, 128);
-        assert_eq!(credit.grow(64), None);
-        assert_eq!(credit.grow(65), Some(256));
-        assert_eq!(credit.grow(100), None);
-        assert_eq!(credit.grow(129), Some(512));
-        assert_eq!(credit.grow(257), Some(1024));
-        assert_eq!(credit.grow(1024), None);
-    }
-
-    #[test]
-    fn a_small_maximum_is_given_at_once() {
-        let mut credit = StreamCredit::new(10);
-        assert_eq!(credit.limit, 10);
-        assert_eq!(credit.grow(10), None);
-        let mut credit = StreamCredit::new(200);
-        assert_eq!(credit.limit, 128);
-        assert_eq!(credit.grow(100), Some(200));
-    }
-}
+pub(crate) use connection_setters;

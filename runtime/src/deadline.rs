@@ -1,8 +1,23 @@
-//! The `grpc-timeout` header: `TimeoutValue TimeoutUnit`, at most 8 digits.
+//! A call's deadline, from the `grpc-timeout` header: `TimeoutValue TimeoutUnit`, at most 8
+//! digits.
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+use tonic::Status;
+
+/// The deadline `headers` set for a call that starts now: `Ok(None)` without a
+/// `grpc-timeout`, INTERNAL for a malformed one (as gRPC over HTTP/2 answers it).
+pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, Status> {
+    match headers.get("grpc-timeout") {
+        None => Ok(None),
+        Some(value) => match parse(value) {
+            Some(timeout) => Ok(Some(Instant::now() + timeout)),
+            None => Err(Status::internal("malformed grpc-timeout")),
+        },
+    }
+}
 
 /// Parses a `grpc-timeout` value. `None` if it is malformed.
 pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
@@ -27,6 +42,18 @@ pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_comes_from_grpc_timeout_or_not_at_all() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(from_headers(&headers).ok(), Some(None));
+        headers.insert("grpc-timeout", HeaderValue::from_static("5S"));
+        let deadline = from_headers(&headers).unwrap().unwrap();
+        assert!(deadline > Instant::now() + Duration::from_secs(4));
+        headers.insert("grpc-timeout", HeaderValue::from_static("5s"));
+        let err = from_headers(&headers).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+    }
 
     #[test]
     fn parses_every_unit_and_refuses_junk() {

@@ -1,8 +1,12 @@
 //! Errors of setting up channels and servers. Errors of calls are `tonic::Status`.
 
+use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A cause of any type, as [`Error`]'s variants keep it.
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A failure to build, bind or connect a [`Channel`](crate::Channel) or
 /// [`Server`](crate::Server).
@@ -20,17 +24,33 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Serving failed (the TCP side's accept loop).
-    #[error("serving: {0}")]
-    Serve(String),
-    /// A setting is out of range.
-    #[error("invalid setting: {0}")]
-    Config(String),
+    /// Serving gRPC over TCP failed (tonic's server).
+    #[error("serving over TCP: {}", chain(source))]
+    Serve {
+        /// Why it failed.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A setting is out of range, or a file it names cannot be created.
+    #[error("invalid setting: {message}{}", cause(source))]
+    Config {
+        /// What is wrong.
+        message: String,
+        /// The underlying failure, if there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A certificate, key or TLS setting was refused.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The server was built without `.tls(identity)`; QUIC cannot run without it.
-    #[error("a server needs a TLS identity: call Server::builder().tls(identity)")]
+    #[error("TLS: {message}{}", cause(source))]
+    Tls {
+        /// What was refused.
+        message: String,
+        /// The underlying failure (rustls's, say), if there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The server was built without `.identity(identity)`; TLS cannot run without it.
+    #[error("a server needs a TLS identity: call Server::builder().identity(identity)")]
     MissingIdentity,
     /// Name resolution failed or found no address.
     #[error("resolving {host:?}: {source}")]
@@ -59,10 +79,22 @@ pub enum Error {
         #[source]
         source: quinn::ConnectionError,
     },
-    /// gRPC over TCP could not connect (with, under [`Fallback::Auto`](crate::Fallback::Auto),
-    /// why QUIC failed too).
-    #[error("connecting over TCP: {0}")]
-    TcpConnect(String),
+    /// gRPC over TCP could not connect: TCP, TLS or HTTP/2 failed.
+    #[error("connecting over TCP: {}", chain(source))]
+    TcpConnect {
+        /// Why it failed (tonic's error; the detail is in its chain of causes).
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Neither transport connected ([`Fallback::Auto`](crate::Fallback::Auto)).
+    #[error("QUIC: {quic}; TCP: {tcp}")]
+    BothFailed {
+        /// Why QUIC failed.
+        #[source]
+        quic: Box<Error>,
+        /// Why TCP failed.
+        tcp: Box<Error>,
+    },
     /// No QUIC handshake finished in time: the server is down, or UDP does not get through.
     #[error("connecting to {addr}: no QUIC handshake within {timeout:?}")]
     ConnectTimeout {
@@ -74,8 +106,79 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the error is a connect timeout.
+    /// Whether connecting timed out: a QUIC handshake or a TCP connect that did not finish
+    /// in time, on either transport when both failed.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::ConnectTimeout { .. })
+        match self {
+            Self::ConnectTimeout { .. } => true,
+            Self::TcpConnect { source } => caused_by_timeout(source),
+            Self::BothFailed { quic, tcp } => quic.is_timeout() || tcp.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// A [`Tls`](Self::Tls) error that has no underlying cause.
+    pub(crate) fn tls(message: impl Into<String>) -> Self {
+        Self::Tls {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Tls`](Self::Tls) error caused by `source`.
+    pub(crate) fn tls_caused(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Tls {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A [`Config`](Self::Config) error that has no underlying cause.
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+/// Whether a timeout is among `err`'s causes: tonic reports its connect timeout, like the
+/// operating system's, as an `io::Error` of kind `TimedOut`.
+fn caused_by_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<tokio::time::error::Elapsed>()
+            || err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// `err`'s message followed by its causes', which is where tonic keeps the detail.
+pub(crate) fn chain(err: &dyn StdError) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        // Some errors repeat their cause in their own message.
+        let cause_message = cause.to_string();
+        if !message.ends_with(&cause_message) {
+            message.push_str(": ");
+            message.push_str(&cause_message);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// `": "` and the chain of `source`, or nothing.
+fn cause(source: &Option<BoxError>) -> String {
+    match source {
+        Some(source) => format!(": {}", chain(source.as_ref())),
+        None => String::new(),
     }
 }

@@ -17,7 +17,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
 //! let server = quicrpc::Server::builder()
-//!     .tls(cert.identity())
+//!     .identity(cert.identity())
 //!     // .add_service(GreeterServer::new(MyGreeter))
 //!     .bind("127.0.0.1:0")
 //!     .await?;
@@ -36,7 +36,7 @@
 //!
 //! One client-initiated bidirectional stream: a HEADERS frame (path, metadata, priority),
 //! DATA frames with gRPC's length-prefixed messages, and in the response a TRAILERS frame
-//! with the status. See [`wire`] and `docs/PROTOCOL.md`.
+//! with the status. See `docs/PROTOCOL.md`; the crate `quicrpc-wire` implements it, sans IO.
 //!
 //! ## Statuses
 //!
@@ -52,26 +52,35 @@
 
 mod client;
 mod config;
+mod deadline;
 mod error;
 mod method;
+mod priority;
+#[cfg(feature = "qlog")]
+mod qlog;
 mod server;
+mod status;
 mod stream;
+mod sync;
 mod telemetry;
-mod timeout;
+mod transport;
 mod zero_rtt;
 
 #[doc(hidden)]
 pub mod codegen;
 pub mod tls;
-pub mod wire;
 
-pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture, Transport};
+use quicrpc_wire as wire;
+
+pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture};
 pub use config::CongestionControl;
 pub use error::Error;
-pub use method::{CallKind, Idempotency, MethodInfo, ParsePriorityError, Priority, method_info};
+pub use method::{CallKind, Idempotency, MethodInfo, method_info};
+pub use quicrpc_wire::{ParsePriorityError, Priority};
 pub use server::{
     AddressValidation, HttpRequest, LayeredService, Server, ServerBuilder, ServerStats,
 };
+pub use transport::Transport;
 pub use zero_rtt::{NoZeroRtt, ZeroRtt};
 
 /// Includes the code `quicrpc-build` generated for a protobuf package: messages, tonic

@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
 use tonic::Code;
 use tracing::field::Empty;
 
@@ -21,18 +20,11 @@ pub(crate) enum Side {
 }
 
 impl Side {
-    const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::Server => "server",
         }
-    }
-}
-
-const fn transport_label(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Quic => "quic",
-        Transport::Tcp => "tcp",
     }
 }
 
@@ -44,13 +36,6 @@ pub(crate) fn method_label(path: &str, info: Option<&'static MethodInfo>) -> Cow
         Some(info) => Cow::Borrowed(info.path()),
         None => Cow::Owned(path.to_owned()),
     }
-}
-
-/// The gRPC status code in `fields`, if they carry one.
-pub(crate) fn status_code(fields: &HeaderMap) -> Option<Code> {
-    fields
-        .get("grpc-status")
-        .map(|v| Code::from_bytes(v.as_bytes()))
 }
 
 /// One call's span and metrics, from start to status. Dropped before a status was seen, the
@@ -77,7 +62,7 @@ impl CallTelemetry {
             "rpc",
             side = side.as_str(),
             method = %method,
-            transport = transport_label(transport),
+            transport = transport.label(),
             stream_id,
             priority = priority.map(Priority::as_str),
             grpc.status = Empty,
@@ -87,7 +72,7 @@ impl CallTelemetry {
             "quicrpc_calls_started_total",
             "side" => side.as_str(),
             "method" => method.clone(),
-            "transport" => transport_label(transport),
+            "transport" => transport.label(),
         )
         .increment(1);
         Self {
@@ -115,7 +100,7 @@ impl CallTelemetry {
         self.span
             .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         tracing::debug!(parent: &self.span, "call finished");
-        let (side, transport) = (self.side.as_str(), transport_label(self.transport));
+        let (side, transport) = (self.side.as_str(), self.transport.label());
         metrics::counter!(
             "quicrpc_calls_finished_total",
             "side" => side,
@@ -134,8 +119,8 @@ impl CallTelemetry {
     }
 
     /// Records the status in `fields`, if they carry one.
-    pub(crate) fn finish_from(&mut self, fields: &HeaderMap) {
-        if let Some(code) = status_code(fields) {
+    pub(crate) fn finish_from(&mut self, fields: &http::HeaderMap) {
+        if let Some(code) = crate::status::status_code(fields) {
             self.finish(code);
         }
     }
@@ -171,7 +156,7 @@ fn code_label(code: Code) -> &'static str {
 
 /// Counts a switch of a channel's transport.
 pub(crate) fn transport_switch(to: Transport, reason: &'static str) {
-    metrics::counter!("quicrpc_transport_switches_total", "to" => transport_label(to), "reason" => reason)
+    metrics::counter!("quicrpc_transport_switches_total", "to" => to.label(), "reason" => reason)
         .increment(1);
 }
 

@@ -98,7 +98,7 @@ impl ResponseBody {
                     && let Some(trailers) = frame.trailers_mut()
                 {
                     let deadline = self.deadline.as_ref().map(|d| d.deadline());
-                    crate::stream::deadline_status(trailers, deadline);
+                    crate::status::deadline_status(trailers, deadline);
                 }
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
                     && let Some(data) = data
@@ -160,56 +160,5 @@ impl Body for ResponseBody {
             Inner::Tcp(body, _) => body.size_hint(),
             Inner::Done => SizeHint::with_exact(0),
         }
-    }
-}
-
-/// The status a request body failed with, once it has.
-pub(super) type RequestFailure = std::sync::Arc<std::sync::Mutex<Option<Status>>>;
-
-/// A TCP request body that remembers the status it failed with. When a request body fails
-/// (tonic's `CancellationHandle` fired, say), hyper resets the HTTP/2 stream and reports the
-/// reset, not the body's status; the QUIC side reports the body's status, and a status must
-/// mean the same on both transports.
-struct WatchedRequest {
-    inner: tonic::body::Body,
-    failure: RequestFailure,
-}
-
-/// Wraps `request`'s body so that the status it fails with lands in the returned slot.
-pub(super) fn watch_request(
-    request: http::Request<tonic::body::Body>,
-) -> (http::Request<tonic::body::Body>, RequestFailure) {
-    let failure = RequestFailure::default();
-    let watched = failure.clone();
-    let request = request.map(|inner| {
-        tonic::body::Body::new(WatchedRequest {
-            inner,
-            failure: watched,
-        })
-    });
-    (request, failure)
-}
-
-impl Body for WatchedRequest {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Err(status)) = &frame {
-            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -1,20 +1,35 @@
 //! The TCP side of the client: gRPC over HTTP/2 over TLS, through tonic.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::Uri;
+use http_body::{Body, Frame, SizeHint};
 use rustls_pki_types::ServerName;
+use tokio::time::Instant;
+use tonic::Status;
+use tower::ServiceExt;
+use tracing::debug;
 
-use super::ChannelBuilder;
-use crate::{Error, tls};
+use super::builder::Target;
+use super::{Call, CallSettings, ResponseBody};
+use crate::config::ConnectionConfig;
+use crate::error::chain;
+use crate::sync::lock;
+use crate::tls::{ClientTls, ServerVerification};
+use crate::{Error, Transport};
 
 /// Everything needed to open gRPC-over-TCP connections to one server.
 #[derive(Clone, Debug)]
 pub(super) struct TcpConnector {
     endpoint: tonic::transport::Endpoint,
     /// Set when certificates are not verified
-    /// ([`ChannelBuilder::danger_accept_invalid_certificates`]): tonic's TLS cannot be told
-    /// not to verify, so TLS is done here and tonic gets a connection it sees as plain.
+    /// ([`ChannelBuilder::danger_accept_invalid_certificates`](crate::ChannelBuilder::danger_accept_invalid_certificates)):
+    /// tonic's TLS cannot be told not to verify, so TLS is done here and tonic gets a
+    /// connection it sees as plain.
     unverified: Option<UnverifiedTls>,
 }
 
@@ -25,27 +40,29 @@ struct UnverifiedTls {
 }
 
 impl TcpConnector {
-    /// The connector for `authority` with the builder's roots, server name, identity and
-    /// connection settings.
+    /// A connector to `target` with these TLS and connection settings.
     pub(super) fn new(
-        builder: &ChannelBuilder,
-        authority: &str,
-        server_name: &str,
+        target: &Target,
+        tls: &ClientTls,
+        config: &ConnectionConfig,
+        connect_timeout: Duration,
     ) -> Result<Self, Error> {
-        let unverified = match builder.accept_invalid_certificates {
-            false => None,
-            true => Some(UnverifiedTls {
-                config: Arc::new(tls::client_config(
-                    &[],
-                    &[b"h2"],
-                    0,
-                    false,
-                    builder.identity.as_ref(),
-                    true,
-                )?),
-                server_name: ServerName::try_from(server_name.to_owned())
-                    .map_err(|e| Error::Tls(format!("server name {server_name:?}: {e}")))?,
-            }),
+        let server_name = &target.server_name;
+        let unverified = match tls.verify {
+            ServerVerification::Verified => None,
+            ServerVerification::AcceptAny => {
+                let tls = ClientTls {
+                    sessions: 0,
+                    early_data: false,
+                    ..tls.clone()
+                };
+                Some(UnverifiedTls {
+                    config: Arc::new(tls.config(b"h2")?),
+                    server_name: ServerName::try_from(server_name.clone()).map_err(|e| {
+                        Error::tls_caused(format!("server name {server_name:?}"), e)
+                    })?,
+                })
+            }
         };
         // Without tonic's TLS the endpoint's scheme must be http, or tonic refuses to connect.
         let scheme = if unverified.is_some() {
@@ -53,21 +70,24 @@ impl TcpConnector {
         } else {
             "https"
         };
+        let authority = &target.authority;
         let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))
             .map_err(|e| Error::InvalidUri {
-            uri: authority.to_owned(),
+            uri: authority.clone(),
             reason: e.to_string(),
         })?;
         let endpoint = match unverified {
             Some(_) => endpoint,
             None => endpoint
-                .tls_config(tonic_tls(builder, server_name))
-                .map_err(|e| Error::Tls(format!("TCP side: {e}")))?,
+                .tls_config(tonic_tls(tls, server_name))
+                .map_err(|e| Error::tls_caused("TCP side", e))?,
         };
-        let config = &builder.config;
         let endpoint = endpoint
-            .connect_timeout(builder.connect_timeout)
+            .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
+            .http2_max_header_list_size(
+                u32::try_from(config.max_header_list_size).unwrap_or(u32::MAX),
+            )
             .keep_alive_while_idle(config.keep_alive_interval.is_some());
         let endpoint = match config.keep_alive_interval {
             Some(interval) => endpoint.http2_keep_alive_interval(interval),
@@ -80,11 +100,13 @@ impl TcpConnector {
     }
 
     /// Connects: TCP, TLS, HTTP/2.
-    pub(super) async fn connect(
-        &self,
-    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    pub(super) async fn connect(&self) -> Result<tonic::transport::Channel, Error> {
         let Some(unverified) = self.unverified.clone() else {
-            return self.endpoint.connect().await;
+            return self
+                .endpoint
+                .connect()
+                .await
+                .map_err(|source| Error::TcpConnect { source });
         };
         let connector = tower::service_fn(move |uri: Uri| {
             let unverified = unverified.clone();
@@ -99,23 +121,115 @@ impl TcpConnector {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         });
-        self.endpoint.connect_with_connector(connector).await
+        self.endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| Error::TcpConnect { source })
     }
 }
 
 /// tonic's TLS settings: the same roots (or the Mozilla roots), server name and identity as
 /// the QUIC side.
-fn tonic_tls(builder: &ChannelBuilder, server_name: &str) -> tonic::transport::ClientTlsConfig {
-    let mut tls = tonic::transport::ClientTlsConfig::new().domain_name(server_name);
-    if let Some(identity) = &builder.identity {
-        tls = tls.identity(identity.to_tonic());
+fn tonic_tls(tls: &ClientTls, server_name: &str) -> tonic::transport::ClientTlsConfig {
+    let mut config = tonic::transport::ClientTlsConfig::new().domain_name(server_name);
+    if let Some(identity) = &tls.identity {
+        config = config.identity(identity.to_tonic());
     }
-    if builder.roots.is_empty() {
-        tls.with_webpki_roots()
+    if tls.roots.is_empty() {
+        config.with_webpki_roots()
     } else {
-        builder
-            .roots
-            .iter()
-            .fold(tls, |tls, root| tls.ca_certificate(root.to_tonic()))
+        tls.roots.iter().fold(config, |config, root| {
+            config.ca_certificate(root.to_tonic())
+        })
+    }
+}
+
+/// Runs a call over TCP, through tonic's channel, with what the QUIC side also gives every
+/// call: the receive limit, the deadline, and statuses that mean the same.
+pub(super) async fn call(
+    channel: tonic::transport::Channel,
+    request: http::Request<tonic::body::Body>,
+    call: &mut Call,
+    settings: &CallSettings,
+) -> Result<http::Response<ResponseBody>, Status> {
+    call.started(Transport::Tcp, None);
+    let deadline = call.deadline;
+    let (request, request_failure) = watch_request(request);
+    let mut response = match channel.oneshot(request).await {
+        Ok(mut response) => {
+            // A trailers-only response carries its status in the head.
+            crate::status::deadline_status(response.headers_mut(), deadline);
+            response.map(|b| ResponseBody::tcp(b, settings.max_receive_message_size, deadline))
+        }
+        // tonic's own deadline layer reports an expired deadline as CANCELLED; a status must
+        // mean the same on both transports.
+        Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
+            debug!("TCP call ended at its deadline: {e}");
+            return Err(Status::deadline_exceeded("deadline exceeded"));
+        }
+        Err(e) => {
+            // The request body failed (a cancelled call, say) and hyper reports the reset that
+            // caused: the caller gets the body's status, as over QUIC.
+            if let Some(status) = lock(&request_failure).take() {
+                debug!("TCP request body failed: {e}");
+                return Err(status);
+            }
+            // A failed connection or TLS handshake (a refused client certificate, say):
+            // gRPC's code for transport failures, with the whole chain of causes.
+            return Err(Status::unavailable(chain(&e)));
+        }
+    };
+    response.extensions_mut().insert(Transport::Tcp);
+    Ok(response)
+}
+
+/// The status a request body failed with, once it has.
+type RequestFailure = std::sync::Arc<std::sync::Mutex<Option<Status>>>;
+
+/// A TCP request body that remembers the status it failed with. When a request body fails
+/// (tonic's `CancellationHandle` fired, say), hyper resets the HTTP/2 stream and reports the
+/// reset, not the body's status; the QUIC side reports the body's status, and a status must
+/// mean the same on both transports.
+struct WatchedRequest {
+    inner: tonic::body::Body,
+    failure: RequestFailure,
+}
+
+/// Wraps `request`'s body so that the status it fails with lands in the returned slot.
+fn watch_request(
+    request: http::Request<tonic::body::Body>,
+) -> (http::Request<tonic::body::Body>, RequestFailure) {
+    let failure = RequestFailure::default();
+    let watched = failure.clone();
+    let request = request.map(|inner| {
+        tonic::body::Body::new(WatchedRequest {
+            inner,
+            failure: watched,
+        })
+    });
+    (request, failure)
+}
+
+impl Body for WatchedRequest {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Err(status)) = &frame {
+            *lock(&self.failure) = Some(status.clone());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,43 +1,47 @@
 //! The server: tonic services over QUIC (one stream per call) and over gRPC on TCP, on the
 //! same port number.
 
+mod builder;
+mod credit;
 mod layers;
 mod quic;
 mod stats;
 mod tcp;
+mod validation;
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
 use tokio_util::sync::CancellationToken;
-use tonic::body::Body as TonicBody;
-use tonic::server::NamedService;
-use tonic::service::{Routes, RoutesBuilder};
-use tracing::{debug, info};
+use tonic::service::Routes;
+use tracing::info;
 
+pub use self::builder::ServerBuilder;
 use self::layers::LayerFn;
 pub use self::layers::{HttpRequest, LayeredService};
 use self::quic::serve_quic;
-pub use self::stats::{AddressValidation, ServerStats};
+pub use self::stats::ServerStats;
 use self::tcp::serve_tcp;
+pub use self::validation::AddressValidation;
+use crate::Error;
 use crate::config::ConnectionConfig;
-use crate::tls::{self, Certificate, Identity};
-use crate::{Error, Transport, wire};
+use crate::tls::{Certificate, Identity};
 
 /// How long a stopped server waits for its closed connections to say goodbye.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Serves tonic services over QUIC.
+/// Serves tonic services over QUIC and, on the same port number, as plain gRPC over HTTP/2
+/// and TLS on TCP, for clients that cannot use QUIC (the fallback of quicrpc's own
+/// [`Channel`](crate::Channel), and gRPC clients in any language). The same services,
+/// layers, limits and TLS rules apply on both.
 ///
 /// ```no_run
 /// # async fn run(identity: quicrpc::tls::Identity) -> Result<(), quicrpc::Error> {
 /// let server = quicrpc::Server::builder()
-///     .tls(identity)
+///     .identity(identity)
 ///     // .add_service(GreeterServer::new(MyGreeter))
 ///     .bind("127.0.0.1:50051")
 ///     .await?;
@@ -78,51 +82,10 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Configures a [`Server`]. Created by [`Server::builder`].
-pub struct ServerBuilder {
-    identity: Option<Identity>,
-    routes: RoutesBuilder,
-    config: ConnectionConfig,
-    quic: bool,
-    tcp: bool,
-    zero_rtt: bool,
-    client_roots: Vec<Certificate>,
-    layers: Vec<LayerFn>,
-    max_connections: usize,
-    handshake_timeout: Duration,
-    address_validation: AddressValidation,
-}
-
-/// Default limit on open connections, QUIC and TCP together.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default time a client has to complete its TLS handshake.
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl fmt::Debug for ServerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerBuilder")
-            .field("identity", &self.identity)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Server {
     /// Starts configuring a server.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder {
-            identity: None,
-            routes: RoutesBuilder::default(),
-            config: ConnectionConfig::server_default(),
-            quic: true,
-            tcp: true,
-            zero_rtt: true,
-            client_roots: Vec::new(),
-            layers: Vec::new(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            address_validation: AddressValidation::default(),
-        }
+        ServerBuilder::new()
     }
 
     /// Live counts of the server's open connections, for health checks, dashboards and
@@ -177,333 +140,5 @@ impl Server {
         let ((), tcp, ()) = tokio::join!(quic, tcp, signal);
         info!(%local_addr, "server stopped");
         tcp
-    }
-}
-
-impl ServerBuilder {
-    /// The certificate chain and key the server presents. Required.
-    pub fn tls(mut self, identity: Identity) -> Self {
-        self.identity = Some(identity);
-        self
-    }
-
-    /// Which transports to serve. Default: both QUIC (on UDP) and gRPC over HTTP/2 (on TCP),
-    /// on the same port number.
-    pub fn transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
-        self.quic = false;
-        self.tcp = false;
-        for transport in transports {
-            match transport {
-                Transport::Quic => self.quic = true,
-                Transport::Tcp => self.tcp = true,
-            }
-        }
-        self
-    }
-
-    /// Adds a tonic service, such as a generated `FooServer`.
-    pub fn add_service<S>(mut self, service: S) -> Self
-    where
-        S: tower_service::Service<Request<TonicBody>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Response: axum::response::IntoResponse,
-        S::Future: Send + 'static,
-    {
-        self.routes.add_service(service);
-        self
-    }
-
-    /// The most calls one connection may have in flight; a client that wants more waits
-    /// for a call to end. Default: 1024 (quinn's own default is 100).
-    ///
-    /// Memory: quinn sets up every stream a QUIC connection allows when it allows it (about
-    /// 86 bytes each), so a connection starts with credit for 128 calls, doubled whenever
-    /// more than half is in use, up to this limit; a burst beyond the credit waits a round
-    /// trip for more (docs/tuning.md).
-    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
-        self.config.max_concurrent_streams = streams;
-        self
-    }
-
-    /// The largest request message accepted, in bytes; a larger one ends the call with
-    /// RESOURCE_EXHAUSTED. Default: 4 MiB. Generated `FooServer`s have their own limit
-    /// (`max_decoding_message_size`, also 4 MiB by default): raise both.
-    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_receive_message_size = bytes;
-        self
-    }
-
-    /// The largest request head accepted, in encoded bytes; a larger one ends the call with
-    /// RESOURCE_EXHAUSTED. Default: 16 KiB.
-    pub fn max_header_list_size(mut self, bytes: usize) -> Self {
-        self.config.max_header_list_size = bytes;
-        self
-    }
-
-    /// How often the server pings an otherwise quiet connection: QUIC PING, and HTTP/2 PING
-    /// over TCP (where it is also how dead peers are found; over QUIC the idle timeout does
-    /// that). `None` turns them off. Default: none (clients send keep-alives every 10 s).
-    pub fn keep_alive_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.keep_alive_interval = interval;
-        self
-    }
-
-    /// How long a QUIC connection may sit without any packet from the client before it is
-    /// closed and its state freed. Default: 30 s.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = timeout;
-        self
-    }
-
-    /// The congestion controller for what this side sends over QUIC. Default:
-    /// [`CongestionControl::Bbr`](crate::CongestionControl::Bbr), for its speed under random
-    /// loss; see [`CongestionControl`](crate::CongestionControl) for the measurements.
-    pub fn congestion_control(mut self, controller: crate::CongestionControl) -> Self {
-        self.config.congestion_control = controller;
-        self
-    }
-
-    /// Whether calls share the connection round-robin within each priority level (`true`,
-    /// the default), or each partly-sent call's data goes out whole before anything else
-    /// (`false`: less interleaving, so the first call finishes sooner).
-    ///
-    /// Turning fairness off weakens priorities: quinn then finishes a partly-sent stream
-    /// before it starts any other, even one of higher priority, so a CRITICAL call can wait
-    /// behind a BULK transfer. Keep it on where priorities matter.
-    pub fn send_fairness(mut self, fair: bool) -> Self {
-        self.config.send_fairness = fair;
-        self
-    }
-
-    /// The most connections the server keeps open, QUIC and TCP together. Default: 10,000.
-    /// Past it, a new QUIC connection attempt is refused at once (the client sees its
-    /// connection refused: UNAVAILABLE) and a new TCP connection is closed as soon as it is
-    /// accepted. See [`Server::stats`] for the counts.
-    pub fn max_connections(mut self, connections: usize) -> Self {
-        self.max_connections = connections;
-        self
-    }
-
-    /// How long a client may take to complete its TLS handshake, on QUIC and TCP; a
-    /// connection still handshaking after that is closed. Default: 10 s.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// When QUIC clients must prove their address with a Retry round trip before the server
-    /// works on their handshake. Default: while 64 or more handshakes are under way
-    /// ([`AddressValidation::UnderLoad`]), so that a flood of spoofed connection attempts
-    /// cannot use the server to amplify traffic. [`ServerStats::retries_sent`] counts them.
-    pub fn address_validation(mut self, policy: AddressValidation) -> Self {
-        self.address_validation = policy;
-        self
-    }
-
-    /// Wraps every service, on both transports, in a tower `layer`: a timeout, a concurrency
-    /// limit, authentication from metadata, anything written for tonic's `Server::layer`.
-    /// The first layer added is the outermost. A layer sees each call as an
-    /// `http::Request<tonic::body::Body>`; an error it returns reaches the client as a gRPC
-    /// status (a `tonic::Status` as it is, anything else as UNKNOWN with its message), the
-    /// same on QUIC and TCP.
-    ///
-    /// A layer that wraps the response body must forward `is_end_stream`: over HTTP/2, a
-    /// body that does not say it is empty turns a trailers-only response (an error status)
-    /// into a head, an empty DATA frame and trailers, which tonic accepts and grpcio refuses
-    /// ("Stream removed").
-    ///
-    /// ```
-    /// # fn run(identity: quicrpc::tls::Identity) {
-    /// let builder = quicrpc::Server::builder()
-    ///     .tls(identity)
-    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(64));
-    /// # }
-    /// ```
-    pub fn layer<L, B>(mut self, layer: L) -> Self
-    where
-        L: tower::Layer<LayeredService> + Send + Sync + 'static,
-        L::Service: tower_service::Service<HttpRequest, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as tower_service::Service<HttpRequest>>::Future: Send + 'static,
-        <L::Service as tower_service::Service<HttpRequest>>::Error:
-            Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.layers.push(layers::boxed(layer));
-        self
-    }
-
-    /// Requires every client to present a certificate that chains to `ca` (mutual TLS), on
-    /// QUIC and on TCP; may be called more than once to trust several CAs. A client without
-    /// a valid certificate fails its TLS handshake. Handlers find the verified chain in each
-    /// request's extensions as [`PeerCertificates`](crate::tls::PeerCertificates).
-    ///
-    /// QUIC calls then wait for the handshake to complete (client authentication is part of
-    /// it), so there is no 0-RTT or 0.5-RTT with mutual TLS.
-    pub fn client_ca_certificate(mut self, ca: Certificate) -> Self {
-        self.client_roots.push(ca);
-        self
-    }
-
-    /// Whether resumed QUIC clients may send calls as 0-RTT early data. Default: `true`.
-    ///
-    /// Early data can be replayed by an attacker, so the server runs a call from it only if
-    /// its method is declared `NO_SIDE_EFFECTS` or `IDEMPOTENT` (the standard
-    /// `idempotency_level` option); any other call that arrives as early data is refused with
-    /// TOO_EARLY, before its handler runs, and the client sends it again after the handshake.
-    /// Handlers see [`ZeroRtt::Accepted`](crate::ZeroRtt::Accepted) in a request's
-    /// extensions when it came as early data. With `false`, sessions still resume (saving the
-    /// certificate exchange) but every call waits for the handshake.
-    pub fn zero_rtt(mut self, enabled: bool) -> Self {
-        self.zero_rtt = enabled;
-        self
-    }
-
-    /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
-    /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a file
-    /// write per packet event: for debugging, not production. Feature `qlog`.
-    #[cfg(feature = "qlog")]
-    pub fn qlog_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.config.qlog_dir = Some(dir.into());
-        self
-    }
-
-    /// Binds the server: QUIC on UDP and gRPC over TCP on the same port number (or only the
-    /// transports chosen with [`transports`](Self::transports)). `addr` may name port 0; the
-    /// port picked is free on both protocols. A port taken on either protocol is an error, and
-    /// nothing stays bound.
-    pub async fn bind(
-        self,
-        addr: impl tokio::net::ToSocketAddrs + fmt::Debug,
-    ) -> Result<Server, Error> {
-        let shown = format!("{addr:?}");
-        let addr = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|source| Error::Resolve {
-                host: shown.clone(),
-                source,
-            })?
-            .next()
-            .ok_or_else(|| Error::Resolve {
-                host: shown.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
-            })?;
-        if !self.quic && !self.tcp {
-            return Err(Error::Config("no transport enabled".into()));
-        }
-        // With port 0, the port the UDP socket got may be taken on TCP: try a few.
-        let mut tries_left = 16;
-        loop {
-            let bind_err = |proto: &str, source| Error::Bind {
-                addr: format!("{addr} ({proto})"),
-                source,
-            };
-            let udp = match self.quic {
-                true => Some(std::net::UdpSocket::bind(addr).map_err(|e| bind_err("UDP", e))?),
-                false => None,
-            };
-            let port = match &udp {
-                Some(udp) => udp.local_addr().map_err(|e| bind_err("UDP", e))?.port(),
-                None => addr.port(),
-            };
-            let tcp = match self.tcp {
-                true => match std::net::TcpListener::bind((addr.ip(), port)) {
-                    Ok(listener) => Some(listener),
-                    Err(e) if udp.is_some() && addr.port() == 0 && tries_left > 0 => {
-                        debug!("port {port} is free on UDP but not on TCP ({e}): trying another");
-                        tries_left -= 1;
-                        continue;
-                    }
-                    Err(e) => return Err(bind_err("TCP", e)),
-                },
-                false => None,
-            };
-            return self.bind_sockets(udp, tcp);
-        }
-    }
-
-    /// Serves on sockets bound elsewhere (another network namespace, socket activation): a
-    /// UDP socket for QUIC, a TCP listener for gRPC over HTTP/2, or both. Must be called
-    /// inside a Tokio runtime.
-    pub fn bind_sockets(
-        self,
-        udp: Option<std::net::UdpSocket>,
-        tcp: Option<std::net::TcpListener>,
-    ) -> Result<Server, Error> {
-        let identity = self.identity.ok_or(Error::MissingIdentity)?;
-        let sock_err = |source| Error::Bind {
-            addr: "given socket".into(),
-            source,
-        };
-        let local_addr = match (&udp, &tcp) {
-            (Some(udp), _) => udp.local_addr().map_err(sock_err)?,
-            (None, Some(tcp)) => tcp.local_addr().map_err(sock_err)?,
-            (None, None) => return Err(Error::Config("no socket given".into())),
-        };
-        #[cfg(feature = "qlog")]
-        let mut quic_config = None;
-        let quic = match udp {
-            Some(udp) => {
-                let tls = tls::server_config(
-                    &identity,
-                    &[wire::ALPN],
-                    self.zero_rtt,
-                    &self.client_roots,
-                )?;
-                let quic_tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-                    .map_err(|e| Error::Tls(format!("TLS config unusable for QUIC: {e}")))?;
-                let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
-                server_config.transport_config(Arc::new(self.config.server_transport()?));
-                #[cfg(feature = "qlog")]
-                {
-                    quic_config = Some(server_config.clone());
-                }
-                let runtime = Arc::new(quinn::TokioRuntime);
-                let endpoint = quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
-                    Some(server_config),
-                    udp,
-                    runtime,
-                )
-                .map_err(sock_err)?;
-                Some(endpoint)
-            }
-            None => None,
-        };
-        let tcp = match tcp {
-            Some(tcp) => {
-                tcp.set_nonblocking(true).map_err(sock_err)?;
-                Some(tokio::net::TcpListener::from_std(tcp).map_err(sock_err)?)
-            }
-            None => None,
-        };
-        let routes = self.routes.routes().prepare();
-        Ok(Server {
-            quic,
-            tcp,
-            local_addr,
-            shared: Arc::new(Shared {
-                service: layers::stack(routes.clone(), &self.layers),
-                routes,
-                layers: self.layers,
-                config: self.config,
-                client_roots: self.client_roots,
-                stats: ServerStats::default(),
-                max_connections: self.max_connections,
-                handshake_timeout: self.handshake_timeout,
-                address_validation: self.address_validation,
-                #[cfg(feature = "qlog")]
-                quic_config,
-            }),
-            identity,
-        })
     }
 }

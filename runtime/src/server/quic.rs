@@ -14,17 +14,21 @@ use tonic::{Code, Status};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info};
 
+use super::credit::StreamCredit;
+use super::stats::HandshakeGuard;
 use super::{CLOSE_LINGER, Shared};
+use crate::status::{Peer, normalize_status, status_code};
 use crate::stream::{
-    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, normalize_status, read_head, send_body,
+    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, close_quietly, quic_code, read_head,
+    send_body,
 };
-use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection, status_code};
+use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection};
 use crate::tls::PeerCertificates;
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
-use crate::wire::frame::{self, FrameDecoder, FrameError};
+use crate::wire::frame::{self, FrameDecoder};
 use crate::zero_rtt::replay_safe;
-use crate::{Transport, ZeroRtt, method_info, timeout, wire};
+use crate::{MethodInfo, Transport, ZeroRtt, deadline, method_info, priority, wire};
 
 /// Accepts QUIC connections until `shutdown`, then drains them.
 pub(super) async fn serve_quic(
@@ -76,27 +80,54 @@ pub(super) async fn serve_quic(
         () = connections.wait() => {}
         () = refuse_new => {}
     }
-    endpoint.close(
-        VarInt::from_u32(ErrorCode::NoError.to_u32()),
-        b"server shut down",
-    );
+    endpoint.close(quic_code(ErrorCode::NoError), b"server shut down");
     let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(
+/// A connection's handshake while it may still be under way: calls are accepted during it
+/// (0-RTT), and it must still complete in time.
+struct Handshake {
+    /// Counts the handshake as under way in the server's stats until dropped.
+    guard: Option<HandshakeGuard>,
+    /// Resolves when a handshake that is still under way completes.
+    pending: Option<quinn::ZeroRttAccepted>,
+    deadline: Instant,
+}
+
+impl Handshake {
+    /// Resolves when the handshake completes (or fails); never without one under way.
+    /// Cancel-safe.
+    async fn done(&mut self) {
+        match &mut self.pending {
+            Some(pending) => {
+                pending.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn completed(&mut self) {
+        self.pending = None;
+        self.guard = None;
+    }
+}
+
+/// Accepts a connection attempt: the connection at once when the client may send 0-RTT
+/// calls, once its handshake completes otherwise.
+async fn handshake(
     incoming: quinn::Incoming,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+    shared: &Shared,
+) -> Option<(quinn::Connection, Handshake)> {
     let remote = incoming.remote_address();
-    let mut handshake_guard = Some(shared.stats.handshake());
-    let connecting = match accept(incoming, &shared) {
+    let guard = shared.stats.handshake();
+    let connecting = match accept(incoming, shared) {
         Ok(connecting) => connecting,
         Err(e) => {
             debug!(%remote, "refused: {e}");
-            return;
+            return None;
         }
     };
+    let deadline = Instant::now() + shared.handshake_timeout;
     // Calls are accepted while the handshake is still under way, so that a resumed client's
     // 0-RTT calls are answered at once; `handle_call` decides which of them may run. On a
     // server this conversion always succeeds. With mutual TLS the client is authenticated
@@ -106,30 +137,54 @@ async fn serve_connection(
     } else {
         Err(connecting)
     };
-    let handshake_deadline = Instant::now() + shared.handshake_timeout;
-    let (conn, mut handshake) = match early {
-        Ok((conn, handshake)) => (conn, Some(handshake)),
-        Err(connecting) => match tokio::time::timeout_at(handshake_deadline, connecting).await {
-            Ok(Ok(conn)) => {
-                drop(handshake_guard.take());
-                (conn, None)
-            }
+    match early {
+        Ok((conn, pending)) => Some((
+            conn,
+            Handshake {
+                guard: Some(guard),
+                pending: Some(pending),
+                deadline,
+            },
+        )),
+        Err(connecting) => match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(conn)) => Some((
+                conn,
+                Handshake {
+                    guard: None,
+                    pending: None,
+                    deadline,
+                },
+            )),
             Ok(Err(e)) => {
                 debug!(%remote, "handshake failed: {e}");
-                return;
+                None
             }
             Err(_) => {
                 debug!(%remote, "handshake timed out");
-                return;
+                None
             }
         },
+    }
+}
+
+/// Serves one connection's calls until it closes, or until `shutdown`, when it stops taking
+/// calls (GOAWAY) and closes once those under way are done.
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let Some((conn, mut handshake)) = handshake(incoming, &shared).await else {
+        return;
     };
     let peer = peer_certificates(&conn);
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
     let calls = TaskTracker::new();
-    let mut credit = crate::config::StreamCredit::new(shared.config.max_concurrent_streams);
+    let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let mut draining = false;
+    let handshake_deadline = handshake.deadline;
     loop {
         tokio::select! {
             // Shutdown first: a call that arrives after the signal is refused, not served.
@@ -140,17 +195,14 @@ async fn serve_connection(
                 tokio::spawn(send_goaway(conn.clone()));
             }
             () = calls.wait(), if draining => {
-                conn.close(VarInt::from_u32(ErrorCode::NoError.to_u32()), b"server shut down");
+                close_quietly(&conn, "server shut down");
                 break;
             }
             // A handshake still under way (0-RTT path) must finish in time.
-            () = handshake_done(&mut handshake), if handshake.is_some() => {
-                handshake = None;
-                drop(handshake_guard.take());
-            }
-            () = tokio::time::sleep_until(handshake_deadline), if handshake.is_some() => {
+            () = handshake.done(), if handshake.pending.is_some() => handshake.completed(),
+            () = tokio::time::sleep_until(handshake_deadline), if handshake.pending.is_some() => {
                 debug!(%remote, "handshake timed out");
-                conn.close(VarInt::from_u32(ErrorCode::NoError.to_u32()), b"handshake timed out");
+                close_quietly(&conn, "handshake timed out");
                 break;
             }
             stream = conn.accept_bi() => match stream {
@@ -177,16 +229,6 @@ async fn serve_connection(
     }
 }
 
-/// Resolves when the handshake completes (or fails); never without one under way.
-async fn handshake_done(handshake: &mut Option<quinn::ZeroRttAccepted>) {
-    match handshake {
-        Some(handshake) => {
-            handshake.await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Accepts a connection attempt, with a config of its own where it needs one (qlog).
 #[cfg_attr(not(feature = "qlog"), allow(unused_variables))]
 fn accept(
@@ -194,9 +236,10 @@ fn accept(
     shared: &Shared,
 ) -> Result<quinn::Connecting, Box<dyn std::error::Error>> {
     #[cfg(feature = "qlog")]
-    if let (Some(transport), Some(config)) =
-        (shared.config.qlog_transport("server")?, &shared.quic_config)
-    {
+    if let (Some(dir), Some(config)) = (&shared.config.qlog_dir, &shared.quic_config) {
+        let streams = StreamCredit::new(shared.config.max_concurrent_streams).limit();
+        let transport = shared.config.server_transport(streams)?;
+        let transport = crate::qlog::traced(transport, dir, Side::Server)?;
         let mut config = config.clone();
         config.transport_config(Arc::new(transport));
         return Ok(incoming.accept_with(Arc::new(config))?);
@@ -264,75 +307,31 @@ async fn handle_call(
     let mut buf = BytesMut::new();
     let block = match read_head(&mut recv, &mut decoder, &mut buf).await {
         Ok(block) => block,
-        Err(HeadError::Frame(FrameError::FieldBlockTooLarge { len, limit })) => {
-            let status = Status::resource_exhausted(format!(
-                "request metadata of {len} bytes exceeds the limit of {limit} bytes"
-            ));
-            return reject(send, recv, status).await;
-        }
-        Err(HeadError::NotHeaders) => {
-            return reject(
-                send,
-                recv,
-                Status::internal("protocol error: request did not start with HEADERS"),
-            )
-            .await;
-        }
-        Err(HeadError::Finished) => {
-            return reject(
-                send,
-                recv,
-                Status::internal("protocol error: request ended before its head"),
-            )
-            .await;
-        }
         Err(HeadError::Read(e)) => {
             debug!(%remote, "request stream failed before its head: {e}");
             send.reset(ErrorCode::Cancelled);
             return;
         }
+        Err(e) => return reject(send, recv, e.into_status(Peer::Client)).await,
     };
-    let head = match fields::decode_request_head(&block) {
+    let (head, uri) = match decode_head(&block) {
         Ok(head) => head,
-        Err(e) => {
-            let status = Status::internal(format!("protocol error: malformed request head: {e}"));
-            return reject(send, recv, status).await;
-        }
+        Err(status) => return reject(send, recv, status).await,
     };
     let info = method_info(&head.path);
-    if early {
-        let outcome = if replay_safe(info) { "run" } else { "refused" };
-        metrics::counter!("quicrpc_server_early_calls_total", "outcome" => outcome).increment(1);
-        if !replay_safe(info) {
-            // Not run, so the client may send it again once the handshake is complete.
-            debug!(%remote, path = %head.path, "refusing a call that is not replay-safe from 0-RTT data");
-            recv.stop(ErrorCode::TooEarly);
-            send.reset(ErrorCode::TooEarly);
-            return;
-        }
+    if early && !runs_from_early_data(info, &head.path) {
+        // Not run, so the client may send it again once the handshake is complete.
+        recv.stop(ErrorCode::TooEarly);
+        send.reset(ErrorCode::TooEarly);
+        return;
     }
-    let priority = head
-        .priority
-        .or_else(|| info.map(|m| m.priority()))
-        .unwrap_or_default();
+    let priority = priority::resolve(head.priority, info);
     send.set_priority(priority);
-    let deadline = match head.fields.get("grpc-timeout") {
-        Some(value) => match timeout::parse(value) {
-            Some(t) => Some(Instant::now() + t),
-            None => return reject(send, recv, Status::internal("malformed grpc-timeout")).await,
-        },
-        None => None,
+    let deadline = match deadline::from_headers(&head.fields) {
+        Ok(deadline) => deadline,
+        Err(status) => return reject(send, recv, status).await,
     };
-    let Ok(uri) = http::Uri::try_from(head.path.as_str()) else {
-        return reject(
-            send,
-            recv,
-            Status::internal("protocol error: invalid :path"),
-        )
-        .await;
-    };
-
-    let mut telemetry = CallTelemetry::start(
+    let telemetry = CallTelemetry::start(
         Side::Server,
         method_label(&head.path, info),
         Transport::Quic,
@@ -340,29 +339,38 @@ async fn handle_call(
         Some(stream_id),
     );
     let body = RecvBody::server(recv, decoder, buf, shared.config.max_receive_message_size);
-    let mut request = Request::new(body);
+    let mut request = Request::new(TonicBody::new(body));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = head.fields;
-    request.extensions_mut().insert(priority);
+    let extensions = request.extensions_mut();
+    extensions.insert(priority);
     if let Some(peer) = peer {
-        request.extensions_mut().insert(peer);
+        extensions.insert(peer);
     }
-    request.extensions_mut().insert(if early {
+    extensions.insert(if early {
         ZeroRtt::Accepted
     } else {
         ZeroRtt::NotUsed
     });
-    request
-        .extensions_mut()
-        .insert(tonic::transport::server::TcpConnectInfo {
-            local_addr: None,
-            remote_addr: Some(remote),
-        });
+    extensions.insert(tonic::transport::server::TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(remote),
+    });
+    respond(send, shared, request, deadline, telemetry).await;
+}
 
+/// Runs the call's service and writes its response, or DEADLINE_EXCEEDED when the deadline
+/// passes first (dropping the handler).
+async fn respond(
+    send: &mut SendHalf,
+    shared: &Shared,
+    request: Request<TonicBody>,
+    deadline: Option<Instant>,
+    mut telemetry: CallTelemetry,
+) {
     let respond = async {
-        let request = request.map(TonicBody::new);
         let response = match shared.service.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -389,6 +397,30 @@ async fn handle_call(
     if let Some(code) = code {
         telemetry.finish(code);
     }
+}
+
+/// A request head, and its path as a URI.
+fn decode_head(block: &[u8]) -> Result<(fields::RequestHead, http::Uri), Status> {
+    let head = fields::decode_request_head(block)
+        .map_err(|e| Status::internal(format!("protocol error: malformed request head: {e}")))?;
+    let uri = http::Uri::try_from(head.path.as_str())
+        .map_err(|_| Status::internal("protocol error: invalid :path"))?;
+    Ok((head, uri))
+}
+
+/// Whether a call that arrived as 0-RTT early data, which an attacker may have replayed, may
+/// run from there: only if its method is replay-safe.
+fn runs_from_early_data(info: Option<&MethodInfo>, path: &str) -> bool {
+    let safe = replay_safe(info);
+    let outcome = if safe { "run" } else { "refused" };
+    metrics::counter!("quicrpc_server_early_calls_total", "outcome" => outcome).increment(1);
+    if !safe {
+        debug!(
+            path,
+            "refusing a call that is not replay-safe from 0-RTT data"
+        );
+    }
+    safe
 }
 
 /// Answers a call that cannot be dispatched with `status` (trailers-only).

@@ -12,14 +12,16 @@ use tonic::Status;
 use tonic::body::Body as TonicBody;
 use tracing::{Instrument, debug, info};
 
+use tokio::time::Instant;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
 use super::ServerStats;
 use super::Shared;
 use super::stats::{CallGuard, ConnectionGuard};
-use crate::stream::normalize_status;
-use crate::telemetry::{CallTelemetry, Side, method_label, status_code};
+use crate::status::{normalize_status, status_code};
+use crate::telemetry::{CallTelemetry, Side, method_label};
 use crate::tls::{Identity, PeerCertificates};
 use crate::{Error, Transport};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Serves plain gRPC over HTTP/2 and TLS with tonic until `shutdown`, then drains.
 pub(super) async fn serve_tcp(
@@ -37,7 +39,7 @@ pub(super) async fn serve_tcp(
     );
     let mut server = tonic::transport::Server::builder()
         .tls_config(tls)
-        .map_err(|e| Error::Tls(format!("TCP side: {e}")))?
+        .map_err(|e| Error::tls_caused("TCP side", e))?
         .max_concurrent_streams(shared.config.max_concurrent_streams)
         .http2_max_header_list_size(
             u32::try_from(shared.config.max_header_list_size).unwrap_or(u32::MAX),
@@ -46,7 +48,7 @@ pub(super) async fn serve_tcp(
         .tcp_nodelay(true)
         .layer(tower::layer::layer_fn({
             let stats = shared.stats.clone();
-            move |inner| NormalizeStatus(inner, stats.clone())
+            move |inner| CallDuties(inner, stats.clone())
         }))
         // The user's layers, inside quicrpc's own, around the same services as on QUIC.
         .layer(tower::layer::layer_fn({
@@ -77,7 +79,7 @@ pub(super) async fn serve_tcp(
         .add_routes(shared.routes.clone())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
-        .map_err(|e| Error::Serve(e.to_string()))
+        .map_err(|source| Error::Serve { source })
 }
 
 /// How much earlier than tonic's own timer this side ends a call at its deadline.
@@ -137,14 +139,20 @@ impl tokio::io::AsyncWrite for Counted {
     }
 }
 
-/// Gives oversized messages gRPC's RESOURCE_EXHAUSTED on the TCP side too (see
-/// `normalize_status`), in the response head and in the trailers.
+/// What the QUIC side does for every call, done around tonic's server on the TCP side, so
+/// that a call behaves the same on both transports:
+/// - the client's verified certificate chain goes into the request's extensions
+///   ([`peer_certificates`]);
+/// - the call is counted in [`ServerStats::calls`] while it runs, and traced and measured
+///   ([`CallTelemetry`]);
+/// - its deadline ends it with DEADLINE_EXCEEDED ([`tcp_deadline`]);
+/// - its status is normalised ([`normalize_status`]) in the head and in the trailers.
 #[derive(Clone, Debug)]
-struct NormalizeStatus<S>(S, ServerStats);
+struct CallDuties<S>(S, ServerStats);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower_service::Service<Request<B>> for NormalizeStatus<S>
+impl<S, B> tower_service::Service<Request<B>> for CallDuties<S>
 where
     S: tower_service::Service<Request<B>, Response = Response<TonicBody>>,
     S::Future: Send + 'static,
@@ -158,29 +166,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The client's verified certificate chain, for handlers, as on QUIC.
-        let peer = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(TlsConnectInfo::peer_certs)
-            .and_then(PeerCertificates::new);
-        if let Some(peer) = peer {
+        if let Some(peer) = peer_certificates(&request) {
             request.extensions_mut().insert(peer);
         }
         let path = request.uri().path();
         let method = method_label(path, crate::method_info(path));
-        let mut telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
+        let telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
         let call = self.1.call();
-        // tonic's server enforces `grpc-timeout` in a layer outside this one and reports an
-        // expired deadline as CANCELLED ("Timeout expired"), which is not what gRPC clients
-        // expect. This layer enforces the same deadline a millisecond earlier and answers
-        // DEADLINE_EXCEEDED, as the QUIC side does; tonic's layer, which polls the response
-        // before its own timer, passes that answer on.
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(crate::timeout::parse)
-            .map(|t| tokio::time::Instant::now() + t.saturating_sub(DEADLINE_MARGIN));
+        let deadline = tcp_deadline(&request);
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
             let response = match deadline {
@@ -190,25 +183,53 @@ where
                     Err(_) => Status::deadline_exceeded("deadline exceeded").into_http(),
                 },
             };
-            let (mut parts, body) = response.into_parts();
-            normalize_status(&mut parts.headers);
-            let telemetry = match status_code(&parts.headers) {
-                Some(code) => {
-                    telemetry.finish(code);
-                    None
-                }
-                None => Some(telemetry),
-            };
-            Ok(Response::from_parts(
-                parts,
-                TonicBody::new(NormalizedTrailers {
-                    body,
-                    telemetry,
-                    _call: call,
-                }),
-            ))
+            Ok(finish_response(response, telemetry, call))
         })
     }
+}
+
+/// The client's verified certificate chain, as the QUIC side gives it to handlers.
+fn peer_certificates<B>(request: &Request<B>) -> Option<PeerCertificates> {
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(PeerCertificates::new)
+}
+
+/// When a call must end. tonic's server enforces `grpc-timeout` in a layer outside
+/// [`CallDuties`] and reports an expired deadline as CANCELLED ("Timeout expired"), which is
+/// not what gRPC clients expect. [`CallDuties`] enforces the same deadline a millisecond
+/// earlier and answers DEADLINE_EXCEEDED, as the QUIC side does; tonic's layer, which polls
+/// the response before its own timer, passes that answer on. A malformed `grpc-timeout` is
+/// tonic's to answer.
+fn tcp_deadline<B>(request: &Request<B>) -> Option<Instant> {
+    let deadline = crate::deadline::from_headers(request.headers()).ok()??;
+    Some(deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline))
+}
+
+/// The response with its status normalised, and a body that finishes the call's telemetry
+/// and count when it ends (at once, for a trailers-only response).
+fn finish_response(
+    response: Response<TonicBody>,
+    mut telemetry: CallTelemetry,
+    call: CallGuard,
+) -> Response<TonicBody> {
+    let (mut parts, body) = response.into_parts();
+    normalize_status(&mut parts.headers);
+    let telemetry = match status_code(&parts.headers) {
+        Some(code) => {
+            telemetry.finish(code);
+            None
+        }
+        None => Some(telemetry),
+    };
+    let body = NormalizedTrailers {
+        body,
+        telemetry,
+        _call: call,
+    };
+    Response::from_parts(parts, TonicBody::new(body))
 }
 
 /// A TCP response body whose trailers get [`normalize_status`], and whose status finishes the

@@ -1,0 +1,686 @@
+//! Where a channel's calls go: the QUIC connection or the TCP one, the happy-eyeballs race
+//! between them, the watch on a resumed connection's handshake, the background probe that
+//! moves calls back to QUIC, the process-wide memory of servers reached only over TCP, and
+//! the reconnect backoff.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, info};
+
+use super::CallSettings;
+use super::quic::{Conn, QuicConnector};
+use super::tcp::TcpConnector;
+use crate::error::chain;
+use crate::stream::close_quietly;
+use crate::sync::lock;
+use crate::telemetry::transport_switch;
+use crate::{Error, Transport};
+
+/// Default head start QUIC gets before TCP is tried too.
+pub(super) const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(250);
+/// Default time a fallback to TCP is remembered per server.
+pub(super) const DEFAULT_FALLBACK_MEMORY: Duration = Duration::from_secs(300);
+/// Default interval between background QUIC probes while on TCP.
+pub(super) const DEFAULT_QUIC_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Which transports a [`Channel`](crate::Channel) may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// QUIC when it works, gRPC over TCP when it does not (the default). The two are raced
+    /// happy-eyeballs style: QUIC starts first, TCP after a head start
+    /// ([`ChannelBuilder::fallback_delay`](crate::ChannelBuilder::fallback_delay)) or as soon
+    /// as QUIC fails; the first to connect is used, QUIC if both do. While on TCP, QUIC is
+    /// probed in the background and new calls move back to it once it works.
+    #[default]
+    Auto,
+    /// QUIC only; calls fail with UNAVAILABLE when QUIC cannot connect.
+    QuicOnly,
+    /// gRPC over TCP only.
+    TcpOnly,
+}
+
+/// How a channel chooses and switches transports.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FallbackSettings {
+    pub(super) policy: Fallback,
+    /// QUIC's head start in the race.
+    pub(super) delay: Duration,
+    /// How long a fallback to TCP is remembered for the server.
+    pub(super) memory: Duration,
+    /// How often QUIC is probed while on TCP.
+    pub(super) probe_interval: Duration,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        Self {
+            policy: Fallback::Auto,
+            delay: DEFAULT_FALLBACK_DELAY,
+            memory: DEFAULT_FALLBACK_MEMORY,
+            probe_interval: DEFAULT_QUIC_PROBE_INTERVAL,
+        }
+    }
+}
+
+/// Where a call goes.
+pub(super) enum Route {
+    Quic(Conn),
+    Tcp(tonic::transport::Channel),
+}
+
+/// A channel's connections, shared by its clones, and the rules for making new ones.
+pub(super) struct Router {
+    quic: Option<QuicConnector>,
+    tcp: Option<TcpConnector>,
+    /// What every call on the channel is sent with.
+    pub(super) calls: CallSettings,
+    settings: FallbackSettings,
+    state: Mutex<State>,
+    /// Held while connecting, so that concurrent calls wait for one attempt.
+    connecting: tokio::sync::Mutex<()>,
+    /// Cancelled when the last clone of the channel is dropped, so background tasks let go
+    /// of the connection and it closes once no call uses it.
+    dropped: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    quic: Option<Conn>,
+    tcp: Option<tonic::transport::Channel>,
+    probing: bool,
+    backoff: Backoff,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.dropped.cancel();
+    }
+}
+
+impl Router {
+    pub(super) fn new(
+        quic: Option<QuicConnector>,
+        tcp: Option<TcpConnector>,
+        calls: CallSettings,
+        settings: FallbackSettings,
+    ) -> Self {
+        Self {
+            quic,
+            tcp,
+            calls,
+            settings,
+            state: Mutex::new(State::default()),
+            connecting: tokio::sync::Mutex::new(()),
+            dropped: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn policy(&self) -> Fallback {
+        self.settings.policy
+    }
+
+    pub(super) fn quic(&self) -> Option<&QuicConnector> {
+        self.quic.as_ref()
+    }
+
+    /// The QUIC connection, if one is up.
+    pub(super) fn quic_connection(&self) -> Option<quinn::Connection> {
+        lock(&self.state).quic.as_ref().map(|c| c.quic.clone())
+    }
+
+    /// The transport new calls use: the one connected now, or, when nothing is connected,
+    /// the one the policy tries first.
+    pub(super) fn transport(&self) -> Transport {
+        let state = lock(&self.state);
+        match (&state.quic, &state.tcp, self.settings.policy) {
+            (Some(conn), _, _) if conn.usable() => Transport::Quic,
+            (_, Some(_), _) | (_, _, Fallback::TcpOnly) => Transport::Tcp,
+            _ => Transport::Quic,
+        }
+    }
+
+    /// Connects now, by the policy.
+    pub(super) async fn connect(self: &Arc<Self>) -> Result<(), Error> {
+        let _one_at_a_time = self.connecting.lock().await;
+        self.establish().await.map(drop)
+    }
+
+    /// A route for a call with `deadline`: the current one, or a new connection by the
+    /// policy. A call without a deadline fails fast with UNAVAILABLE while a reconnect is
+    /// backing off; one with a deadline waits for the next attempt, if it comes before the
+    /// deadline. A call whose deadline passes before it has a route never started:
+    /// UNAVAILABLE.
+    pub(super) async fn route(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<Route, Status> {
+        loop {
+            let attempt = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, self.route_now())
+                    .await
+                    .map_err(|_| Status::unavailable("deadline passed while connecting"))?,
+                None => self.route_now().await,
+            };
+            match attempt {
+                Ok(route) => return Ok(route),
+                Err(Unreachable { status, retry_at }) => match deadline {
+                    Some(deadline) if retry_at < deadline => {
+                        debug!(
+                            "{}: retrying at the next reconnect attempt",
+                            status.message()
+                        );
+                        tokio::time::sleep_until(retry_at).await;
+                    }
+                    _ => return Err(status),
+                },
+            }
+        }
+    }
+
+    /// The route new calls take now, if one is up. QUIC wins whenever it is up.
+    fn current_route(&self) -> Option<Route> {
+        let state = lock(&self.state);
+        match (&state.quic, &state.tcp) {
+            (Some(conn), _) if conn.usable() => Some(Route::Quic(conn.clone())),
+            (_, Some(tcp)) => Some(Route::Tcp(tcp.clone())),
+            _ => None,
+        }
+    }
+
+    /// The current route, or one connection attempt unless a reconnect is backing off.
+    async fn route_now(self: &Arc<Self>) -> Result<Route, Unreachable> {
+        if let Some(route) = self.current_route() {
+            return Ok(route);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(route) = self.current_route() {
+            return Ok(route);
+        }
+        if let Some(retry_at) = lock(&self.state).backoff.waiting(Instant::now()) {
+            let status = Status::unavailable("server unreachable: waiting to reconnect");
+            return Err(Unreachable { status, retry_at });
+        }
+        self.establish().await.map_err(|e| Unreachable {
+            status: Status::unavailable(format!("cannot reach server: {}", chain(&e))),
+            retry_at: lock(&self.state)
+                .backoff
+                .retry_at()
+                .unwrap_or_else(Instant::now),
+        })
+    }
+
+    /// Connects by the policy (the caller holds `connecting`) and installs the result.
+    async fn establish(self: &Arc<Self>) -> Result<Route, Error> {
+        let result = match (self.settings.policy, &self.quic, &self.tcp) {
+            (Fallback::QuicOnly, Some(quic), _) => {
+                quic.connect(self.dropped.clone()).await.map(Route::Quic)
+            }
+            (Fallback::TcpOnly, _, Some(tcp)) => tcp.connect().await.map(Route::Tcp),
+            (Fallback::Auto, Some(quic), Some(tcp)) => self.race(quic, tcp).await,
+            _ => Err(Error::config("no transport for this policy")),
+        };
+        let mut state = lock(&self.state);
+        match &result {
+            Ok(Route::Quic(conn)) => {
+                state.quic = Some(conn.clone());
+                state.tcp = None;
+            }
+            Ok(Route::Tcp(tcp)) => state.tcp = Some(tcp.clone()),
+            Err(e) => {
+                let retry_at = state.backoff.failed(Instant::now());
+                debug!(calls = %self.calls.authority, ?retry_at, "connecting failed: {e}");
+            }
+        }
+        if result.is_ok() {
+            state.backoff = Backoff::default();
+        }
+        result
+    }
+
+    /// Happy eyeballs between QUIC and TCP, unless this server was recently reached only over
+    /// TCP.
+    async fn race(
+        self: &Arc<Self>,
+        quic: &QuicConnector,
+        tcp: &TcpConnector,
+    ) -> Result<Route, Error> {
+        let authority = &self.calls.authority;
+        if remembered_tcp(authority) {
+            let channel = tcp.connect().await?;
+            info!(%authority, "using gRPC over TCP: QUIC failed recently for this server");
+            transport_switch(Transport::Tcp, "remembered");
+            self.start_probe(None);
+            return Ok(Route::Tcp(channel));
+        }
+        let quic_attempt = quic.connect(self.dropped.clone());
+        match race(quic_attempt, tcp.connect(), self.settings.delay).await? {
+            Raced::Quic(conn) => {
+                if conn.in_early_data() {
+                    self.watch_early_handshake(conn.clone(), tcp.clone());
+                }
+                Ok(Route::Quic(conn))
+            }
+            Raced::TcpAfterQuicFailed(channel, quic_err) => {
+                self.fell_back(&quic_err.to_string(), false);
+                Ok(Route::Tcp(channel))
+            }
+            Raced::TcpWhileQuicSlow(channel) => {
+                // Use TCP now, and probe QUIC again in the background right away; once it
+                // connects, new calls move to QUIC.
+                let delay = self.settings.delay;
+                self.fell_back(&format!("no QUIC handshake within {delay:?}"), true);
+                Ok(Route::Tcp(channel))
+            }
+        }
+    }
+
+    /// A resumed QUIC connection is used before its handshake completes, so the race cannot
+    /// judge it. If its handshake has not completed after the fallback delay (UDP blocked
+    /// since the session began, say), TCP is tried too; if TCP connects first, new calls go
+    /// over TCP and the QUIC connection is closed. Calls on it start again over TCP: those
+    /// that went out as early data are replay-safe, and the others had not started.
+    fn watch_early_handshake(self: &Arc<Self>, conn: Conn, tcp: TcpConnector) {
+        let weak = Arc::downgrade(self);
+        let dropped = self.dropped.clone();
+        let delay = self.settings.delay;
+        tokio::spawn(async move {
+            let mut over = pin!(conn.handshake_over());
+            tokio::select! {
+                () = &mut over => return,
+                () = dropped.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            let channel = tokio::select! {
+                () = &mut over => return,
+                () = dropped.cancelled() => return,
+                result = tcp.connect() => match result {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        debug!("TCP failed too while a QUIC handshake was slow: {e}");
+                        return;
+                    }
+                },
+            };
+            let Some(router) = weak.upgrade() else { return };
+            if !conn.in_early_data() {
+                return;
+            }
+            conn.retire();
+            lock(&router.state).tcp = Some(channel);
+            close_quietly(&conn.quic, "handshake too slow: using TCP");
+            router.fell_back(&format!("no QUIC handshake within {delay:?}"), true);
+        });
+    }
+
+    /// Records a fallback to TCP and starts probing QUIC: right away if QUIC was merely slow,
+    /// after an interval if it failed.
+    fn fell_back(self: &Arc<Self>, reason: &str, probe_now: bool) {
+        let authority = &self.calls.authority;
+        info!(%authority, reason, "falling back to gRPC over TCP");
+        let why = if probe_now {
+            "quic_slow"
+        } else {
+            "quic_failed"
+        };
+        transport_switch(Transport::Tcp, why);
+        remember_tcp(authority, Instant::now() + self.settings.memory);
+        self.start_probe(probe_now.then_some(Duration::ZERO));
+    }
+
+    /// Probes QUIC in the background until it connects, then moves new calls to it.
+    fn start_probe(self: &Arc<Self>, first_delay: Option<Duration>) {
+        {
+            let mut state = lock(&self.state);
+            if state.probing {
+                return;
+            }
+            state.probing = true;
+        }
+        let weak = Arc::downgrade(self);
+        let dropped = self.dropped.clone();
+        let first_delay = first_delay.unwrap_or(self.settings.probe_interval);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = dropped.cancelled() => {}
+                () = probe_quic(weak, first_delay) => {}
+            }
+        });
+    }
+}
+
+/// No route now, and when the next connection attempt may be made.
+struct Unreachable {
+    status: Status,
+    retry_at: Instant,
+}
+
+/// Tries QUIC every probe interval until a handshake completes, then makes it the route.
+async fn probe_quic(weak: Weak<Router>, first_delay: Duration) {
+    let mut delay = first_delay;
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(router) = weak.upgrade() else { return };
+        delay = router.settings.probe_interval;
+        let Some(quic) = &router.quic else { return };
+        let attempt = async {
+            let conn = quic.connect(router.dropped.clone()).await?;
+            // A resumed connection comes back before its handshake is done: a probe counts
+            // only a completed one.
+            conn.handshake_over().await;
+            match conn.quic.close_reason() {
+                None => Ok(conn),
+                Some(reason) => Err(Error::Connect {
+                    addr: conn.quic.remote_address(),
+                    source: reason,
+                }),
+            }
+        };
+        let authority = &router.calls.authority;
+        match attempt.await {
+            Ok(conn) => {
+                let mut state = lock(&router.state);
+                state.quic = Some(conn);
+                // Calls in flight on TCP keep their own handle and finish there.
+                state.tcp = None;
+                state.probing = false;
+                drop(state);
+                forget_tcp(authority);
+                info!(%authority, "QUIC works again: new calls use QUIC");
+                transport_switch(Transport::Quic, "probe_succeeded");
+                return;
+            }
+            Err(e) => debug!(%authority, "QUIC probe failed: {e}"),
+        }
+    }
+}
+
+/// How a race between QUIC and TCP was won.
+#[derive(Debug)]
+enum Raced<Q, T> {
+    /// QUIC connected first, or TCP failed and QUIC connected after all.
+    Quic(Q),
+    /// QUIC failed, then TCP connected.
+    TcpAfterQuicFailed(T, Error),
+    /// TCP connected while QUIC was still trying, after its head start.
+    TcpWhileQuicSlow(T),
+}
+
+/// Happy eyeballs: `quic` starts at once; `tcp` after `head_start`, or as soon as `quic`
+/// fails. The first to connect wins, QUIC if both are ready together. Fails only when both
+/// do, with both causes. A future not yet polled has not started, so `tcp` costs nothing when
+/// QUIC wins its head start.
+async fn race<Q, T>(
+    quic: impl Future<Output = Result<Q, Error>>,
+    tcp: impl Future<Output = Result<T, Error>>,
+    head_start: Duration,
+) -> Result<Raced<Q, T>, Error> {
+    let mut quic = pin!(quic);
+    let quic_early = tokio::select! {
+        result = &mut quic => Some(result),
+        () = tokio::time::sleep(head_start) => None,
+    };
+    match quic_early {
+        Some(Ok(conn)) => return Ok(Raced::Quic(conn)),
+        Some(Err(quic_err)) => return tcp_after_quic_failed(quic_err, tcp).await,
+        None => {}
+    }
+    let mut tcp = pin!(tcp);
+    tokio::select! {
+        biased;
+        result = &mut quic => match result {
+            Ok(conn) => Ok(Raced::Quic(conn)),
+            Err(quic_err) => tcp_after_quic_failed(quic_err, tcp).await,
+        },
+        result = &mut tcp => match result {
+            Ok(channel) => Ok(Raced::TcpWhileQuicSlow(channel)),
+            Err(tcp_err) => match quic.await {
+                Ok(conn) => Ok(Raced::Quic(conn)),
+                Err(quic_err) => Err(both_failed(quic_err, tcp_err)),
+            },
+        },
+    }
+}
+
+/// The end of a race whose QUIC attempt failed: TCP's attempt decides.
+async fn tcp_after_quic_failed<Q, T>(
+    quic_err: Error,
+    tcp: impl Future<Output = Result<T, Error>>,
+) -> Result<Raced<Q, T>, Error> {
+    match tcp.await {
+        Ok(channel) => Ok(Raced::TcpAfterQuicFailed(channel, quic_err)),
+        Err(tcp_err) => Err(both_failed(quic_err, tcp_err)),
+    }
+}
+
+fn both_failed(quic: Error, tcp: Error) -> Error {
+    Error::BothFailed {
+        quic: Box::new(quic),
+        tcp: Box::new(tcp),
+    }
+}
+
+/// Servers recently reached only over TCP, by authority, until when: shared by every channel
+/// in the process, so a new channel to such a server goes straight to TCP.
+static TCP_ONLY_UNTIL: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
+
+/// Whether `authority` was reached only over TCP recently enough to skip QUIC.
+fn remembered_tcp(authority: &str) -> bool {
+    let mut remembered = lock(&TCP_ONLY_UNTIL);
+    match remembered.get(authority) {
+        Some(until) if Instant::now() < *until => true,
+        Some(_) => {
+            remembered.remove(authority);
+            false
+        }
+        None => false,
+    }
+}
+
+fn remember_tcp(authority: &str, until: Instant) {
+    lock(&TCP_ONLY_UNTIL).insert(authority.to_owned(), until);
+}
+
+fn forget_tcp(authority: &str) {
+    lock(&TCP_ONLY_UNTIL).remove(authority);
+}
+
+/// Reconnect backoff: after the first failure, no new attempt for [`Backoff::START`]; each
+/// further failure doubles the wait, up to [`Backoff::MAX`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Backoff {
+    /// The wait after the first failure.
+    const START: Duration = Duration::from_millis(100);
+    /// The longest wait.
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// Records a failure at `now`; returns when the next attempt may be made.
+    fn failed(&mut self, now: Instant) -> Instant {
+        let doublings = self.failures.min(6);
+        self.failures = self.failures.saturating_add(1);
+        let wait = Self::START.saturating_mul(1 << doublings).min(Self::MAX);
+        let at = now + wait;
+        self.retry_at = Some(at);
+        at
+    }
+
+    /// When the next attempt may be made, if it is after `now`.
+    fn waiting(&self, now: Instant) -> Option<Instant> {
+        self.retry_at.filter(|at| now < *at)
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The race, the backoff and the memory of TCP, on paused time: each test runs in an
+    //! instant and checks when things happened to the millisecond.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    const HEAD_START: Duration = Duration::from_millis(250);
+
+    /// An attempt that takes `after` and then succeeds with `value` or fails.
+    async fn attempt<T>(after: Duration, outcome: Result<T, &str>) -> Result<T, Error> {
+        tokio::time::sleep(after).await;
+        outcome.map_err(Error::config)
+    }
+
+    /// An attempt that records whether it was ever started.
+    async fn watched<T>(
+        started: &AtomicBool,
+        after: Duration,
+        outcome: Result<T, &str>,
+    ) -> Result<T, Error> {
+        started.store(true, Ordering::SeqCst);
+        attempt(after, outcome).await
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quic_within_its_head_start_wins_and_tcp_never_starts() {
+        let tcp_started = AtomicBool::new(false);
+        let start = Instant::now();
+        let raced = race(
+            attempt(ms(40), Ok("quic")),
+            watched(&tcp_started, ms(1), Ok("tcp")),
+            HEAD_START,
+        )
+        .await;
+        assert!(matches!(raced, Ok(Raced::Quic("quic"))), "{raced:?}");
+        assert_eq!(start.elapsed(), ms(40));
+        assert!(!tcp_started.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_quic_starts_tcp_at_once() {
+        let start = Instant::now();
+        let raced = race(
+            attempt::<&str>(ms(10), Err("refused")),
+            attempt(ms(30), Ok("tcp")),
+            HEAD_START,
+        )
+        .await;
+        match raced {
+            Ok(Raced::TcpAfterQuicFailed("tcp", quic_err)) => {
+                assert!(quic_err.to_string().contains("refused"), "{quic_err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // 10 ms for QUIC to fail, then 30 ms of TCP: no head start wasted.
+        assert_eq!(start.elapsed(), ms(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_quic_loses_to_tcp_after_its_head_start() {
+        let start = Instant::now();
+        let raced = race(
+            attempt(ms(10_000), Ok("quic")),
+            attempt(ms(30), Ok("tcp")),
+            HEAD_START,
+        )
+        .await;
+        assert!(
+            matches!(raced, Ok(Raced::TcpWhileQuicSlow("tcp"))),
+            "{raced:?}"
+        );
+        assert_eq!(start.elapsed(), HEAD_START + ms(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quic_after_its_head_start_still_wins_if_first() {
+        let start = Instant::now();
+        let raced = race(
+            attempt(ms(300), Ok("quic")),
+            attempt(ms(100), Ok("tcp")),
+            HEAD_START,
+        )
+        .await;
+        assert!(matches!(raced, Ok(Raced::Quic("quic"))), "{raced:?}");
+        assert_eq!(start.elapsed(), ms(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_tcp_waits_for_a_slow_quic() {
+        let start = Instant::now();
+        let raced = race(
+            attempt(ms(400), Ok("quic")),
+            attempt::<&str>(ms(10), Err("reset")),
+            HEAD_START,
+        )
+        .await;
+        assert!(matches!(raced, Ok(Raced::Quic("quic"))), "{raced:?}");
+        assert_eq!(start.elapsed(), ms(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_failing_keeps_both_causes() {
+        for (quic_after, tcp_after) in [(ms(10), ms(10)), (ms(400), ms(10)), (ms(300), ms(100))] {
+            let raced = race(
+                attempt::<()>(quic_after, Err("udp blocked")),
+                attempt::<()>(tcp_after, Err("tcp refused")),
+                HEAD_START,
+            )
+            .await;
+            match raced {
+                Err(Error::BothFailed { quic, tcp }) => {
+                    assert!(quic.to_string().contains("udp blocked"), "{quic}");
+                    assert!(tcp.to_string().contains("tcp refused"), "{tcp}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_starts_at_100_ms_doubles_and_stops_at_5_s() {
+        let mut backoff = Backoff::default();
+        let now = Instant::now();
+        assert_eq!(backoff.waiting(now), None);
+        let waits: Vec<Duration> = (0..9).map(|_| backoff.failed(now) - now).collect();
+        let want = [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000].map(ms);
+        assert_eq!(waits, want);
+        assert_eq!(backoff.waiting(now), Some(now + ms(5_000)));
+        tokio::time::advance(ms(5_000)).await;
+        assert_eq!(backoff.waiting(Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_is_remembered_for_its_time_only() {
+        let authority = "remembered.test:1";
+        assert!(!remembered_tcp(authority));
+        remember_tcp(authority, Instant::now() + ms(300_000));
+        tokio::time::advance(ms(299_999)).await;
+        assert!(remembered_tcp(authority));
+        assert!(!remembered_tcp("other.test:1"));
+        tokio::time::advance(ms(1)).await;
+        assert!(!remembered_tcp(authority));
+        assert!(
+            !lock(&TCP_ONLY_UNTIL).contains_key(authority),
+            "expired entries go"
+        );
+        remember_tcp(authority, Instant::now() + ms(300_000));
+        forget_tcp(authority);
+        assert!(!remembered_tcp(authority));
+    }
+}

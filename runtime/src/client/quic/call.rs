@@ -1,0 +1,242 @@
+//! One call on a QUIC connection: [`Conn::call`], which owns the 0-RTT decision and the
+//! replay of a call the server would not run from early data.
+
+use std::future::{Future, poll_fn};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{ReadError, VarInt};
+use tokio::sync::oneshot;
+use tonic::Status;
+use tracing::debug;
+
+use super::Conn;
+use crate::client::{Call, CallSettings, ResponseBody};
+use crate::status::{Peer, check_status_fields, connection_status, malformed};
+use crate::stream::{
+    AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
+    read_head, send_body,
+};
+use crate::wire::code::ErrorCode;
+use crate::wire::fields;
+use crate::wire::frame::FrameDecoder;
+use crate::zero_rtt::client_may_send;
+use crate::{NoZeroRtt, Priority, Transport, ZeroRtt};
+
+/// Why a call on a connection ended without a response head.
+pub(in crate::client) enum CallError {
+    /// The connection went away before the call's stream opened: nothing was sent, so the
+    /// call, handed back, may go on another connection.
+    NotStarted(Box<http::Request<tonic::body::Body>>, Status),
+    /// The call ends with this status.
+    Failed(Status),
+}
+
+/// Why one exchange on a stream ended before the response head.
+enum Failure {
+    /// The call ends with this status.
+    Status(Status),
+    /// The call went out as 0-RTT early data and was not run from it: the server rejected
+    /// the early data, or refused this call with TOO_EARLY, or the connection failed before
+    /// its handshake completed. Only replay-safe calls go out as early data, so the call may
+    /// be sent again.
+    Early(String),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+impl Conn {
+    /// Runs a call on this connection: opens its stream, sends the request and reads the
+    /// response head.
+    ///
+    /// A call to a replay-safe method whose request is one message goes out as 0-RTT early
+    /// data when the connection is resumed and its handshake is under way, from a buffered
+    /// copy; if the server does not run it from there, the copy is sent again once the
+    /// handshake is over ([`ZeroRtt::Retried`]). Every other call waits for the end of the
+    /// handshake, which for most calls is long over.
+    pub(in crate::client) async fn call(
+        &self,
+        mut request: http::Request<tonic::body::Body>,
+        call: &mut Call,
+        settings: &CallSettings,
+    ) -> Result<http::Response<ResponseBody>, CallError> {
+        let mut replay: Option<http::Request<Bytes>> = None;
+        loop {
+            let early = self.in_early_data()
+                && call.zero_rtt == ZeroRtt::NotUsed
+                && client_may_send(call.info)
+                && request.extensions().get::<NoZeroRtt>().is_none();
+            if early {
+                let buffered = buffer_request(request).await.map_err(CallError::Failed)?;
+                request = buffered.clone().map(full_body);
+                replay = Some(buffered);
+            } else {
+                self.handshake_over().await;
+            }
+            let (send, recv) = match self.quic.open_bi().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let status = connection_status(&e);
+                    return Err(CallError::NotStarted(Box::new(request), status));
+                }
+            };
+            call.started(Transport::Quic, Some(VarInt::from(send.id()).into_inner()));
+            let sent_early = recv.is_0rtt();
+            match exchange(send, recv, request, call.priority, settings).await {
+                Ok(response) => {
+                    if sent_early {
+                        call.zero_rtt = ZeroRtt::Accepted;
+                    }
+                    let mut response = response.map(|b| ResponseBody::quic(b, call.deadline));
+                    let extensions = response.extensions_mut();
+                    extensions.insert(call.zero_rtt);
+                    extensions.insert(call.priority);
+                    extensions.insert(Transport::Quic);
+                    return Ok(response);
+                }
+                Err(Failure::Status(status)) => return Err(CallError::Failed(status)),
+                Err(Failure::Early(reason)) => {
+                    let Some(copy) = replay.take() else {
+                        return Err(CallError::Failed(Status::unavailable(reason)));
+                    };
+                    debug!(method = %call.method, "sending the call again after the handshake: {reason}");
+                    call.zero_rtt = ZeroRtt::Retried;
+                    request = copy.map(full_body);
+                    self.handshake_over().await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a request's whole body into memory, so that it can be sent twice.
+async fn buffer_request(
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Request<Bytes>, Status> {
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+fn full_body(bytes: Bytes) -> tonic::body::Body {
+    tonic::body::Body::new(http_body_util::Full::new(bytes))
+}
+
+/// Sends a request on an open stream and reads the response head.
+async fn exchange(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    request: http::Request<tonic::body::Body>,
+    priority: Priority,
+    settings: &CallSettings,
+) -> Result<http::Response<RecvBody>, Failure> {
+    let early = recv.is_0rtt();
+    let send = SendHalf::new(send);
+    send.set_priority(priority);
+    let mut recv = RecvHalf::new(recv);
+    let (parts, body) = request.into_parts();
+    let head = fields::encode_request_head(
+        parts.uri.path(),
+        Some(&settings.authority),
+        Some(priority),
+        &parts.headers,
+    );
+
+    // Send inline what is ready now (a whole unary request, usually); hand the rest to a task
+    // so that requests stream while responses are read.
+    let (error_tx, error_rx) = oneshot::channel();
+    let mut sending = Box::pin(send_request(send, head, body, error_tx));
+    let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+        Poll::Ready(()) => None,
+        Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
+    };
+    let mut parts = ClientCallParts {
+        request_error: Some(error_rx),
+        send_task,
+    };
+
+    let mut decoder = FrameDecoder::new(settings.max_header_list_size);
+    let mut buf = BytesMut::new();
+    // Both are cancel-safe: whichever loses the race has lost nothing.
+    let block = tokio::select! {
+        head = read_head(&mut recv, &mut decoder, &mut buf) => {
+            head.map_err(|e| head_failure(e, early))?
+        }
+        Some(status) = request_failure(&mut parts.request_error) => return Err(status.into()),
+    };
+    let headers = fields::decode_fields(&block)
+        .map_err(malformed)
+        .and_then(|h| check_status_fields(&h).map(|()| h))
+        .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
+    let trailers_only = headers.contains_key("grpc-status");
+    let body = RecvBody::client(
+        recv,
+        decoder,
+        buf,
+        settings.max_receive_message_size,
+        trailers_only,
+        parts,
+    );
+    let mut response = http::Response::new(body);
+    *response.version_mut() = http::Version::HTTP_2;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Resolves with the request's failure, if the request side reports one. Cancel-safe.
+async fn request_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<Status> {
+    let result = match rx {
+        Some(rx) => rx.await,
+        None => return std::future::pending().await,
+    };
+    *rx = None;
+    match result {
+        Ok(status) => Some(status),
+        // The request went out whole: keep waiting for the response.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Why a response head could not be read; `early` when the stream carried 0-RTT data.
+fn head_failure(err: HeadError, early: bool) -> Failure {
+    match err {
+        HeadError::Read(ReadError::ZeroRttRejected) => {
+            Failure::Early("the server rejected 0-RTT data".into())
+        }
+        HeadError::Read(ReadError::Reset(code))
+            if code.into_inner() == u64::from(ErrorCode::TooEarly.to_u32()) =>
+        {
+            Failure::Early("the server would not run it from 0-RTT data".into())
+        }
+        HeadError::Read(ReadError::ConnectionLost(e)) if early => {
+            Failure::Early(format!("connection lost during its 0-RTT handshake: {e}"))
+        }
+        other => Failure::Status(other.into_status(Peer::Server)),
+    }
+}
+
+/// Sends a request: its head, then its body. Errors of the body itself go to `error_tx`, so
+/// the call ends with them; errors of the stream show up on the response side.
+async fn send_request(
+    mut send: SendHalf,
+    head: bytes::Bytes,
+    body: tonic::body::Body,
+    error_tx: oneshot::Sender<Status>,
+) {
+    match send_body(&mut send, vec![head], body).await {
+        Ok(_) => {}
+        Err(SendBodyError::Write(quinn::WriteError::Stopped(_))) => {
+            // The server stopped reading: it has answered or is about to.
+            send.abandon();
+        }
+        Err(SendBodyError::Write(e)) => debug!("request stream failed: {e}"),
+        Err(SendBodyError::Body(status)) => {
+            send.reset(ErrorCode::Cancelled);
+            let _ = error_tx.send(status);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The sending half of a call's stream, and writing an `http_body::Body` as frames.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http_body::Body;
+use quinn::WriteError;
+use tonic::Status;
+
+use super::quic_code;
+use crate::status::{normalize_status, status_code, status_fields};
+use crate::wire::code::ErrorCode;
+use crate::wire::{fields, frame};
+
+/// Flush coalesced frames once this many bytes are waiting.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// The sending half of a call's stream. Dropping it before [`finish`](Self::finish) resets the
+/// stream with CANCELLED, so dropping a call's future is enough to cancel it on the wire.
+#[derive(Debug)]
+pub(crate) struct SendHalf {
+    stream: quinn::SendStream,
+    closed: bool,
+    wrote_any: bool,
+    mid_write: bool,
+}
+
+impl SendHalf {
+    pub(crate) fn new(stream: quinn::SendStream) -> Self {
+        Self {
+            stream,
+            closed: false,
+            wrote_any: false,
+            mid_write: false,
+        }
+    }
+
+    pub(crate) fn set_priority(&self, priority: crate::Priority) {
+        // Fails only if the stream is already closed, in which case nothing is left to order.
+        let _ = self
+            .stream
+            .set_priority(crate::priority::quinn_priority(priority));
+    }
+
+    /// Writes whole frames. Never waits for the peer's acknowledgement.
+    pub(crate) async fn write(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
+        self.mid_write = true;
+        self.stream.write_all_chunks(chunks).await?;
+        self.mid_write = false;
+        self.wrote_any = true;
+        Ok(())
+    }
+
+    /// Ends the stream cleanly (FIN), after whatever was written.
+    pub(crate) fn finish(&mut self) {
+        self.closed = true;
+        let _ = self.stream.finish();
+    }
+
+    /// Abandons the stream.
+    pub(crate) fn reset(&mut self, code: ErrorCode) {
+        self.closed = true;
+        let _ = self.stream.reset(quic_code(code));
+    }
+
+    /// Marks the stream as dealt with by the peer (it stopped it); nothing more to send.
+    pub(crate) fn abandon(&mut self) {
+        self.closed = true;
+    }
+
+    /// Sends `status` as the last frame and finishes: trailers-only if nothing was sent yet,
+    /// TRAILERS otherwise. If a frame was cut short, only a reset is possible.
+    pub(crate) async fn send_status(&mut self, status: &Status, fallback: ErrorCode) {
+        if self.mid_write {
+            self.reset(fallback);
+            return;
+        }
+        let ty = if self.wrote_any {
+            frame::TRAILERS
+        } else {
+            frame::HEADERS
+        };
+        let mut frame = [fields::encode_fields(
+            ty,
+            &status_fields(status, !self.wrote_any),
+        )];
+        if self.write(&mut frame).await.is_ok() {
+            self.finish();
+        }
+    }
+
+    /// Resolves when the peer stops the stream (cancellation) or the connection is lost.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let stopped = self.stream.stopped();
+        async move {
+            let _ = stopped.await;
+        }
+    }
+}
+
+impl Drop for SendHalf {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.reset(ErrorCode::Cancelled);
+        }
+    }
+}
+
+/// Why [`send_body`] stopped early.
+#[derive(Debug)]
+pub(crate) enum SendBodyError {
+    /// The stream could not be written: the peer stopped it or the connection is gone.
+    Write(WriteError),
+    /// The body itself failed.
+    Body(Status),
+}
+
+/// Writes `head` (already-encoded frames) and then `body` as DATA and TRAILERS frames, and
+/// finishes the stream. Frames that are ready together go out in one write. Returns the
+/// status code the trailers carried, if any.
+pub(crate) async fn send_body<B>(
+    send: &mut SendHalf,
+    head: Vec<Bytes>,
+    body: B,
+) -> Result<Option<tonic::Code>, SendBodyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = pin!(body);
+    let mut pending = head;
+    let mut pending_bytes: usize = pending.iter().map(Bytes::len).sum();
+    let mut code = None;
+    loop {
+        let next = if pending.is_empty() {
+            Some(poll_fn(|cx| body.as_mut().poll_frame(cx)).await)
+        } else {
+            // Take another frame only if it is ready now; otherwise send what is waiting.
+            match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(frame) => Some(frame),
+                Poll::Pending => None,
+            }
+        };
+        match next {
+            None => {
+                send.write(&mut pending)
+                    .await
+                    .map_err(SendBodyError::Write)?;
+                pending.clear();
+                pending_bytes = 0;
+            }
+            Some(None) => {
+                send.write(&mut pending)
+                    .await
+                    .map_err(SendBodyError::Write)?;
+                send.finish();
+                return Ok(code);
+            }
+            Some(Some(Err(e))) => {
+                if !pending.is_empty() {
+                    send.write(&mut pending)
+                        .await
+                        .map_err(SendBodyError::Write)?;
+                }
+                return Err(SendBodyError::Body(Status::from_error(e.into())));
+            }
+            Some(Some(Ok(frame))) => {
+                match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        pending_bytes += data.len();
+                        pending.push(frame::data_head(data.len()));
+                        pending.push(data);
+                    }
+                    Err(frame) => {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            normalize_status(&mut trailers);
+                            code = status_code(&trailers);
+                            let trailers = fields::encode_fields(frame::TRAILERS, &trailers);
+                            pending_bytes += trailers.len();
+                            pending.push(trailers);
+                        }
+                    }
+                }
+                if pending_bytes >= FLUSH_BYTES {
+                    send.write(&mut pending)
+                        .await
+                        .map_err(SendBodyError::Write)?;
+                    pending.clear();
+                    pending_bytes = 0;
+                }
+            }
+        }
+    }
+}
