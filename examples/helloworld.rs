@@ -41,7 +41,7 @@ impl Greeter for MyGreeter {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
     let server = quicrpc::Server::builder()
-        .tls(cert.identity())
+        .identity(cert.identity())
         .add_service(GreeterServer::new(MyGreeter))
         .bind("127.0.0.1:0")
         .await?;

@@ -65,7 +65,7 @@ Serve with it (Rust):
         std::fs::read(\"{cert}\")?,
         std::fs::read(\"{key}\")?,
     )?;
-    let server = quicrpc::Server::builder().tls(identity) /* .add_service(..) */;
+    let server = quicrpc::Server::builder().identity(identity) /* .add_service(..) */;
 
 Call with it:
     quicrpc call --ca {ca} localhost:PORT package.Service/Method -d '{{}}'

@@ -498,7 +498,7 @@ async fn certs_written_by_the_tool_serve_and_verify() {
     let read = |name: &str| std::fs::read(Path::new(out).join(name)).expect("written");
     let identity =
         quicrpc::tls::Identity::from_pem(read("cert.pem"), read("key.pem")).expect("identity");
-    let server = TestServer::start_with(Default::default(), |b| b.tls(identity)).await;
+    let server = TestServer::start_with(Default::default(), |b| b.identity(identity)).await;
     let addr = format!("localhost:{}", server.addr.port());
     let ca = format!("{out}/ca.pem");
     for transport in ["quic", "tcp"] {

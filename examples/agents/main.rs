@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let cert = quicrpc::tls::SelfSigned::new(["localhost"])?;
     let server = quicrpc::Server::builder()
-        .tls(cert.identity())
+        .identity(cert.identity())
         .add_service(AgentControlServer::new(Agents::default()))
         .bind("127.0.0.1:0")
         .await?;

@@ -438,7 +438,7 @@ impl TestServer {
             .build_v1()
             .expect("reflection service");
         let builder = quicrpc::Server::builder()
-            .tls(cert.identity())
+            .identity(cert.identity())
             .add_service(health_service)
             .add_service(reflection);
         let builder = match options.interceptor {

@@ -159,7 +159,7 @@ async fn a_port_taken_on_tcp_is_a_bind_error() {
     let port = taken.local_addr().unwrap().port();
     let cert = quicrpc::tls::SelfSigned::new(["localhost"]).unwrap();
     let result = quicrpc::Server::builder()
-        .tls(cert.identity())
+        .identity(cert.identity())
         .bind(("127.0.0.1", port))
         .await;
     let err = result.expect_err("TCP port is taken");
@@ -167,7 +167,7 @@ async fn a_port_taken_on_tcp_is_a_bind_error() {
     assert!(err.to_string().contains("TCP"), "{err}");
     // And the UDP socket was released with it: QUIC alone can bind that port now.
     quicrpc::Server::builder()
-        .tls(cert.identity())
+        .identity(cert.identity())
         .transports([Transport::Quic])
         .bind(("127.0.0.1", port))
         .await

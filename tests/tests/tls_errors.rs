@@ -113,7 +113,7 @@ fn expired(name: &str) -> (quicrpc::tls::Certificate, quicrpc::tls::Identity) {
 async fn expired_certificates_are_refused_on_both_sides_and_both_transports() {
     // The server's certificate has expired.
     let (ca, identity) = expired("localhost");
-    let server = TestServer::start_with(Default::default(), |b| b.tls(identity)).await;
+    let server = TestServer::start_with(Default::default(), |b| b.identity(identity)).await;
     let port = server.addr.port();
     for policy in TRANSPORTS {
         let builder = quicrpc::Channel::builder(format!("https://localhost:{port}"))
