@@ -8,8 +8,12 @@ use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::agent_control_methods;
 use quicrpc_examples::workload::{Stats, run_agent};
 
+use crate::BoxError;
+use crate::cli::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
-use crate::{BoxError, ClientKind, Placement, Run, on_fresh_server, parse_fields, report};
+use crate::process::{Placement, on_fresh_server, parse_fields};
+use crate::report;
+use crate::transport::ClientKind;
 
 /// The `agents` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]

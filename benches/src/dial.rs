@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use tonic::codegen::{Body, Bytes, StdError};
 
-use crate::{BoxError, Cc, ClientKind};
+use crate::BoxError;
+use crate::transport::{Cc, ClientKind};
 
 /// A channel tonic's generated clients can use: quicrpc's or tonic's own.
 pub(crate) trait GrpcChannel:

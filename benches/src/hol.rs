@@ -6,7 +6,12 @@
 
 use quicrpc_netlab::Netlab;
 
-use crate::{BoxError, ClientKind, LoadResult, Placement, Run, measure, report};
+use crate::BoxError;
+use crate::cli::Run;
+use crate::load::{LoadResult, measure};
+use crate::process::Placement;
+use crate::report;
+use crate::transport::ClientKind;
 
 /// Packets the link has dropped so far, both directions.
 fn dropped(lab: &Netlab) -> u64 {

@@ -9,10 +9,14 @@ use clap::ValueEnum;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::{StatusAck, StatusUpdate};
 
+use crate::BoxError;
+use crate::cli::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::{BoxError, ClientKind, Placement, Run, ServerProcess, pinned, report};
+use crate::process::{Placement, ServerProcess, pinned, rss_kib, stdin_closed};
+use crate::report;
+use crate::transport::ClientKind;
 
 /// What the client holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,13 +48,6 @@ pub(crate) struct HoldArgs {
     pub(crate) count: usize,
 }
 
-/// Resident set size of process `pid` ("self" for this one), in KiB, from `/proc`.
-pub(crate) fn rss_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Sets up what `args` asks for, prints `READY rss_kib=N`, and holds it until standard
 /// input closes.
 pub(crate) async fn hold(args: &HoldArgs) -> Result<(), BoxError> {
@@ -76,7 +73,7 @@ pub(crate) async fn hold(args: &HoldArgs) -> Result<(), BoxError> {
         writeln!(out, "READY rss_kib={rss}")?;
         out.flush()?;
     }
-    crate::stdin_closed().await;
+    stdin_closed().await;
     drop(held);
     Ok(())
 }
@@ -146,7 +143,7 @@ fn measure(
     place: &Placement,
 ) -> Result<Footprint, BoxError> {
     let server = ServerProcess::start(kind.server(), run, place)?;
-    let server_pid = server.child.id().to_string();
+    let server_pid = server.pid();
     let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
     let args = [
         "hold",

@@ -1,13 +1,33 @@
-//! Scenario 4: connection set-up to the first response, each connection fresh.
+//! Scenarios 4 and 6: connection set-up to the first response, each connection fresh; the
+//! `setup` subcommand connects, `compare` makes the table.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
 use crate::BoxError;
+use crate::cli::Run;
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
+use crate::process::{Placement, ServerProcess, run_client};
+use crate::report;
+use crate::transport::ServerKind;
+
+/// The `setup` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct SetupArgs {
+    #[arg(long, value_enum)]
+    pub(crate) mode: SetupMode,
+    #[arg(long)]
+    pub(crate) port: u16,
+    #[arg(long, default_value = "localhost")]
+    pub(crate) host: String,
+    #[arg(long)]
+    pub(crate) certs: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    pub(crate) count: usize,
+}
 
 /// How the client connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,18 +93,27 @@ impl SetupMode {
     }
 
     /// The server this mode connects to.
-    pub(crate) fn server(self) -> crate::ServerKind {
+    pub(crate) fn server(self) -> ServerKind {
         match self {
-            Self::Tonic => crate::ServerKind::Tonic,
-            _ => crate::ServerKind::Quicrpc,
+            Self::Tonic => ServerKind::Tonic,
+            _ => ServerKind::Quicrpc,
         }
     }
+}
+
+/// Connects as `args` says and prints one `SETUP` line: each time in microseconds, and how
+/// many calls went as accepted early data.
+pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
+    let (times, early) = run(args.mode, &args.host, args.port, &args.certs, args.count).await?;
+    let times: Vec<String> = times.iter().map(u64::to_string).collect();
+    println!("SETUP times_us={} early={early}", times.join(","));
+    Ok(())
 }
 
 /// Connects `count` times (after one connection that leaves a session ticket), each time
 /// from nothing to the first response; returns each time in microseconds, and how many calls
 /// went as accepted early data.
-pub(crate) async fn run(
+async fn run(
     mode: SetupMode,
     host: &str,
     port: u16,
@@ -142,6 +171,67 @@ pub(crate) async fn run(
         }
     }
     Ok((times, early))
+}
+
+/// Scenarios 4 and 6: each set-up mode, `reps` times 20 fresh connections against a fresh
+/// server; a table of times to the first response, in ms and in round trips.
+pub(crate) fn table(run: &Run, place: &Placement, modes: &[SetupMode]) -> Result<(), BoxError> {
+    let rtt_ms = run
+        .link
+        .config()
+        .map_or(0.0, |c| c.delay.as_secs_f64() * 2000.0);
+    println!("\n| set-up | p50 ms | p50 ÷ RTT | min ms | max ms | calls as 0-RTT |");
+    println!("|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for &mode in modes {
+        let mut times = Vec::new();
+        let mut early = 0;
+        for _ in 0..run.reps {
+            let server = ServerProcess::start(mode.server(), run, place)?;
+            let line = run_client(
+                &server,
+                place,
+                &["setup", "--mode", mode.arg()],
+                mode.name(),
+                |l| l.strip_prefix("SETUP ").map(str::to_owned),
+            )?
+            .remove(0);
+            for field in line.split(' ') {
+                match field.split_once('=') {
+                    Some(("times_us", list)) => times.extend(
+                        list.split(',')
+                            .filter_map(|t| t.parse::<u64>().ok())
+                            .map(|us| us as f64 / 1000.0),
+                    ),
+                    Some(("early", n)) => early += n.parse::<usize>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p50 = times[times.len() / 2];
+        let in_rtt = if rtt_ms > 0.0 {
+            format!("{:.2}", p50 / rtt_ms)
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {} | {p50:.1} | {in_rtt} | {:.1} | {:.1} | {early} of {} |",
+            mode.name(),
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+        rows.push(report::Row::new(
+            &run.scenario_name(),
+            &run.link.label(),
+            mode.name(),
+            mode.name(),
+            "time to first response (ms)",
+            p50,
+        ));
+    }
+    run.keep(&rows)
 }
 
 fn hello() -> HelloRequest {

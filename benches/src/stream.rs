@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use quicrpc_examples::agents::Chunk;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 
+use crate::BoxError;
+use crate::cli::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
-use crate::{
-    BoxError, ClientKind, Placement, Run, cpu_ms_of, on_fresh_server, parse_fields, report,
-};
+use crate::process::{Placement, cpu_ms_of, on_fresh_server, parse_fields};
+use crate::report;
+use crate::transport::ClientKind;
 
 /// Bytes in each message.
 pub(crate) const MESSAGE: usize = 64 * 1024;
