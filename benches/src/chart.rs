@@ -1,6 +1,6 @@
-//! Charts of `compare` results: `compare --csv FILE` appends the medians, `chart` draws an
-//! SVG per scenario, link and metric, with a group of bars per x-axis category and a bar per
-//! transport.
+//! Charts of `compare` results: `compare SCENARIO --csv FILE` appends the medians, `chart`
+//! draws an SVG per scenario, link and metric, with a group of bars per x-axis category and a
+//! bar per transport.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use crate::report::Row;
 /// The `chart` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct ChartArgs {
-    /// The CSV file `compare --csv` appended to.
+    /// The CSV file `compare SCENARIO --csv` appended to.
     #[arg(long)]
     pub(crate) csv: PathBuf,
     /// Directory for the SVG files.

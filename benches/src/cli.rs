@@ -1,17 +1,20 @@
-//! The command line: the subcommands `compare` runs in its child processes, `chart`, and
-//! `compare` itself with its settings.
+//! The command line: `compare` with a subcommand per scenario, `chart`, and the subcommands
+//! `compare` runs in its child processes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::BoxError;
 use crate::transport::Cc;
-use crate::{agents, chart, load, memory, report, serve, setup, stream};
+use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
 
 #[derive(Parser)]
-#[command(about = "Unary load: quicrpc over QUIC and TCP against plain tonic")]
+#[command(
+    about = "Benchmarks: quicrpc over QUIC and over its TCP fallback against plain tonic",
+    after_help = "serve, load, setup, stream, hold and agents are what compare runs in its \
+                  child processes."
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Cmd,
@@ -19,6 +22,16 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Cmd {
+    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
+    #[command(
+        subcommand,
+        subcommand_value_name = "SCENARIO",
+        subcommand_help_heading = "Scenarios",
+        disable_help_subcommand = true
+    )]
+    Compare(Scenario),
+    /// Draw an SVG chart per scenario, link and metric from the medians `compare SCENARIO --csv` kept.
+    Chart(chart::ChartArgs),
     /// Serve Greeter until standard input closes; prints `LISTENING <port>`.
     Serve(serve::ServeArgs),
     /// Load a server; prints one `RESULT` line.
@@ -32,14 +45,99 @@ pub(crate) enum Cmd {
     Hold(memory::HoldArgs),
     /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
     Agents(agents::AgentsArgs),
-    /// Draw an SVG chart per scenario, link and metric from the medians `compare --csv` kept.
-    Chart(chart::ChartArgs),
-    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
-    Compare(Run),
+}
+
+/// `compare`'s scenarios, each with its own flags and the common ones.
+#[derive(Subcommand)]
+pub(crate) enum Scenario {
+    /// Scenario 1: one call in flight, loopback.
+    Latency(inflight::LatencyArgs),
+    /// Scenario 2: N calls in flight on one connection, loopback.
+    Inflight(inflight::InflightArgs),
+    /// Scenario 3: streaming throughput, 64 KiB messages on 1 or more streams.
+    Stream(stream::CompareArgs),
+    /// Scenario 4: time from a fresh connection to the first response (use with a link).
+    Setup(Common),
+    /// Scenario 5: head-of-line blocking: open-loop load at a fraction of tonic's capacity.
+    Hol(hol::CompareArgs),
+    /// Scenario 6: time to the first response when UDP is blocked (use with `--block-udp`).
+    Fallback(Common),
+    /// Scenario 7: resident memory with many streams, or many idle connections.
+    Memory(memory::CompareArgs),
+    /// Scenario 8: the agents workload, latency per method.
+    Agents(agents::CompareArgs),
+}
+
+impl Scenario {
+    /// The subcommand's name, as the header and the CSV rows name the scenario.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Latency(_) => "latency",
+            Self::Inflight(_) => "inflight",
+            Self::Stream(_) => "stream",
+            Self::Setup(_) => "setup",
+            Self::Hol(_) => "hol",
+            Self::Fallback(_) => "fallback",
+            Self::Memory(_) => "memory",
+            Self::Agents(_) => "agents",
+        }
+    }
+
+    /// The settings every scenario takes.
+    pub(crate) fn common(&self) -> &Common {
+        match self {
+            Self::Latency(args) => &args.common,
+            Self::Inflight(args) => &args.common,
+            Self::Stream(args) => &args.common,
+            Self::Setup(common) | Self::Fallback(common) => common,
+            Self::Hol(args) => &args.common,
+            Self::Memory(args) => &args.common,
+            Self::Agents(args) => &args.common,
+        }
+    }
+
+    /// Bytes in each unary request's name field: the scenario's `--payload`, or the load
+    /// generator's default for the scenarios without one (the header line states it for
+    /// every scenario).
+    pub(crate) fn payload(&self) -> usize {
+        match self {
+            Self::Latency(args) => args.requests.payload,
+            Self::Inflight(args) => args.requests.payload,
+            Self::Hol(args) => args.requests.payload,
+            _ => load::DEFAULT_PAYLOAD,
+        }
+    }
+}
+
+/// The settings every scenario of `compare` takes.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Common options")]
+pub(crate) struct Common {
+    /// Repetitions (the median and range are reported).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) reps: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds per run, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+    /// QUIC congestion controller, both sides (TCP uses the host's).
+    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
+    pub(crate) cc: Cc,
+    /// The servers' limit on calls in flight per connection (their defaults if absent).
+    #[arg(long)]
+    pub(crate) max_streams: Option<u32>,
+    /// Append the medians to this CSV file, for `chart`.
+    #[arg(long)]
+    pub(crate) csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) link: LinkArgs,
 }
 
 /// An emulated link between client and server (quicrpc-netlab), instead of loopback.
 #[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Emulated link (loopback if none is given)")]
 pub(crate) struct LinkArgs {
     /// One-way delay in ms (RTT = 2x).
     #[arg(long)]
@@ -92,95 +190,79 @@ impl LinkArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Scenario {
-    /// Scenario 1: one call in flight, loopback.
-    Latency,
-    /// Scenario 2: N calls in flight on one connection, loopback.
-    Inflight,
-    /// Scenario 3: streaming throughput, 64 KiB messages on 1 or more streams.
-    Stream,
-    /// Scenario 4: time from a fresh connection to the first response (use with a link).
-    Setup,
-    /// Scenario 5: head-of-line blocking: open-loop load at a fraction of tonic's capacity.
-    Hol,
-    /// Scenario 6: time to the first response when UDP is blocked (use with `--block-udp`).
-    Fallback,
-    /// Scenario 7: resident memory with many streams, or many idle connections.
-    Memory,
-    /// Scenario 8: the agents workload, latency per method.
-    Agents,
-}
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
 
-/// What `compare` runs: the scenario and its settings.
-#[derive(clap::Args, Debug)]
-pub(crate) struct Run {
-    #[arg(long, value_enum)]
-    pub(crate) scenario: Scenario,
-    /// Repetitions (the median and range are reported).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) reps: usize,
-    /// Measured seconds per run.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds per run, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
-    /// Calls in flight, comma-separated (scenario `inflight`).
-    #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
-    pub(crate) concurrency: Vec<usize>,
-    /// QUIC congestion controller, both sides (TCP uses the host's).
-    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
-    pub(crate) cc: Cc,
-    /// Bytes in each request's name field.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) payload: usize,
-    /// Streams on the connection, comma-separated (scenario `stream`).
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
-    pub(crate) streams: Vec<usize>,
-    /// Open-loop load as a fraction of what tonic carries closed-loop on this link
-    /// (scenario `hol`).
-    #[arg(long, default_value_t = 0.3)]
-    pub(crate) load_fraction: f64,
-    /// Streams or connections held (scenario `memory`).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) count: usize,
-    /// Agents at once (scenario `agents`).
-    #[arg(long, default_value_t = 100)]
-    pub(crate) agents: u64,
-    /// Rounds of agents, one after another (scenario `agents`).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) rounds: usize,
-    /// Append the medians to this CSV file, for `chart`.
-    #[arg(long)]
-    pub(crate) csv: Option<PathBuf>,
-    /// The servers' limit on calls in flight per connection (their defaults if absent).
-    #[arg(long)]
-    pub(crate) max_streams: Option<u32>,
-    #[command(flatten)]
-    pub(crate) link: LinkArgs,
-}
+    use super::{Cli, Cmd, Scenario};
 
-impl Run {
-    /// The levels of calls in flight (or streams) that get a table each.
-    pub(crate) fn levels(&self) -> Vec<usize> {
-        match self.scenario {
-            Scenario::Inflight => self.concurrency.clone(),
-            Scenario::Hol => self.concurrency[..1].to_vec(),
-            Scenario::Stream => self.streams.clone(),
-            _ => vec![1],
+    fn scenario(line: &str) -> Result<Scenario, clap::Error> {
+        let words = ["quicrpc-bench", "compare"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match Cli::try_parse_from(words)?.command {
+            Cmd::Compare(scenario) => Ok(scenario),
+            _ => unreachable!("compare parses as compare"),
         }
     }
 
-    /// Appends chart rows to the CSV file, if one was asked for.
-    pub(crate) fn keep(&self, rows: &[report::Row]) -> Result<(), BoxError> {
-        if let Some(csv) = &self.csv {
-            report::append_csv(csv, rows)?;
-        }
-        Ok(())
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
     }
 
-    pub(crate) fn scenario_name(&self) -> String {
-        format!("{:?}", self.scenario).to_lowercase()
+    #[test]
+    fn each_scenario_takes_its_own_flags_and_the_common_ones() {
+        for line in [
+            "latency --reps 1 --duration 1 --warmup 0.2",
+            "latency --payload 1024 --delay-ms 25 --loss-pct 1",
+            "inflight --reps 1 --duration 1 --warmup 0.2 --concurrency 50",
+            "inflight --concurrency 32 --cc cubic --payload 1024 --csv x.csv",
+            "stream --streams 1,8 --rate-mbit 100 --delay-ms 25",
+            "setup --reps 5 --delay-ms 25",
+            "hol --concurrency 32 --payload 4096 --load-fraction 0.3 --loss-pct 3",
+            "fallback --delay-ms 25 --block-udp",
+            "memory --count 1000 --max-streams 100",
+            "agents --agents 10 --rounds 2 --delay-ms 25 --loss-pct 1",
+        ] {
+            assert!(scenario(line).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn another_scenarios_flags_are_refused() {
+        for line in [
+            "latency --concurrency 50",
+            "inflight --streams 8",
+            "stream --concurrency 50",
+            "stream --payload 1024",
+            "setup --count 10",
+            "hol --concurrency 1,50",
+            "fallback --payload 64",
+            "memory --agents 10",
+            "agents --count 10",
+            "--scenario latency",
+        ] {
+            assert!(scenario(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn levels_and_defaults_are_as_before() {
+        let Scenario::Inflight(args) = scenario("inflight").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(args.concurrency, [1, 50, 256, 1000]);
+        assert_eq!(args.requests.payload, 16);
+        assert_eq!(args.common.reps, 5);
+        let Scenario::Stream(args) = scenario("stream").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(args.streams, [1, 8]);
+        let Scenario::Hol(args) = scenario("hol").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((args.concurrency, args.load_fraction), (1, 0.3));
+        assert_eq!(scenario("memory").unwrap().payload(), 16);
     }
 }

@@ -1,37 +1,51 @@
 //! Scenarios 1 and 2: unary calls, closed loop, on one connection: one call in flight
-//! (`latency`), then each level of calls in flight asked for (`inflight`).
-
-use quicrpc_netlab::Netlab;
+//! (`compare latency`), then each level of calls in flight asked for (`compare inflight`).
 
 use crate::BoxError;
-use crate::cli::Run;
-use crate::load::{LoadResult, measure};
-use crate::process::Placement;
+use crate::cli::Common;
+use crate::compare::Run;
+use crate::load::{Requests, measure};
 use crate::report;
 use crate::transport::ClientKind;
 
-/// Scenarios 1 and 2: closed-loop load at each level of calls in flight.
-pub(crate) fn tables(run: &Run, place: &Placement, lab: Option<&Netlab>) -> Result<(), BoxError> {
-    for concurrency in run.levels() {
-        let mut runs: Vec<Vec<(ClientKind, LoadResult)>> = Vec::new();
-        for _ in 0..run.reps {
-            let mut rep = Vec::new();
-            for kind in ClientKind::ALL {
-                rep.push((kind, measure(kind, concurrency, None, run, place)?));
-            }
-            runs.push(rep);
-        }
+/// `compare latency`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct LatencyArgs {
+    #[command(flatten)]
+    pub(crate) requests: Requests,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// `compare inflight`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct InflightArgs {
+    /// Calls in flight, comma-separated: a table each.
+    #[arg(long, value_delimiter = ',', default_value = "1,50,256,1000")]
+    pub(crate) concurrency: Vec<usize>,
+    #[command(flatten)]
+    pub(crate) requests: Requests,
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// Closed-loop load at each level of calls in flight, `payload` bytes a request.
+pub(crate) fn tables(run: &Run, levels: &[usize], payload: usize) -> Result<(), BoxError> {
+    for &concurrency in levels {
+        let runs = run.repeat(&ClientKind::ALL, |kind| {
+            measure(kind, concurrency, None, payload, run)
+        })?;
         println!(
             "{}",
             report::table(&format!("{concurrency} in flight"), &runs)
         );
         run.keep(&report::load_rows(
-            &run.scenario_name(),
-            &run.link.label(),
+            run.scenario,
+            &run.common.link.label(),
             &concurrency.to_string(),
             &runs,
         ))?;
-        if let Some(lab) = lab {
+        if let Some(lab) = &run.lab {
             let (up, down) = lab.counts();
             println!("link so far: client -> server {up}; server -> client {down}\n");
         }

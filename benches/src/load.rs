@@ -7,12 +7,23 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::BoxError;
-use crate::cli::Run;
+use crate::compare::Run;
 use crate::dial::{self, Dialed, GrpcChannel, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::process::{Placement, cpu_ms_of, on_fresh_server, parse_fields};
+use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
 use crate::transport::ClientKind;
+
+/// `--payload`'s default.
+pub(crate) const DEFAULT_PAYLOAD: usize = 16;
+
+/// What each call sends: `load`'s flag, and `compare`'s for the scenarios that run `load`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Requests {
+    /// Bytes in each request's name field.
+    #[arg(long, default_value_t = DEFAULT_PAYLOAD)]
+    pub(crate) payload: usize,
+}
 
 /// The `load` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -31,9 +42,8 @@ pub(crate) struct LoadArgs {
     /// Open loop: Poisson arrivals at this many calls per second.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
-    /// Bytes in each request's name field.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) payload: usize,
+    #[command(flatten)]
+    pub(crate) requests: Requests,
 }
 
 /// What one load run measured.
@@ -105,7 +115,7 @@ async fn run_load<T: GrpcChannel>(
     clients: &[GreeterClient<T>],
     args: &LoadArgs,
 ) -> Result<LoadResult, BoxError> {
-    let name = "x".repeat(args.payload);
+    let name = "x".repeat(args.requests.payload);
     let cpu_before = cpu_ms_of("self");
     let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
@@ -218,19 +228,20 @@ async fn open_loop<T: GrpcChannel>(
     (histogram, errors)
 }
 
-/// One load run of `kind` against a fresh server: closed loop, or open loop at `rate`.
+/// One load run of `kind` against a fresh server, `payload` bytes a request: closed loop, or
+/// open loop at `rate`.
 pub(crate) fn measure(
     kind: ClientKind,
     concurrency: usize,
     rate: Option<f64>,
+    payload: usize,
     run: &Run,
-    place: &Placement,
 ) -> Result<LoadResult, BoxError> {
     let (concurrency, duration, warmup, payload) = (
         concurrency.to_string(),
-        run.duration.to_string(),
-        run.warmup.to_string(),
-        run.payload.to_string(),
+        run.common.duration.to_string(),
+        run.common.warmup.to_string(),
+        payload.to_string(),
     );
     let mut args = vec![
         "load",
@@ -247,7 +258,7 @@ pub(crate) fn measure(
     if let Some(rate) = &rate {
         args.extend(["--rate", rate]);
     }
-    let (mut results, server_cpu_ms) = on_fresh_server(kind, run, place, &args, LoadResult::parse)?;
+    let (mut results, server_cpu_ms) = on_fresh_server(kind, run, &args, LoadResult::parse)?;
     let mut result = results.remove(0);
     // Server CPU over the same span as the client's: warm-up and measurement.
     result.cpu_ms += server_cpu_ms;

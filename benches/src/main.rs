@@ -1,16 +1,25 @@
-//! `quicrpc-bench`: unary load against quicrpc over QUIC, quicrpc over its TCP fallback, and
-//! plain tonic over TCP+TLS (the comparator), measured in the same run.
+//! `quicrpc-bench`: quicrpc over QUIC, quicrpc over its TCP fallback, and plain tonic over
+//! TCP+TLS (the comparator), measured in the same run, in the scenarios of
+//! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo run --release -p quicrpc-benches -- compare --scenario latency
-//! cargo run --release -p quicrpc-benches -- compare --scenario inflight --concurrency 1,50,256,1000
+//! cargo run --release -p quicrpc-benches -- compare latency
+//! cargo run --release -p quicrpc-benches -- compare inflight --concurrency 1,50,256,1000
+//! cargo run --release -p quicrpc-benches -- compare stream --streams 1,8 --delay-ms 25
 //! ```
 //!
-//! `compare` starts each server and each client in its own process, pinned to separate cores
-//! with `taskset` (server on core 0, client on core 1), warms up, measures, repeats, and
-//! prints a Markdown table per scenario: calls/s, p50/p99/p99.9 latency and CPU per call as
-//! the median of the repetitions with their min and max, and ratios to tonic computed within
-//! each repetition. `serve` and `load` are the two halves it runs.
+//! `compare SCENARIO` starts each server and each client in its own process, pinned to
+//! separate cores with `taskset` (server on core 0, client on core 1), warms up, measures,
+//! repeats, and prints Markdown tables: for unary load, calls/s, p50/p99/p99.9 latency and CPU
+//! per call as the median of the repetitions with their min and max, and ratios to tonic
+//! computed within each repetition. `serve` and the client subcommands (`load`, `setup`,
+//! `stream`, `hold`, `agents`) are the halves it runs.
+//!
+//! Modules: `cli` (the command line), `compare` (the driver), `process` (the child processes,
+//! `/proc`), `transport` (what is compared), `serve` and `dial` (its servers and clients),
+//! `load` (the unary load loops), `report` and `chart` (tables, CSV, SVG); a module per
+//! scenario: `inflight` (1 and 2), `stream` (3), `setup` (4 and 6), `hol` (5), `memory` (7),
+//! `agents` (8).
 
 #[allow(missing_docs, unreachable_pub)] // generated code
 mod helloworld {
@@ -56,7 +65,7 @@ fn main() -> Result<(), BoxError> {
         Cmd::Hold(args) => current_thread()?.block_on(memory::hold(&args)),
         Cmd::Agents(args) => current_thread()?.block_on(agents::run(&args)),
         Cmd::Chart(args) => chart::run(&args),
-        Cmd::Compare(run) => compare::compare(&run),
+        Cmd::Compare(scenario) => compare::run(&scenario),
     }
 }
 

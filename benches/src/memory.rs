@@ -10,11 +10,12 @@ use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::{StatusAck, StatusUpdate};
 
 use crate::BoxError;
-use crate::cli::Run;
+use crate::cli::Common;
+use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::process::{Placement, ServerProcess, pinned, rss_kib, stdin_closed};
+use crate::process::{ServerProcess, pinned, rss_kib, stdin_closed};
 use crate::report;
 use crate::transport::ClientKind;
 
@@ -46,6 +47,16 @@ pub(crate) struct HoldArgs {
     pub(crate) what: Held,
     #[arg(long, default_value_t = 1000)]
     pub(crate) count: usize,
+}
+
+/// `compare memory`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CompareArgs {
+    /// Streams held on one connection, then connections held.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) count: usize,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// Sets up what `args` asks for, prints `READY rss_kib=N`, and holds it until standard
@@ -135,14 +146,10 @@ struct Footprint {
     client: u64,
 }
 
-/// Holds `what` as `kind` against a fresh server and reads the resident set sizes.
-fn measure(
-    kind: ClientKind,
-    what: Held,
-    run: &Run,
-    place: &Placement,
-) -> Result<Footprint, BoxError> {
-    let server = ServerProcess::start(kind.server(), run, place)?;
+/// Holds `count` of `what` as `kind` against a fresh server and reads the resident set sizes.
+fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Footprint, BoxError> {
+    let place = &run.place;
+    let server = ServerProcess::start(kind.server(), run)?;
     let server_pid = server.pid();
     let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
     let args = [
@@ -150,11 +157,11 @@ fn measure(
         "--client",
         kind.arg(),
         "--cc",
-        run.cc.arg(),
+        run.common.cc.arg(),
         "--what",
         what.arg(),
         "--count",
-        &run.count.to_string(),
+        &count.to_string(),
         "--port",
         &server.port.to_string(),
         "--host",
@@ -186,30 +193,20 @@ fn measure(
     })
 }
 
-/// `compare --scenario memory`: streams on one connection, then idle connections.
-pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
+/// `compare memory`: `count` streams on one connection, then `count` idle connections.
+pub(crate) fn tables(run: &Run, count: usize) -> Result<(), BoxError> {
     for what in [Held::Streams, Held::Connections] {
-        if what == Held::Streams && run.max_streams.is_some_and(|m| (m as usize) < run.count) {
+        if what == Held::Streams && run.common.max_streams.is_some_and(|m| (m as usize) < count) {
             // The client would wait for a free stream forever: every one is held.
-            println!(
-                "\n(streams skipped: the server allows fewer than {})",
-                run.count
-            );
+            println!("\n(streams skipped: the server allows fewer than {count})");
             continue;
         }
-        let mut runs: Vec<Vec<(ClientKind, Footprint)>> = Vec::new();
-        for _ in 0..run.reps {
-            let mut rep = Vec::new();
-            for kind in ClientKind::ALL {
-                rep.push((kind, measure(kind, what, run, place)?));
-            }
-            runs.push(rep);
-        }
+        let runs = run.repeat(&ClientKind::ALL, |kind| measure(kind, what, count, run))?;
         let held = match what {
-            Held::Streams => format!("{} open streams on one connection", run.count),
-            Held::Connections => format!("{} idle connections", run.count),
+            Held::Streams => format!("{count} open streams on one connection"),
+            Held::Connections => format!("{count} idle connections"),
         };
-        println!("\n## {held}, {}\n", run.link.label());
+        println!("\n## {held}, {}\n", run.common.link.label());
         println!(
             "| transport | server RSS before, MiB | server RSS after, MiB | server KiB per {} | client RSS, MiB |",
             what.arg().trim_end_matches('s')
@@ -221,7 +218,7 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
             let (mine, _) = report::of_kind(&runs, kind);
             let per_item: Vec<f64> = mine
                 .iter()
-                .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / run.count as f64)
+                .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / count as f64)
                 .collect();
             println!(
                 "| {} | {} | {} | {} | {} |",
@@ -232,8 +229,8 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
                 report::cell(mine.iter().map(|f| mib(f.client)).collect(), 1),
             );
             rows.push(report::Row::new(
-                &run.scenario_name(),
-                &run.link.label(),
+                run.scenario,
+                &run.common.link.label(),
                 &held,
                 kind.name(),
                 "server RSS growth (MiB)",

@@ -9,8 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use quicrpc_netlab::Netlab;
+
 use crate::BoxError;
-use crate::cli::Run;
+use crate::compare::Run;
 use crate::transport::{ClientKind, ServerKind};
 
 /// Where the processes run.
@@ -24,6 +26,20 @@ pub(crate) struct Placement {
     pub(crate) host: String,
 }
 
+impl Placement {
+    /// Server on core 0 and client on core 1 if `pin`; the server behind `lab` if given.
+    pub(crate) fn new(certs: PathBuf, pin: bool, lab: Option<&Netlab>) -> Self {
+        Self {
+            certs,
+            server_core: pin.then_some("0"),
+            client_core: pin.then_some("1"),
+            ns: lab.map(|lab| lab.ns.clone()),
+            server_ip: lab.map_or_else(|| "127.0.0.1".into(), |lab| lab.server_ip.to_string()),
+            host: lab.map_or_else(|| "localhost".into(), |lab| lab.server_ip.to_string()),
+        }
+    }
+}
+
 /// A server process, stopped (by closing its standard input) when dropped.
 pub(crate) struct ServerProcess {
     child: Child,
@@ -31,7 +47,8 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub(crate) fn start(kind: ServerKind, run: &Run, place: &Placement) -> Result<Self, BoxError> {
+    pub(crate) fn start(kind: ServerKind, run: &Run) -> Result<Self, BoxError> {
+        let place = &run.place;
         let mut args = [
             "serve",
             "--server",
@@ -41,11 +58,11 @@ impl ServerProcess {
             "--addr",
             &place.server_ip,
             "--cc",
-            run.cc.arg(),
+            run.common.cc.arg(),
         ]
         .map(str::to_owned)
         .to_vec();
-        if let Some(streams) = run.max_streams {
+        if let Some(streams) = run.common.max_streams {
             args.extend(["--max-streams".to_owned(), streams.to_string()]);
         }
         let mut child = pinned(place.server_core, place.ns.as_deref(), &args)
@@ -133,16 +150,15 @@ pub(crate) fn run_client<T>(
 pub(crate) fn on_fresh_server<T>(
     kind: ClientKind,
     run: &Run,
-    place: &Placement,
     args: &[&str],
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<(Vec<T>, f64), BoxError> {
-    let server = ServerProcess::start(kind.server(), run, place)?;
+    let server = ServerProcess::start(kind.server(), run)?;
     let server_cpu = server.cpu_ms();
     let mut args = args.to_vec();
-    args.extend(["--client", kind.arg(), "--cc", run.cc.arg()]);
+    args.extend(["--client", kind.arg(), "--cc", run.common.cc.arg()]);
     let what = format!("{} {}", kind.name(), args[0]);
-    let found = run_client(&server, place, &args, &what, parse)?;
+    let found = run_client(&server, &run.place, &args, &what, parse)?;
     let cpu_ms = server_cpu
         .zip(server.cpu_ms())
         .map_or(f64::NAN, |(before, after)| after - before);

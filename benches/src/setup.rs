@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 
 use crate::BoxError;
-use crate::cli::Run;
+use crate::compare::Run;
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::process::{Placement, ServerProcess, run_client};
+use crate::process::{ServerProcess, run_client};
 use crate::report;
 use crate::transport::ServerKind;
 
@@ -175,8 +175,9 @@ async fn run(
 
 /// Scenarios 4 and 6: each set-up mode, `reps` times 20 fresh connections against a fresh
 /// server; a table of times to the first response, in ms and in round trips.
-pub(crate) fn table(run: &Run, place: &Placement, modes: &[SetupMode]) -> Result<(), BoxError> {
+pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
     let rtt_ms = run
+        .common
         .link
         .config()
         .map_or(0.0, |c| c.delay.as_secs_f64() * 2000.0);
@@ -186,11 +187,11 @@ pub(crate) fn table(run: &Run, place: &Placement, modes: &[SetupMode]) -> Result
     for &mode in modes {
         let mut times = Vec::new();
         let mut early = 0;
-        for _ in 0..run.reps {
-            let server = ServerProcess::start(mode.server(), run, place)?;
+        for _ in 0..run.common.reps {
+            let server = ServerProcess::start(mode.server(), run)?;
             let line = run_client(
                 &server,
-                place,
+                &run.place,
                 &["setup", "--mode", mode.arg()],
                 mode.name(),
                 |l| l.strip_prefix("SETUP ").map(str::to_owned),
@@ -223,8 +224,8 @@ pub(crate) fn table(run: &Run, place: &Placement, modes: &[SetupMode]) -> Result
             times.len()
         );
         rows.push(report::Row::new(
-            &run.scenario_name(),
-            &run.link.label(),
+            run.scenario,
+            &run.common.link.label(),
             mode.name(),
             mode.name(),
             "time to first response (ms)",
