@@ -2,8 +2,7 @@
 //! idle connections, and says `READY`; `compare` reads the server's resident set size before
 //! and after, and the client's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 
 use clap::ValueEnum;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
@@ -15,7 +14,7 @@ use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::process::{ServerProcess, pinned, rss_kib, stdin_closed};
+use crate::process::{ServerProcess, rss_kib, start_pinned, stdin_closed};
 use crate::report;
 use crate::transport::ClientKind;
 
@@ -152,7 +151,7 @@ fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Foot
     let server = ServerProcess::start(kind.server(), run)?;
     let server_pid = server.pid();
     let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
-    let args = [
+    let mut args = [
         "hold",
         "--client",
         kind.arg(),
@@ -162,22 +161,12 @@ fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Foot
         what.arg(),
         "--count",
         &count.to_string(),
-        "--port",
-        &server.port.to_string(),
-        "--host",
-        &place.host,
-        "--certs",
-        &place.certs.display().to_string(),
     ]
-    .map(str::to_owned);
-    let mut client = pinned(place.client_core, None, &args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = client.stdout.take().ok_or("no client stdout")?;
-    let mut line = String::new();
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(server.address_flags(place));
     // The client prints READY or exits (closing its output) on an error.
-    BufReader::new(stdout).read_line(&mut line)?;
+    let (mut client, line) = start_pinned(place.client_core, None, &args)?;
     let server_after = rss_kib(&server_pid).ok_or("no server RSS")?;
     drop(client.stdin.take());
     let status = client.wait()?;

@@ -65,19 +65,26 @@ impl ServerProcess {
         if let Some(streams) = run.common.max_streams {
             args.extend(["--max-streams".to_owned(), streams.to_string()]);
         }
-        let mut child = pinned(place.server_core, place.ns.as_deref(), &args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        let (child, line) = start_pinned(place.server_core, place.ns.as_deref(), &args)?;
         let port = line
             .trim()
             .strip_prefix("LISTENING ")
             .ok_or_else(|| format!("server said {line:?}"))?
             .parse()?;
         Ok(Self { child, port })
+    }
+
+    /// The flags that point a client subcommand at this server (`--port`, `--host`,
+    /// `--certs`).
+    pub(crate) fn address_flags(&self, place: &Placement) -> [String; 6] {
+        [
+            "--port".into(),
+            self.port.to_string(),
+            "--host".into(),
+            place.host.clone(),
+            "--certs".into(),
+            place.certs.display().to_string(),
+        ]
     }
 
     /// The process id, as `/proc` names it.
@@ -115,6 +122,24 @@ pub(crate) fn pinned(core: Option<&str>, ns: Option<&str>, args: &[String]) -> C
     command
 }
 
+/// Starts this executable with `args` as [`pinned`] says, its standard input held open (the
+/// process stops when it closes), and returns it with the first line it printed: empty if
+/// it exited without one.
+pub(crate) fn start_pinned(
+    core: Option<&str>,
+    ns: Option<&str>,
+    args: &[String],
+) -> Result<(Child, String), BoxError> {
+    let mut child = pinned(core, ns, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line))
+}
+
 /// Runs this executable's client subcommand `args` against `server` (pinned to the client
 /// core), adding the server's port, host and certificates, and returns what `parse` made of
 /// each line of its output that it accepted (at least one).
@@ -126,14 +151,7 @@ pub(crate) fn run_client<T>(
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Vec<T>, BoxError> {
     let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    line.extend([
-        "--port".into(),
-        server.port.to_string(),
-        "--host".into(),
-        place.host.clone(),
-        "--certs".into(),
-        place.certs.display().to_string(),
-    ]);
+    line.extend(server.address_flags(place));
     let output = pinned(place.client_core, None, &line).output()?;
     let found: Vec<T> = String::from_utf8_lossy(&output.stdout)
         .lines()

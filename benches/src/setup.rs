@@ -1,13 +1,13 @@
 //! Scenarios 4 and 6: connection set-up to the first response, each connection fresh; the
 //! `setup` subcommand connects, `compare` makes the table.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
 use crate::BoxError;
 use crate::compare::Run;
+use crate::dial::ServerAddress;
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
 use crate::process::{ServerProcess, run_client};
@@ -19,12 +19,9 @@ use crate::transport::ServerKind;
 pub(crate) struct SetupArgs {
     #[arg(long, value_enum)]
     pub(crate) mode: SetupMode,
-    #[arg(long)]
-    pub(crate) port: u16,
-    #[arg(long, default_value = "localhost")]
-    pub(crate) host: String,
-    #[arg(long)]
-    pub(crate) certs: PathBuf,
+    #[command(flatten)]
+    pub(crate) server: ServerAddress,
+    /// Connections timed, each from nothing to its first response.
     #[arg(long, default_value_t = 20)]
     pub(crate) count: usize,
 }
@@ -104,7 +101,7 @@ impl SetupMode {
 /// Connects as `args` says and prints one `SETUP` line: each time in microseconds, and how
 /// many calls went as accepted early data.
 pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
-    let (times, early) = run(args.mode, &args.host, args.port, &args.certs, args.count).await?;
+    let (times, early) = run(args.mode, &args.server, args.count).await?;
     let times: Vec<String> = times.iter().map(u64::to_string).collect();
     println!("SETUP times_us={} early={early}", times.join(","));
     Ok(())
@@ -115,13 +112,11 @@ pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
 /// went as accepted early data.
 async fn run(
     mode: SetupMode,
-    host: &str,
-    port: u16,
-    certs: &Path,
+    server: &ServerAddress,
     count: usize,
 ) -> Result<(Vec<u64>, usize), BoxError> {
-    let ca = std::fs::read(certs.join("ca.pem"))?;
-    let uri = format!("https://{host}:{port}");
+    let ca = server.ca_pem()?;
+    let uri = server.uri();
     let mut times = Vec::with_capacity(count);
     let mut early = 0;
     for i in 0..=count {
