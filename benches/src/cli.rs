@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::transport::Cc;
 use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
@@ -45,6 +45,14 @@ pub(crate) enum Cmd {
     Hold(memory::HoldArgs),
     /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
     Agents(agents::AgentsArgs),
+}
+
+/// How `value` is spelt on the command line (`ClientKind::QuicrpcTcp` as "quicrpc-tcp"):
+/// what the driver writes for its children, who parse it back.
+pub(crate) fn arg<T: ValueEnum>(value: T) -> String {
+    // Only a variant marked `#[value(skip)]` has none, and none is.
+    let value = value.to_possible_value().expect("every variant has a name");
+    value.get_name().to_owned()
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.
@@ -194,7 +202,10 @@ impl LinkArgs {
 mod tests {
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Cmd, Scenario};
+    use super::{Cli, Cmd, Scenario, arg};
+    use crate::memory::Held;
+    use crate::setup::SetupMode;
+    use crate::transport::{Cc, ClientKind, ServerKind};
 
     fn scenario(line: &str) -> Result<Scenario, clap::Error> {
         let words = ["quicrpc-bench", "compare"]
@@ -209,6 +220,15 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_are_spelt_as_the_children_parse_them() {
+        assert_eq!(arg(ClientKind::QuicrpcTcp), "quicrpc-tcp");
+        assert_eq!(arg(ServerKind::Quicrpc), "quicrpc");
+        assert_eq!(arg(Cc::NewReno), "new-reno");
+        assert_eq!(arg(SetupMode::Quic0rtt), "quic0rtt");
+        assert_eq!(arg(Held::Connections), "connections");
     }
 
     #[test]

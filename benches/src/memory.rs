@@ -9,7 +9,7 @@ use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::{StatusAck, StatusUpdate};
 
 use crate::BoxError;
-use crate::cli::Common;
+use crate::cli::{Common, arg};
 use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
@@ -26,15 +26,6 @@ pub(crate) enum Held {
     Streams,
     /// Connections, each having made one call, then idle.
     Connections,
-}
-
-impl Held {
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::Streams => "streams",
-            Self::Connections => "connections",
-        }
-    }
 }
 
 /// The `hold` subcommand's arguments.
@@ -154,11 +145,11 @@ fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Foot
     let mut args = [
         "hold",
         "--client",
-        kind.arg(),
+        &arg(kind),
         "--cc",
-        run.common.cc.arg(),
+        &arg(run.common.cc),
         "--what",
-        what.arg(),
+        &arg(what),
         "--count",
         &count.to_string(),
     ]
@@ -198,7 +189,7 @@ pub(crate) fn tables(run: &Run, count: usize) -> Result<(), BoxError> {
         println!("\n## {held}, {}\n", run.common.link.label());
         println!(
             "| transport | server RSS before, MiB | server RSS after, MiB | server KiB per {} | client RSS, MiB |",
-            what.arg().trim_end_matches('s')
+            arg(what).trim_end_matches('s')
         );
         println!("|---|---|---|---|---|");
         let mib = |kib: u64| kib as f64 / 1024.0;

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use quicrpc_netlab::Netlab;
 
 use crate::BoxError;
+use crate::cli::arg;
 use crate::compare::Run;
 use crate::transport::{ClientKind, ServerKind};
 
@@ -52,13 +53,13 @@ impl ServerProcess {
         let mut args = [
             "serve",
             "--server",
-            kind.arg(),
+            &arg(kind),
             "--certs",
             &place.certs.display().to_string(),
             "--addr",
             &place.server_ip,
             "--cc",
-            run.common.cc.arg(),
+            &arg(run.common.cc),
         ]
         .map(str::to_owned)
         .to_vec();
@@ -174,7 +175,8 @@ pub(crate) fn on_fresh_server<T>(
     let server = ServerProcess::start(kind.server(), run)?;
     let server_cpu = server.cpu_ms();
     let mut args = args.to_vec();
-    args.extend(["--client", kind.arg(), "--cc", run.common.cc.arg()]);
+    let (client, cc) = (arg(kind), arg(run.common.cc));
+    args.extend(["--client", &client, "--cc", &cc]);
     let what = format!("{} {}", kind.name(), args[0]);
     let found = run_client(&server, &run.place, &args, &what, parse)?;
     let cpu_ms = server_cpu

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 
 use crate::BoxError;
+use crate::cli::arg;
 use crate::compare::Run;
 use crate::dial::ServerAddress;
 use crate::helloworld::HelloRequest;
@@ -74,18 +75,6 @@ impl SetupMode {
             Self::Tonic => "tonic TCP+TLS 1.3",
             Self::AutoFirst => "quicrpc default, first contact",
             Self::AutoRemembered => "quicrpc default, TCP remembered",
-        }
-    }
-
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::QuicCold => "quic-cold",
-            Self::QuicResumed => "quic-resumed",
-            Self::Quic0rtt => "quic0rtt",
-            Self::QuicrpcTcp => "quicrpc-tcp",
-            Self::Tonic => "tonic",
-            Self::AutoFirst => "auto-first",
-            Self::AutoRemembered => "auto-remembered",
         }
     }
 
@@ -187,7 +176,7 @@ pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
             let line = run_client(
                 &server,
                 &run.place,
-                &["setup", "--mode", mode.arg()],
+                &["setup", "--mode", &arg(mode)],
                 mode.name(),
                 |l| l.strip_prefix("SETUP ").map(str::to_owned),
             )?

@@ -20,14 +20,6 @@ impl Cc {
             Self::Bbr => quicrpc::CongestionControl::Bbr,
         }
     }
-
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::Cubic => "cubic",
-            Self::NewReno => "new-reno",
-            Self::Bbr => "bbr",
-        }
-    }
 }
 
 /// The servers `serve` runs.
@@ -37,15 +29,6 @@ pub(crate) enum ServerKind {
     Quicrpc,
     /// tonic's own server, TCP+TLS.
     Tonic,
-}
-
-impl ServerKind {
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::Quicrpc => "quicrpc",
-            Self::Tonic => "tonic",
-        }
-    }
 }
 
 /// The clients the load generators run, each against its server.
@@ -86,15 +69,6 @@ impl ClientKind {
             Self::QuicrpcTcp => "quicrpc TCP fallback",
             Self::Tonic => "tonic TCP+TLS",
             Self::TonicPool => "tonic, a connection per call",
-        }
-    }
-
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::Quic => "quic",
-            Self::QuicrpcTcp => "quicrpc-tcp",
-            Self::Tonic => "tonic",
-            Self::TonicPool => "tonic-pool",
         }
     }
 }
