@@ -30,7 +30,8 @@ pub(crate) enum Cmd {
         disable_help_subcommand = true
     )]
     Compare(Scenario),
-    /// Draw an SVG chart per scenario, link and metric from the medians `compare SCENARIO --csv` kept.
+    /// Draw an SVG chart per scenario, link and metric from the medians that
+    /// `compare SCENARIO --csv` kept.
     Chart(chart::ChartArgs),
     /// Serve Greeter until standard input closes; prints `LISTENING <port>`.
     Serve(serve::ServeArgs),
@@ -45,14 +46,6 @@ pub(crate) enum Cmd {
     Hold(memory::HoldArgs),
     /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
     Agents(agents::AgentsArgs),
-}
-
-/// How `value` is spelt on the command line (`ClientKind::QuicrpcTcp` as "quicrpc-tcp"):
-/// what the driver writes for its children, who parse it back.
-pub(crate) fn arg<T: ValueEnum>(value: T) -> String {
-    // Only a variant marked `#[value(skip)]` has none, and none is.
-    let value = value.to_possible_value().expect("every variant has a name");
-    value.get_name().to_owned()
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.
@@ -196,6 +189,14 @@ impl LinkArgs {
         }
         parts.join("; ")
     }
+}
+
+/// How `value` is spelt on the command line (`ClientKind::QuicrpcTcp` as "quicrpc-tcp"):
+/// what the driver writes for its children, who parse it back.
+pub(crate) fn arg<T: ValueEnum>(value: T) -> String {
+    // Only a variant marked `#[value(skip)]` has none, and none is.
+    let value = value.to_possible_value().expect("every variant has a name");
+    value.get_name().to_owned()
 }
 
 #[cfg(test)]
