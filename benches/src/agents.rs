@@ -8,20 +8,42 @@ use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::agent_control_methods;
 use quicrpc_examples::workload::{Stats, run_agent};
 
+use crate::BoxError;
+use crate::cli::Common;
+use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
-use crate::{BoxError, ClientKind, Placement, Run, on_fresh_server, parse_fields, report};
+use crate::process::{on_fresh_server, parse_fields};
+use crate::report;
+use crate::transport::ClientKind;
 
-/// The `agents` subcommand's arguments.
+/// How many agents live, and how often: the `agents` subcommand's flags, and `compare
+/// agents`'s.
 #[derive(clap::Args, Clone, Debug)]
-pub(crate) struct AgentsArgs {
-    #[command(flatten)]
-    pub(crate) target: Target,
+pub(crate) struct Workload {
     /// Agents alive at once in each round.
     #[arg(long, default_value_t = 100)]
     pub(crate) agents: u64,
     /// Rounds, one after another (more samples per method).
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
+}
+
+/// The `agents` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct AgentsArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) workload: Workload,
+}
+
+/// `compare agents`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CompareArgs {
+    #[command(flatten)]
+    pub(crate) workload: Workload,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// One method's latencies over a run.
@@ -61,8 +83,8 @@ impl Line {
 pub(crate) async fn run(args: &AgentsArgs) -> Result<(), BoxError> {
     let stats = Stats::default();
     let errors = match dial(&args.target).await? {
-        Dialed::Quicrpc(channel) => rounds(channel, args, &stats).await,
-        Dialed::Tonic(channel) => rounds(channel, args, &stats).await,
+        Dialed::Quicrpc(channel) => rounds(channel, &args.workload, &stats).await,
+        Dialed::Tonic(channel) => rounds(channel, &args.workload, &stats).await,
     };
     let mut out = std::io::stdout().lock();
     for info in agent_control_methods::ALL {
@@ -84,7 +106,7 @@ pub(crate) async fn run(args: &AgentsArgs) -> Result<(), BoxError> {
 }
 
 /// The rounds; returns how many agents failed.
-async fn rounds<T: GrpcChannel>(channel: T, args: &AgentsArgs, stats: &Stats) -> usize {
+async fn rounds<T: GrpcChannel>(channel: T, args: &Workload, stats: &Stats) -> usize {
     let mut errors = 0;
     for round in 0..args.rounds as u64 {
         let agents = (0..args.agents).map(|n| {
@@ -100,29 +122,32 @@ async fn rounds<T: GrpcChannel>(channel: T, args: &AgentsArgs, stats: &Stats) ->
     errors
 }
 
-/// `compare --scenario agents`: per method, p50 and p99 on each transport, and the p99
-/// ratio to tonic within each repetition.
-pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
-    let (agents, rounds) = (run.agents.to_string(), run.rounds.to_string());
+/// Per repetition, per transport: the methods' results; and how many agents failed in all.
+type Runs = (Vec<Vec<(ClientKind, Vec<MethodResult>)>>, u64);
+
+/// The workload on each transport against a fresh server, `reps` times.
+fn measure(run: &Run, workload: &Workload) -> Result<Runs, BoxError> {
+    let (agents, rounds) = (workload.agents.to_string(), workload.rounds.to_string());
     let args = ["agents", "--agents", &agents, "--rounds", &rounds];
-    // Per repetition, per transport: the methods' results.
-    let mut runs: Vec<Vec<(ClientKind, Vec<MethodResult>)>> = Vec::new();
     let mut errors = 0;
-    for _ in 0..run.reps {
-        let mut rep = Vec::new();
-        for kind in ClientKind::ALL {
-            let (lines, _) = on_fresh_server(kind, run, place, &args, Line::parse)?;
-            let mut methods = Vec::new();
-            for line in lines {
-                match line {
-                    Line::Method(m) => methods.push(m),
-                    Line::Errors(n) => errors += n,
-                }
+    let runs = run.repeat(&ClientKind::ALL, |kind| {
+        let (lines, _) = on_fresh_server(kind, run, &args, Line::parse)?;
+        let mut methods = Vec::new();
+        for line in lines {
+            match line {
+                Line::Method(m) => methods.push(m),
+                Line::Errors(n) => errors += n,
             }
-            rep.push((kind, methods));
         }
-        runs.push(rep);
-    }
+        Ok(methods)
+    })?;
+    Ok((runs, errors))
+}
+
+/// `compare agents`: per method, p50 and p99 on each transport, and the p99 ratio to tonic
+/// within each repetition.
+pub(crate) fn tables(run: &Run, workload: &Workload) -> Result<(), BoxError> {
+    let (runs, errors) = measure(run, workload)?;
     let result = |rep: &Vec<(ClientKind, Vec<MethodResult>)>, kind, method: &str| {
         rep.iter()
             .find(|(k, _)| *k == kind)
@@ -131,9 +156,9 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
     };
     println!(
         "\n## agents: {} rounds of {} agents, {}; {errors} agents failed\n",
-        run.rounds,
-        run.agents,
-        run.link.label()
+        workload.rounds,
+        workload.agents,
+        run.common.link.label()
     );
     println!(
         "| method | priority | calls per run | QUIC p50 ms | QUIC p99 ms | TCP fallback p99 ms | tonic p50 ms | tonic p99 ms | p99 QUIC ÷ tonic |"
@@ -175,8 +200,8 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
         );
         for kind in ClientKind::ALL {
             rows.push(report::Row::new(
-                &run.scenario_name(),
-                &run.link.label(),
+                run.scenario,
+                &run.common.link.label(),
                 method,
                 kind.name(),
                 "p99 latency (ms)",

@@ -1,15 +1,34 @@
-//! Charts of `compare` results: `compare --csv FILE` appends the medians, `chart` draws an
-//! SVG per scenario, link and metric, with a group of bars per x-axis category and a bar per
-//! transport.
+//! Charts of `compare` results: `compare SCENARIO --csv FILE` appends the medians, `chart`
+//! draws an SVG per scenario, link and metric, with a group of bars per x-axis category and a
+//! bar per transport.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::BoxError;
 use crate::report::Row;
+
+/// The `chart` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct ChartArgs {
+    /// The CSV file `compare SCENARIO --csv` appended to.
+    #[arg(long)]
+    pub(crate) csv: PathBuf,
+    /// Directory for the SVG files.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+/// Draws the charts and prints the path of each file written.
+pub(crate) fn run(args: &ChartArgs) -> Result<(), BoxError> {
+    for file in draw_all(&args.csv, &args.out)? {
+        println!("{}", args.out.join(file).display());
+    }
+    Ok(())
+}
 
 /// Colours by transport, in the order transports first appear.
 const COLOURS: [RGBColor; 5] = [
@@ -38,7 +57,7 @@ fn position(list: &mut Vec<String>, item: &str) -> usize {
 
 /// Reads the rows in `csv` and writes one SVG per (scenario, cell, metric) into `out`;
 /// returns the files written.
-pub(crate) fn draw_all(csv: &Path, out: &Path) -> Result<Vec<String>, BoxError> {
+fn draw_all(csv: &Path, out: &Path) -> Result<Vec<String>, BoxError> {
     let text = std::fs::read_to_string(csv)?;
     let mut charts: BTreeMap<(String, String, String), Chart> = BTreeMap::new();
     for row in text.lines().filter_map(Row::parse) {

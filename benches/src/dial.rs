@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use tonic::codegen::{Body, Bytes, StdError};
 
-use crate::{BoxError, Cc, ClientKind};
+use crate::BoxError;
+use crate::transport::{Cc, ClientKind};
 
 /// A channel tonic's generated clients can use: quicrpc's or tonic's own.
 pub(crate) trait GrpcChannel:
@@ -39,11 +40,11 @@ pub(crate) enum Dialed {
     Tonic(tonic::transport::Channel),
 }
 
-/// Which server a client subcommand connects to, and how.
+/// Where the server is, and the CA that signed its certificate: the flags `compare` adds to
+/// every client subcommand it runs.
 #[derive(clap::Args, Clone, Debug)]
-pub(crate) struct Target {
-    #[arg(long, value_enum)]
-    pub(crate) client: ClientKind,
+pub(crate) struct ServerAddress {
+    /// The server's port (UDP for QUIC, TCP for the rest).
     #[arg(long)]
     pub(crate) port: u16,
     /// The server's host (its certificate is for localhost).
@@ -52,6 +53,26 @@ pub(crate) struct Target {
     /// Directory with the CA certificate, ca.pem.
     #[arg(long)]
     pub(crate) certs: PathBuf,
+}
+
+impl ServerAddress {
+    pub(crate) fn uri(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+
+    /// The CA certificate, PEM.
+    pub(crate) fn ca_pem(&self) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.certs.join("ca.pem"))
+    }
+}
+
+/// Which server a client subcommand connects to, and how.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Target {
+    #[arg(long, value_enum)]
+    pub(crate) client: ClientKind,
+    #[command(flatten)]
+    pub(crate) server: ServerAddress,
     /// QUIC congestion controller (quicrpc only).
     #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     pub(crate) cc: Cc,
@@ -59,8 +80,8 @@ pub(crate) struct Target {
 
 /// Connects to the target as its client kind would, trusting its CA.
 pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
-    let ca = std::fs::read(target.certs.join("ca.pem"))?;
-    let uri = format!("https://{}:{}", target.host, target.port);
+    let ca = target.server.ca_pem()?;
+    let uri = target.server.uri();
     let kind = target.client;
     match kind {
         ClientKind::Quic | ClientKind::QuicrpcTcp => {

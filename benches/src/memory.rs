@@ -2,17 +2,21 @@
 //! idle connections, and says `READY`; `compare` reads the server's resident set size before
 //! and after, and the client's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::io::Write;
 
 use clap::ValueEnum;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 use quicrpc_examples::agents::{StatusAck, StatusUpdate};
 
+use crate::BoxError;
+use crate::cli::{Common, arg};
+use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::{BoxError, ClientKind, Placement, Run, ServerProcess, pinned, report};
+use crate::process::{ServerProcess, rss_kib, start_pinned, stdin_closed};
+use crate::report;
+use crate::transport::ClientKind;
 
 /// What the client holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -22,15 +26,6 @@ pub(crate) enum Held {
     Streams,
     /// Connections, each having made one call, then idle.
     Connections,
-}
-
-impl Held {
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::Streams => "streams",
-            Self::Connections => "connections",
-        }
-    }
 }
 
 /// The `hold` subcommand's arguments.
@@ -44,11 +39,14 @@ pub(crate) struct HoldArgs {
     pub(crate) count: usize,
 }
 
-/// Resident set size of process `pid` ("self" for this one), in KiB, from `/proc`.
-pub(crate) fn rss_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// `compare memory`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CompareArgs {
+    /// Streams held on one connection, then connections held.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) count: usize,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// Sets up what `args` asks for, prints `READY rss_kib=N`, and holds it until standard
@@ -76,7 +74,7 @@ pub(crate) async fn hold(args: &HoldArgs) -> Result<(), BoxError> {
         writeln!(out, "READY rss_kib={rss}")?;
         out.flush()?;
     }
-    crate::stdin_closed().await;
+    stdin_closed().await;
     drop(held);
     Ok(())
 }
@@ -138,42 +136,28 @@ struct Footprint {
     client: u64,
 }
 
-/// Holds `what` as `kind` against a fresh server and reads the resident set sizes.
-fn measure(
-    kind: ClientKind,
-    what: Held,
-    run: &Run,
-    place: &Placement,
-) -> Result<Footprint, BoxError> {
-    let server = ServerProcess::start(kind.server(), run, place)?;
-    let server_pid = server.child.id().to_string();
+/// Holds `count` of `what` as `kind` against a fresh server and reads the resident set sizes.
+fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Footprint, BoxError> {
+    let place = &run.place;
+    let server = ServerProcess::start(kind.server(), run)?;
+    let server_pid = server.pid();
     let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
-    let args = [
+    let mut args = [
         "hold",
         "--client",
-        kind.arg(),
+        &arg(kind),
         "--cc",
-        run.cc.arg(),
+        &arg(run.common.cc),
         "--what",
-        what.arg(),
+        &arg(what),
         "--count",
-        &run.count.to_string(),
-        "--port",
-        &server.port.to_string(),
-        "--host",
-        &place.host,
-        "--certs",
-        &place.certs.display().to_string(),
+        &count.to_string(),
     ]
-    .map(str::to_owned);
-    let mut client = pinned(place.client_core, None, &args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = client.stdout.take().ok_or("no client stdout")?;
-    let mut line = String::new();
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(server.address_flags(place));
     // The client prints READY or exits (closing its output) on an error.
-    BufReader::new(stdout).read_line(&mut line)?;
+    let (mut client, line) = start_pinned(place.client_core, None, &args)?;
     let server_after = rss_kib(&server_pid).ok_or("no server RSS")?;
     drop(client.stdin.take());
     let status = client.wait()?;
@@ -189,33 +173,23 @@ fn measure(
     })
 }
 
-/// `compare --scenario memory`: streams on one connection, then idle connections.
-pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
+/// `compare memory`: `count` streams on one connection, then `count` idle connections.
+pub(crate) fn tables(run: &Run, count: usize) -> Result<(), BoxError> {
     for what in [Held::Streams, Held::Connections] {
-        if what == Held::Streams && run.max_streams.is_some_and(|m| (m as usize) < run.count) {
+        if what == Held::Streams && run.common.max_streams.is_some_and(|m| (m as usize) < count) {
             // The client would wait for a free stream forever: every one is held.
-            println!(
-                "\n(streams skipped: the server allows fewer than {})",
-                run.count
-            );
+            println!("\n(streams skipped: the server allows fewer than {count})");
             continue;
         }
-        let mut runs: Vec<Vec<(ClientKind, Footprint)>> = Vec::new();
-        for _ in 0..run.reps {
-            let mut rep = Vec::new();
-            for kind in ClientKind::ALL {
-                rep.push((kind, measure(kind, what, run, place)?));
-            }
-            runs.push(rep);
-        }
+        let runs = run.repeat(&ClientKind::ALL, |kind| measure(kind, what, count, run))?;
         let held = match what {
-            Held::Streams => format!("{} open streams on one connection", run.count),
-            Held::Connections => format!("{} idle connections", run.count),
+            Held::Streams => format!("{count} open streams on one connection"),
+            Held::Connections => format!("{count} idle connections"),
         };
-        println!("\n## {held}, {}\n", run.link.label());
+        println!("\n## {held}, {}\n", run.common.link.label());
         println!(
             "| transport | server RSS before, MiB | server RSS after, MiB | server KiB per {} | client RSS, MiB |",
-            what.arg().trim_end_matches('s')
+            arg(what).trim_end_matches('s')
         );
         println!("|---|---|---|---|---|");
         let mib = |kib: u64| kib as f64 / 1024.0;
@@ -224,7 +198,7 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
             let (mine, _) = report::of_kind(&runs, kind);
             let per_item: Vec<f64> = mine
                 .iter()
-                .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / run.count as f64)
+                .map(|f| f.server_after.saturating_sub(f.server_before) as f64 / count as f64)
                 .collect();
             println!(
                 "| {} | {} | {} | {} | {} |",
@@ -235,8 +209,8 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
                 report::cell(mine.iter().map(|f| mib(f.client)).collect(), 1),
             );
             rows.push(report::Row::new(
-                &run.scenario_name(),
-                &run.link.label(),
+                run.scenario,
+                &run.common.link.label(),
                 &held,
                 kind.name(),
                 "server RSS growth (MiB)",

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::{ClientKind, LoadResult};
+use crate::load::LoadResult;
+use crate::transport::ClientKind;
 
 /// Median, min and max of `values` (NaN for none).
 pub(crate) fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {

@@ -1,13 +1,31 @@
-//! Scenario 4: connection set-up to the first response, each connection fresh.
+//! Scenarios 4 and 6: connection set-up to the first response, each connection fresh; the
+//! `setup` subcommand connects, `compare` makes the table.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
 use crate::BoxError;
+use crate::cli::arg;
+use crate::compare::Run;
+use crate::dial::ServerAddress;
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
+use crate::process::{ServerProcess, run_client};
+use crate::report;
+use crate::transport::ServerKind;
+
+/// The `setup` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct SetupArgs {
+    #[arg(long, value_enum)]
+    pub(crate) mode: SetupMode,
+    #[command(flatten)]
+    pub(crate) server: ServerAddress,
+    /// Connections timed, each from nothing to its first response.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) count: usize,
+}
 
 /// How the client connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,39 +78,34 @@ impl SetupMode {
         }
     }
 
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Self::QuicCold => "quic-cold",
-            Self::QuicResumed => "quic-resumed",
-            Self::Quic0rtt => "quic0rtt",
-            Self::QuicrpcTcp => "quicrpc-tcp",
-            Self::Tonic => "tonic",
-            Self::AutoFirst => "auto-first",
-            Self::AutoRemembered => "auto-remembered",
-        }
-    }
-
     /// The server this mode connects to.
-    pub(crate) fn server(self) -> crate::ServerKind {
+    pub(crate) fn server(self) -> ServerKind {
         match self {
-            Self::Tonic => crate::ServerKind::Tonic,
-            _ => crate::ServerKind::Quicrpc,
+            Self::Tonic => ServerKind::Tonic,
+            _ => ServerKind::Quicrpc,
         }
     }
+}
+
+/// Connects as `args` says and prints one `SETUP` line: each time in microseconds, and how
+/// many calls went as accepted early data.
+pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
+    let (times, early) = run(args.mode, &args.server, args.count).await?;
+    let times: Vec<String> = times.iter().map(u64::to_string).collect();
+    println!("SETUP times_us={} early={early}", times.join(","));
+    Ok(())
 }
 
 /// Connects `count` times (after one connection that leaves a session ticket), each time
 /// from nothing to the first response; returns each time in microseconds, and how many calls
 /// went as accepted early data.
-pub(crate) async fn run(
+async fn run(
     mode: SetupMode,
-    host: &str,
-    port: u16,
-    certs: &Path,
+    server: &ServerAddress,
     count: usize,
 ) -> Result<(Vec<u64>, usize), BoxError> {
-    let ca = std::fs::read(certs.join("ca.pem"))?;
-    let uri = format!("https://{host}:{port}");
+    let ca = server.ca_pem()?;
+    let uri = server.uri();
     let mut times = Vec::with_capacity(count);
     let mut early = 0;
     for i in 0..=count {
@@ -142,6 +155,68 @@ pub(crate) async fn run(
         }
     }
     Ok((times, early))
+}
+
+/// Scenarios 4 and 6: each set-up mode, `reps` times 20 fresh connections against a fresh
+/// server; a table of times to the first response, in ms and in round trips.
+pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
+    let rtt_ms = run
+        .common
+        .link
+        .config()
+        .map_or(0.0, |c| c.delay.as_secs_f64() * 2000.0);
+    println!("\n| set-up | p50 ms | p50 ÷ RTT | min ms | max ms | calls as 0-RTT |");
+    println!("|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for &mode in modes {
+        let mut times = Vec::new();
+        let mut early = 0;
+        for _ in 0..run.common.reps {
+            let server = ServerProcess::start(mode.server(), run)?;
+            let line = run_client(
+                &server,
+                &run.place,
+                &["setup", "--mode", &arg(mode)],
+                mode.name(),
+                |l| l.strip_prefix("SETUP ").map(str::to_owned),
+            )?
+            .remove(0);
+            for field in line.split(' ') {
+                match field.split_once('=') {
+                    Some(("times_us", list)) => times.extend(
+                        list.split(',')
+                            .filter_map(|t| t.parse::<u64>().ok())
+                            .map(|us| us as f64 / 1000.0),
+                    ),
+                    Some(("early", n)) => early += n.parse::<usize>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p50 = times[times.len() / 2];
+        let in_rtt = if rtt_ms > 0.0 {
+            format!("{:.2}", p50 / rtt_ms)
+        } else {
+            "—".into()
+        };
+        println!(
+            "| {} | {p50:.1} | {in_rtt} | {:.1} | {:.1} | {early} of {} |",
+            mode.name(),
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+        rows.push(report::Row::new(
+            run.scenario,
+            &run.common.link.label(),
+            mode.name(),
+            mode.name(),
+            "time to first response (ms)",
+            p50,
+        ));
+    }
+    run.keep(&rows)
 }
 
 fn hello() -> HelloRequest {

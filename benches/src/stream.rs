@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use quicrpc_examples::agents::Chunk;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 
+use crate::BoxError;
+use crate::cli::Common;
+use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
-use crate::{
-    BoxError, ClientKind, Placement, Run, cpu_ms_of, on_fresh_server, parse_fields, report,
-};
+use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
+use crate::report;
+use crate::transport::ClientKind;
 
 /// Bytes in each message.
 pub(crate) const MESSAGE: usize = 64 * 1024;
@@ -29,6 +32,16 @@ pub(crate) struct StreamArgs {
     /// Warm-up seconds, not measured.
     #[arg(long, default_value_t = 1.0)]
     pub(crate) warmup: f64,
+}
+
+/// `compare stream`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CompareArgs {
+    /// Streams on the connection, comma-separated: a table each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub(crate) streams: Vec<usize>,
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// What one streaming run measured.
@@ -129,10 +142,13 @@ async fn upload<T: GrpcChannel>(
     Ok(bytes)
 }
 
-/// `compare --scenario stream`: a table per number of streams.
-pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
-    let (duration, warmup) = (run.duration.to_string(), run.warmup.to_string());
-    for streams in run.levels() {
+/// `compare stream`: a table per number of streams.
+pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
+    let (duration, warmup) = (
+        run.common.duration.to_string(),
+        run.common.warmup.to_string(),
+    );
+    for &streams in levels {
         let count = streams.to_string();
         let args = [
             "stream",
@@ -143,22 +159,17 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
             "--warmup",
             &warmup,
         ];
-        let mut runs: Vec<Vec<(ClientKind, StreamResult)>> = Vec::new();
-        for _ in 0..run.reps {
-            let mut rep = Vec::new();
-            for kind in ClientKind::ALL {
-                let (mut results, server_cpu_ms) =
-                    on_fresh_server(kind, run, place, &args, StreamResult::parse)?;
-                let mut result = results.remove(0);
-                result.cpu_ms += server_cpu_ms;
-                rep.push((kind, result));
-            }
-            runs.push(rep);
-        }
+        let runs = run.repeat(&ClientKind::ALL, |kind| {
+            let (mut results, server_cpu_ms) =
+                on_fresh_server(kind, run, &args, StreamResult::parse)?;
+            let mut result = results.remove(0);
+            result.cpu_ms += server_cpu_ms;
+            Ok(result)
+        })?;
         println!(
             "\n## {streams} stream(s) of {} KiB messages, {}\n",
             MESSAGE / 1024,
-            run.link.label()
+            run.common.link.label()
         );
         println!("| transport | MB/s | CPU ms per MB | MB/s ÷ tonic |");
         println!("|---|---|---|---|");
@@ -184,8 +195,8 @@ pub(crate) fn tables(run: &Run, place: &Placement) -> Result<(), BoxError> {
                 report::cell(ratios, 2),
             );
             rows.push(report::Row::new(
-                &run.scenario_name(),
-                &run.link.label(),
+                run.scenario,
+                &run.common.link.label(),
                 &format!("{streams} stream(s)"),
                 kind.name(),
                 "MB per second",

@@ -1,5 +1,5 @@
 //! The agents demo's service and workload, shared by the `agents` example and the
-//! benchmarks (`quicrpc-bench compare --scenario agents`), so both run the same thing.
+//! benchmarks (`quicrpc-bench compare agents`), so both run the same thing.
 
 /// Generated code for `proto/agents/agents.proto`.
 #[allow(missing_docs, unreachable_pub)]

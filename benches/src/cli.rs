@@ -1,0 +1,289 @@
+//! The command line: `compare` with a subcommand per scenario, `chart`, and the subcommands
+//! `compare` runs in its child processes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::transport::Cc;
+use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
+
+#[derive(Parser)]
+#[command(
+    about = "Benchmarks: quicrpc over QUIC and over its TCP fallback against plain tonic",
+    after_help = "serve, load, setup, stream, hold and agents are what compare runs in its \
+                  child processes."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Run a scenario over every transport, in separate pinned processes, repeatedly.
+    #[command(
+        subcommand,
+        subcommand_value_name = "SCENARIO",
+        subcommand_help_heading = "Scenarios",
+        disable_help_subcommand = true
+    )]
+    Compare(Scenario),
+    /// Draw an SVG chart per scenario, link and metric from the medians that
+    /// `compare SCENARIO --csv` kept.
+    Chart(chart::ChartArgs),
+    /// Serve Greeter until standard input closes; prints `LISTENING <port>`.
+    Serve(serve::ServeArgs),
+    /// Load a server; prints one `RESULT` line.
+    Load(load::LoadArgs),
+    /// Connect afresh `count` times (scenario 4); prints one `SETUP` line.
+    Setup(setup::SetupArgs),
+    /// Stream 64 KiB messages (scenario 3); prints one `STREAM` line.
+    Stream(stream::StreamArgs),
+    /// Hold streams or connections open (scenario 7); prints `READY`, holds until standard
+    /// input closes.
+    Hold(memory::HoldArgs),
+    /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
+    Agents(agents::AgentsArgs),
+}
+
+/// `compare`'s scenarios, each with its own flags and the common ones.
+#[derive(Subcommand)]
+pub(crate) enum Scenario {
+    /// Scenario 1: one call in flight, loopback.
+    Latency(inflight::LatencyArgs),
+    /// Scenario 2: N calls in flight on one connection, loopback.
+    Inflight(inflight::InflightArgs),
+    /// Scenario 3: streaming throughput, 64 KiB messages on 1 or more streams.
+    Stream(stream::CompareArgs),
+    /// Scenario 4: time from a fresh connection to the first response (use with a link).
+    Setup(Common),
+    /// Scenario 5: head-of-line blocking: open-loop load at a fraction of tonic's capacity.
+    Hol(hol::CompareArgs),
+    /// Scenario 6: time to the first response when UDP is blocked (use with `--block-udp`).
+    Fallback(Common),
+    /// Scenario 7: resident memory with many streams, or many idle connections.
+    Memory(memory::CompareArgs),
+    /// Scenario 8: the agents workload, latency per method.
+    Agents(agents::CompareArgs),
+}
+
+impl Scenario {
+    /// The subcommand's name, as the header and the CSV rows name the scenario.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Latency(_) => "latency",
+            Self::Inflight(_) => "inflight",
+            Self::Stream(_) => "stream",
+            Self::Setup(_) => "setup",
+            Self::Hol(_) => "hol",
+            Self::Fallback(_) => "fallback",
+            Self::Memory(_) => "memory",
+            Self::Agents(_) => "agents",
+        }
+    }
+
+    /// The settings every scenario takes.
+    pub(crate) fn common(&self) -> &Common {
+        match self {
+            Self::Latency(args) => &args.common,
+            Self::Inflight(args) => &args.common,
+            Self::Stream(args) => &args.common,
+            Self::Setup(common) | Self::Fallback(common) => common,
+            Self::Hol(args) => &args.common,
+            Self::Memory(args) => &args.common,
+            Self::Agents(args) => &args.common,
+        }
+    }
+
+    /// Bytes in each unary request's name field: the scenario's `--payload`, or the load
+    /// generator's default for the scenarios without one (the header line states it for
+    /// every scenario).
+    pub(crate) fn payload(&self) -> usize {
+        match self {
+            Self::Latency(args) => args.requests.payload,
+            Self::Inflight(args) => args.requests.payload,
+            Self::Hol(args) => args.requests.payload,
+            _ => load::DEFAULT_PAYLOAD,
+        }
+    }
+}
+
+/// The settings every scenario of `compare` takes.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Common options")]
+pub(crate) struct Common {
+    /// Repetitions (the median and range are reported).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) reps: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds per run, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+    /// QUIC congestion controller, both sides (TCP uses the host's).
+    #[arg(long, value_enum, default_value_t = Cc::Bbr)]
+    pub(crate) cc: Cc,
+    /// The servers' limit on calls in flight per connection (their defaults if absent).
+    #[arg(long)]
+    pub(crate) max_streams: Option<u32>,
+    /// Append the medians to this CSV file, for `chart`.
+    #[arg(long)]
+    pub(crate) csv: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) link: LinkArgs,
+}
+
+/// An emulated link between client and server (quicrpc-netlab), instead of loopback.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Emulated link (loopback if none is given)")]
+pub(crate) struct LinkArgs {
+    /// One-way delay in ms (RTT = 2x).
+    #[arg(long)]
+    pub(crate) delay_ms: Option<f64>,
+    /// Loss in percent, each direction.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) loss_pct: f64,
+    /// Bottleneck rate in Mbit/s.
+    #[arg(long)]
+    pub(crate) rate_mbit: Option<f64>,
+    /// Drop every UDP packet (scenario `fallback`).
+    #[arg(long)]
+    pub(crate) block_udp: bool,
+}
+
+impl LinkArgs {
+    pub(crate) fn config(&self) -> Option<quicrpc_netlab::LinkConfig> {
+        if self.delay_ms.is_none()
+            && self.loss_pct == 0.0
+            && self.rate_mbit.is_none()
+            && !self.block_udp
+        {
+            return None;
+        }
+        Some(quicrpc_netlab::LinkConfig {
+            delay: Duration::from_secs_f64(self.delay_ms.unwrap_or(0.0) / 1000.0),
+            loss: self.loss_pct / 100.0,
+            rate: self.rate_mbit.map(|m| (m * 1e6) as u64),
+            block_udp: self.block_udp,
+            ..quicrpc_netlab::LinkConfig::default()
+        })
+    }
+
+    /// A short label for tables and charts: "loopback" or "RTT 50 ms; loss 1 %; ...".
+    pub(crate) fn label(&self) -> String {
+        let Some(c) = self.config() else {
+            return "loopback".into();
+        };
+        let mut parts = vec![format!("RTT {} ms", c.delay.as_secs_f64() * 2000.0)];
+        if c.loss > 0.0 {
+            parts.push(format!("loss {} %", c.loss * 100.0));
+        }
+        if let Some(rate) = c.rate {
+            parts.push(format!("{} Mbit/s", rate as f64 / 1e6));
+        }
+        if c.block_udp {
+            parts.push("UDP blocked".into());
+        }
+        parts.join("; ")
+    }
+}
+
+/// How `value` is spelt on the command line (`ClientKind::QuicrpcTcp` as "quicrpc-tcp"):
+/// what the driver writes for its children, who parse it back.
+pub(crate) fn arg<T: ValueEnum>(value: T) -> String {
+    // Only a variant marked `#[value(skip)]` has none, and none is.
+    let value = value.to_possible_value().expect("every variant has a name");
+    value.get_name().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Cmd, Scenario, arg};
+    use crate::memory::Held;
+    use crate::setup::SetupMode;
+    use crate::transport::{Cc, ClientKind, ServerKind};
+
+    fn scenario(line: &str) -> Result<Scenario, clap::Error> {
+        let words = ["quicrpc-bench", "compare"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        match Cli::try_parse_from(words)?.command {
+            Cmd::Compare(scenario) => Ok(scenario),
+            _ => unreachable!("compare parses as compare"),
+        }
+    }
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_are_spelt_as_the_children_parse_them() {
+        assert_eq!(arg(ClientKind::QuicrpcTcp), "quicrpc-tcp");
+        assert_eq!(arg(ServerKind::Quicrpc), "quicrpc");
+        assert_eq!(arg(Cc::NewReno), "new-reno");
+        assert_eq!(arg(SetupMode::Quic0rtt), "quic0rtt");
+        assert_eq!(arg(Held::Connections), "connections");
+    }
+
+    #[test]
+    fn each_scenario_takes_its_own_flags_and_the_common_ones() {
+        for line in [
+            "latency --reps 1 --duration 1 --warmup 0.2",
+            "latency --payload 1024 --delay-ms 25 --loss-pct 1",
+            "inflight --reps 1 --duration 1 --warmup 0.2 --concurrency 50",
+            "inflight --concurrency 32 --cc cubic --payload 1024 --csv x.csv",
+            "stream --streams 1,8 --rate-mbit 100 --delay-ms 25",
+            "setup --reps 5 --delay-ms 25",
+            "hol --concurrency 32 --payload 4096 --load-fraction 0.3 --loss-pct 3",
+            "fallback --delay-ms 25 --block-udp",
+            "memory --count 1000 --max-streams 100",
+            "agents --agents 10 --rounds 2 --delay-ms 25 --loss-pct 1",
+        ] {
+            assert!(scenario(line).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn another_scenarios_flags_are_refused() {
+        for line in [
+            "latency --concurrency 50",
+            "inflight --streams 8",
+            "stream --concurrency 50",
+            "stream --payload 1024",
+            "setup --count 10",
+            "hol --concurrency 1,50",
+            "fallback --payload 64",
+            "memory --agents 10",
+            "agents --count 10",
+            "--scenario latency",
+        ] {
+            assert!(scenario(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn levels_and_defaults_are_as_before() {
+        let Scenario::Inflight(args) = scenario("inflight").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(args.concurrency, [1, 50, 256, 1000]);
+        assert_eq!(args.requests.payload, 16);
+        assert_eq!(args.common.reps, 5);
+        let Scenario::Stream(args) = scenario("stream").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(args.streams, [1, 8]);
+        let Scenario::Hol(args) = scenario("hol").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((args.concurrency, args.load_fraction), (1, 0.3));
+        assert_eq!(scenario("memory").unwrap().payload(), 16);
+    }
+}

@@ -1,0 +1,266 @@
+//! Unary load: the `load` subcommand makes Greeter calls, closed loop (N callers back to back)
+//! or open loop (Poisson arrivals), and prints one `RESULT` line; [`measure`] is `compare`'s
+//! side of it, one run against a fresh server.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::BoxError;
+use crate::compare::Run;
+use crate::dial::{self, Dialed, GrpcChannel, dial};
+use crate::helloworld::HelloRequest;
+use crate::helloworld::greeter_client::GreeterClient;
+use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
+use crate::transport::ClientKind;
+
+/// `--payload`'s default.
+pub(crate) const DEFAULT_PAYLOAD: usize = 16;
+
+/// What each call sends: `load`'s flag, and `compare`'s for the scenarios that run `load`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Requests {
+    /// Bytes in each request's name field.
+    #[arg(long, default_value_t = DEFAULT_PAYLOAD)]
+    pub(crate) payload: usize,
+}
+
+/// The `load` subcommand's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct LoadArgs {
+    #[command(flatten)]
+    pub(crate) target: dial::Target,
+    /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) concurrency: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+    /// Open loop: Poisson arrivals at this many calls per second.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    #[command(flatten)]
+    pub(crate) requests: Requests,
+}
+
+/// What one load run measured.
+#[derive(Clone, Debug)]
+pub(crate) struct LoadResult {
+    pub(crate) calls: u64,
+    /// Calls including the warm-up: the divisor of CPU per call, whose CPU time covers both.
+    pub(crate) all_calls: u64,
+    pub(crate) errors: u64,
+    pub(crate) secs: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    /// Client CPU over warm-up and measurement; `compare` adds the server's.
+    pub(crate) cpu_ms: f64,
+}
+
+impl LoadResult {
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "RESULT calls={} all_calls={} errors={} secs={:.3} p50_us={} p99_us={} p999_us={} cpu_ms={:.1}",
+            self.calls,
+            self.all_calls,
+            self.errors,
+            self.secs,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.cpu_ms
+        )
+    }
+
+    pub(crate) fn parse(line: &str) -> Option<Self> {
+        let fields = parse_fields(line, "RESULT ")?;
+        Some(Self {
+            calls: fields.get("calls")?.parse().ok()?,
+            all_calls: fields.get("all_calls")?.parse().ok()?,
+            errors: fields.get("errors")?.parse().ok()?,
+            secs: fields.get("secs")?.parse().ok()?,
+            p50_us: fields.get("p50_us")?.parse().ok()?,
+            p99_us: fields.get("p99_us")?.parse().ok()?,
+            p999_us: fields.get("p999_us")?.parse().ok()?,
+            cpu_ms: fields.get("cpu_ms")?.parse().ok()?,
+        })
+    }
+}
+
+pub(crate) async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
+    // The control for head-of-line blocking: one connection per call in flight.
+    let connections = match args.target.client {
+        ClientKind::TonicPool => args.concurrency,
+        _ => 1,
+    };
+    let (mut over_quicrpc, mut over_tonic) = (Vec::new(), Vec::new());
+    for _ in 0..connections {
+        match dial(&args.target).await? {
+            Dialed::Quicrpc(channel) => over_quicrpc.push(GreeterClient::new(channel)),
+            Dialed::Tonic(channel) => over_tonic.push(GreeterClient::new(channel)),
+        }
+    }
+    if over_tonic.is_empty() {
+        run_load(&over_quicrpc, args).await
+    } else {
+        run_load(&over_tonic, args).await
+    }
+}
+
+async fn run_load<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
+    args: &LoadArgs,
+) -> Result<LoadResult, BoxError> {
+    let name = "x".repeat(args.requests.payload);
+    let cpu_before = cpu_ms_of("self");
+    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
+    let (warmup, _) = closed_loop(clients, &name, args.concurrency, warmup_end).await;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let (histogram, errors) = match args.rate {
+        None => closed_loop(clients, &name, args.concurrency, end).await,
+        Some(rate) => open_loop(clients, &name, rate, args.concurrency, end).await,
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_ms = cpu_ms_of("self")
+        .zip(cpu_before)
+        .map_or(f64::NAN, |(after, before)| after - before);
+    Ok(LoadResult {
+        calls: histogram.len(),
+        all_calls: histogram.len() + warmup.len(),
+        errors,
+        secs,
+        p50_us: histogram.value_at_quantile(0.5),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        cpu_ms,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant figures.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// `concurrency` callers, each making calls back to back until `end`, spread over `clients`.
+async fn closed_loop<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
+    name: &str,
+    concurrency: usize,
+    end: Instant,
+) -> (Histogram<u64>, u64) {
+    let callers = (0..concurrency).map(|i| {
+        let mut client = clients[i % clients.len()].clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let mut errors = 0;
+            while Instant::now() < end {
+                let started = Instant::now();
+                match client.say_hello(HelloRequest { name: name.clone() }).await {
+                    Ok(_) => histogram.saturating_record(
+                        started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
+                    ),
+                    Err(_) => errors += 1,
+                }
+            }
+            (histogram, errors)
+        })
+    });
+    let mut total = new_histogram();
+    let mut errors = 0;
+    for caller in futures_util::future::join_all(callers).await {
+        let (histogram, e) = caller.expect("caller task");
+        total.add(&histogram).expect("same bounds");
+        errors += e;
+    }
+    (total, errors)
+}
+
+/// Poisson arrivals at `rate` per second until `end`; latency counts from each call's
+/// scheduled start, so queueing behind a slow call is measured (no coordinated omission).
+/// At most `cap` calls are in flight; arrivals beyond that are counted as errors. Calls take
+/// `clients` in turn.
+async fn open_loop<T: GrpcChannel>(
+    clients: &[GreeterClient<T>],
+    name: &str,
+    rate: f64,
+    cap: usize,
+    end: Instant,
+) -> (Histogram<u64>, u64) {
+    let mut rng = quicrpc_netlab::Rng::new(0x5eed_1234);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(cap));
+    let mut calls = tokio::task::JoinSet::new();
+    let mut errors = 0;
+    let mut next = Instant::now();
+    let mut turn = 0;
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        let scheduled = next;
+        next += Duration::from_secs_f64(rng.exponential(1.0 / rate));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            errors += 1;
+            continue;
+        };
+        let mut client = clients[turn % clients.len()].clone();
+        turn += 1;
+        let name = name.to_owned();
+        calls.spawn(async move {
+            let result = client.say_hello(HelloRequest { name }).await;
+            drop(slot);
+            result.is_ok().then(|| scheduled.elapsed())
+        });
+    }
+    let mut histogram = new_histogram();
+    while let Some(done) = calls.join_next().await {
+        match done.expect("call task") {
+            Some(latency) => {
+                histogram.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
+            }
+            None => errors += 1,
+        }
+    }
+    (histogram, errors)
+}
+
+/// One load run of `kind` against a fresh server, `payload` bytes a request: closed loop, or
+/// open loop at `rate`.
+pub(crate) fn measure(
+    kind: ClientKind,
+    concurrency: usize,
+    rate: Option<f64>,
+    payload: usize,
+    run: &Run,
+) -> Result<LoadResult, BoxError> {
+    let (concurrency, duration, warmup, payload) = (
+        concurrency.to_string(),
+        run.common.duration.to_string(),
+        run.common.warmup.to_string(),
+        payload.to_string(),
+    );
+    let mut args = vec![
+        "load",
+        "--concurrency",
+        &concurrency,
+        "--duration",
+        &duration,
+        "--warmup",
+        &warmup,
+        "--payload",
+        &payload,
+    ];
+    let rate = rate.map(|r| r.to_string());
+    if let Some(rate) = &rate {
+        args.extend(["--rate", rate]);
+    }
+    let (mut results, server_cpu_ms) = on_fresh_server(kind, run, &args, LoadResult::parse)?;
+    let mut result = results.remove(0);
+    // Server CPU over the same span as the client's: warm-up and measurement.
+    result.cpu_ms += server_cpu_ms;
+    Ok(result)
+}

@@ -1,0 +1,238 @@
+//! The processes `compare` runs, and what it reads from them. Every server and client is this
+//! executable again, pinned to its own core with `taskset` (inside the emulated link's
+//! namespace for a server behind one); a server stops when its standard input closes; each
+//! process reports on standard output in `PREFIX key=value ...` lines; CPU time and resident
+//! memory come from `/proc`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use quicrpc_netlab::Netlab;
+
+use crate::BoxError;
+use crate::cli::arg;
+use crate::compare::Run;
+use crate::transport::{ClientKind, ServerKind};
+
+/// Where the processes run.
+pub(crate) struct Placement {
+    pub(crate) certs: PathBuf,
+    pub(crate) server_core: Option<&'static str>,
+    pub(crate) client_core: Option<&'static str>,
+    /// The server's namespace and address, behind an emulated link.
+    pub(crate) ns: Option<String>,
+    pub(crate) server_ip: String,
+    pub(crate) host: String,
+}
+
+impl Placement {
+    /// Server on core 0 and client on core 1 if `pin`; the server behind `lab` if given.
+    pub(crate) fn new(certs: PathBuf, pin: bool, lab: Option<&Netlab>) -> Self {
+        Self {
+            certs,
+            server_core: pin.then_some("0"),
+            client_core: pin.then_some("1"),
+            ns: lab.map(|lab| lab.ns.clone()),
+            server_ip: lab.map_or_else(|| "127.0.0.1".into(), |lab| lab.server_ip.to_string()),
+            host: lab.map_or_else(|| "localhost".into(), |lab| lab.server_ip.to_string()),
+        }
+    }
+}
+
+/// A server process, stopped (by closing its standard input) when dropped.
+pub(crate) struct ServerProcess {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl ServerProcess {
+    pub(crate) fn start(kind: ServerKind, run: &Run) -> Result<Self, BoxError> {
+        let place = &run.place;
+        let mut args = [
+            "serve",
+            "--server",
+            &arg(kind),
+            "--certs",
+            &place.certs.display().to_string(),
+            "--addr",
+            &place.server_ip,
+            "--cc",
+            &arg(run.common.cc),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(streams) = run.common.max_streams {
+            args.extend(["--max-streams".to_owned(), streams.to_string()]);
+        }
+        let (child, line) = start_pinned(place.server_core, place.ns.as_deref(), &args)?;
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .ok_or_else(|| format!("server said {line:?}"))?
+            .parse()?;
+        Ok(Self { child, port })
+    }
+
+    /// The flags that point a client subcommand at this server (`--port`, `--host`,
+    /// `--certs`).
+    pub(crate) fn address_flags(&self, place: &Placement) -> [String; 6] {
+        [
+            "--port".into(),
+            self.port.to_string(),
+            "--host".into(),
+            place.host.clone(),
+            "--certs".into(),
+            place.certs.display().to_string(),
+        ]
+    }
+
+    /// The process id, as `/proc` names it.
+    pub(crate) fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub(crate) fn cpu_ms(&self) -> Option<f64> {
+        cpu_ms_of(&self.pid())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// This executable with `args`, under `taskset -c <core>` when pinning, inside the network
+/// namespace `ns` when given.
+pub(crate) fn pinned(core: Option<&str>, ns: Option<&str>, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("own executable");
+    let mut line: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = ns {
+        line.extend(["ip", "netns", "exec", ns].map(Into::into));
+    }
+    if let Some(core) = core {
+        line.extend(["taskset", "-c", core].map(Into::into));
+    }
+    line.push(exe.into());
+    line.extend(args.iter().map(Into::into));
+    let mut command = Command::new(&line[0]);
+    command.args(&line[1..]);
+    command
+}
+
+/// Starts this executable with `args` as [`pinned`] says, its standard input held open (the
+/// process stops when it closes), and returns it with the first line it printed: empty if
+/// it exited without one.
+pub(crate) fn start_pinned(
+    core: Option<&str>,
+    ns: Option<&str>,
+    args: &[String],
+) -> Result<(Child, String), BoxError> {
+    let mut child = pinned(core, ns, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line))
+}
+
+/// Runs this executable's client subcommand `args` against `server` (pinned to the client
+/// core), adding the server's port, host and certificates, and returns what `parse` made of
+/// each line of its output that it accepted (at least one).
+pub(crate) fn run_client<T>(
+    server: &ServerProcess,
+    place: &Placement,
+    args: &[&str],
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, BoxError> {
+    let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    line.extend(server.address_flags(place));
+    let output = pinned(place.client_core, None, &line).output()?;
+    let found: Vec<T> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(parse)
+        .collect();
+    if found.is_empty() {
+        return Err(format!("{what} failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    Ok(found)
+}
+
+/// Runs client subcommand `args` (a `--client` and `--cc` are added) as `kind` against a
+/// fresh server; returns what `parse` accepted and the server's CPU time over the run, in ms.
+pub(crate) fn on_fresh_server<T>(
+    kind: ClientKind,
+    run: &Run,
+    args: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<(Vec<T>, f64), BoxError> {
+    let server = ServerProcess::start(kind.server(), run)?;
+    let server_cpu = server.cpu_ms();
+    let mut args = args.to_vec();
+    let (client, cc) = (arg(kind), arg(run.common.cc));
+    args.extend(["--client", &client, "--cc", &cc]);
+    let what = format!("{} {}", kind.name(), args[0]);
+    let found = run_client(&server, &run.place, &args, &what, parse)?;
+    let cpu_ms = server_cpu
+        .zip(server.cpu_ms())
+        .map_or(f64::NAN, |(before, after)| after - before);
+    Ok((found, cpu_ms))
+}
+
+/// Completes when standard input closes: how the parent process says "stop".
+pub(crate) async fn stdin_closed() {
+    // Blocking read on a helper thread: the runtime stays single-threaded.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().lines().count();
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// The `key=value` fields of an output line that starts with `prefix`.
+pub(crate) fn parse_fields<'a>(line: &'a str, prefix: &str) -> Option<HashMap<&'a str, &'a str>> {
+    Some(
+        line.strip_prefix(prefix)?
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect(),
+    )
+}
+
+/// CPU time (user + system) of a process so far, in milliseconds, from `/proc/<pid>/stat`.
+pub(crate) fn cpu_ms_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 1000.0 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Resident set size of process `pid` ("self" for this one), in KiB, from `/proc`.
+pub(crate) fn rss_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
