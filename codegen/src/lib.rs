@@ -44,7 +44,7 @@ use protox::file::{
 };
 
 /// The text of `quicrpc/options.proto`, which declares the `(quicrpc.priority)` method option.
-pub const OPTIONS_PROTO: &str = include_str!("../../proto/quicrpc/options.proto");
+pub const OPTIONS_PROTO: &str = include_str!("../proto/quicrpc/options.proto");
 
 /// The import name of [`OPTIONS_PROTO`].
 pub const OPTIONS_PROTO_NAME: &str = "quicrpc/options.proto";

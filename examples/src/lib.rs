@@ -9,3 +9,9 @@ pub mod agents {
 
 pub mod service;
 pub mod workload;
+
+// The README's Rust code blocks, run as this crate's doc tests: the crate has what they use
+// (quicrpc, tonic, tokio, quicrpc-build, and the helloworld code its build script generates).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct Readme;
