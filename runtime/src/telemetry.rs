@@ -165,7 +165,7 @@ pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Samples a QUIC connection's statistics into metrics until it closes: RTT and congestion
 /// window as histograms (one sample per connection per interval), lost packets, congestion
-/// events and path validations as counters.
+/// events and path validations as counters. Cancel-safe: it only records.
 pub(crate) async fn sample_connection(conn: quinn::Connection, side: Side) {
     let side = side.as_str();
     let mut last = conn.stats();

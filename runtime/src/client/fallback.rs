@@ -363,6 +363,7 @@ struct Unreachable {
 }
 
 /// Tries QUIC every probe interval until a handshake completes, then makes it the route.
+/// Cancelled when the channel is dropped; it holds the router only while it works on it.
 async fn probe_quic(weak: Weak<Router>, first_delay: Duration) {
     let mut delay = first_delay;
     loop {

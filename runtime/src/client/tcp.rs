@@ -100,6 +100,8 @@ impl TcpConnector {
     }
 
     /// Connects: TCP, TLS, HTTP/2.
+    ///
+    /// Not cancel-safe: cancelling it abandons the attempt (what the race does to the loser).
     pub(super) async fn connect(&self) -> Result<tonic::transport::Channel, Error> {
         let Some(unverified) = self.unverified.clone() else {
             return self

@@ -270,6 +270,8 @@ async fn send_goaway(conn: quinn::Connection) {
     }
 }
 
+/// Serves one call until it is done or the client cancels it (STOP_SENDING, or the connection
+/// is lost), which drops the handler.
 async fn serve_call(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -291,6 +293,10 @@ async fn serve_call(
     }
 }
 
+/// Reads a call's head, checks it, runs its service and writes the response.
+///
+/// Not cancel-safe, on purpose: `serve_call` cancels it to drop a call whose client went
+/// away; `send` then resets the stream.
 async fn handle_call(
     send: &mut SendHalf,
     recv: quinn::RecvStream,

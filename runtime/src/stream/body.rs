@@ -70,16 +70,14 @@ impl RecvBody {
         buf: BytesMut,
         max_message: usize,
     ) -> Self {
-        Self {
+        Self::new(
             recv,
             decoder,
             buf,
-            limiter: MessageLimiter::new(max_message),
-            role: Role::Server,
-            done: false,
-            request_error: None,
-            send_task: None,
-        }
+            max_message,
+            Role::Server,
+            ClientCallParts::default(),
+        )
     }
 
     pub(crate) fn client(
@@ -90,12 +88,25 @@ impl RecvBody {
         trailers_only: bool,
         parts: ClientCallParts,
     ) -> Self {
+        let role = Role::Client { trailers_only };
+        Self::new(recv, decoder, buf, max_message, role, parts)
+    }
+
+    /// `recv`'s body after its head; `decoder` and `buf` hold what reading the head left.
+    fn new(
+        recv: RecvHalf,
+        decoder: FrameDecoder,
+        buf: BytesMut,
+        max_message: usize,
+        role: Role,
+        parts: ClientCallParts,
+    ) -> Self {
         Self {
             recv,
             decoder,
             buf,
             limiter: MessageLimiter::new(max_message),
-            role: Role::Client { trailers_only },
+            role,
             done: false,
             request_error: parts.request_error,
             send_task: parts.send_task,

@@ -58,6 +58,9 @@ impl RecvHalf {
         Poll::Ready(Ok(chunk.map(|c| c.bytes)))
     }
 
+    /// The next chunk of the stream, `None` at its end.
+    ///
+    /// Cancel-safe: a chunk is taken from quinn only when this resolves.
     pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, ReadError> {
         poll_fn(|cx| self.poll_chunk(cx)).await
     }
@@ -110,6 +113,9 @@ impl HeadError {
 }
 
 /// Reads frames until the HEADERS frame that opens every request and response.
+///
+/// Cancel-safe as long as the caller keeps `decoder` and `buf`: what has been read stays in
+/// `buf`, so a new call carries on where the cancelled one stopped.
 pub(crate) async fn read_head(
     recv: &mut RecvHalf,
     decoder: &mut FrameDecoder,

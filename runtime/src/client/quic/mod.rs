@@ -62,6 +62,8 @@ impl Conn {
 
     /// Waits until the handshake has completed or failed, or the connection has closed.
     /// Costs nothing for a connection whose handshake is long over, as for most calls.
+    ///
+    /// Cancel-safe: it only waits.
     pub(super) async fn handshake_over(&self) {
         if !self.in_early_data() {
             return;
@@ -122,6 +124,8 @@ impl QuicConnector {
     /// With a session ticket for the server, the connection is returned at once, its
     /// handshake still under way ([`Conn::in_early_data`]): calls that may go as 0-RTT early
     /// data go now, others wait for [`Conn::handshake_over`].
+    ///
+    /// Not cancel-safe: cancelling it abandons the attempt (what the race does to the loser).
     pub(super) async fn connect(&self, dropped: CancellationToken) -> Result<Conn, Error> {
         let resolve_err = |source| Error::Resolve {
             host: self.host.clone(),
