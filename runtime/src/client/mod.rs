@@ -7,10 +7,11 @@
 //!    `http::Request`. [`Channel::call`] reads what the call needs into a [`Call`]: its
 //!    deadline (`grpc-timeout`, [`crate::deadline`]), its method's table entry, and its
 //!    priority ([`crate::priority`]). The whole call runs under the deadline.
-//! 2. `fallback.rs`: [`Router::route`] gives the call a route: the QUIC connection or the
+//! 2. `fallback/`: [`Router::route`] gives the call a route: the QUIC connection or the
 //!    TCP channel that is up, or a new connection by the [`Fallback`] policy (the
-//!    happy-eyeballs race, the memory of servers reached only over TCP, the reconnect
-//!    backoff), waiting for reconnects within the deadline.
+//!    happy-eyeballs race in `race.rs`, the memory of servers reached only over TCP in
+//!    `memory.rs`, the reconnect backoff in `backoff.rs`), waiting for reconnects within the
+//!    deadline.
 //! 3. `quic/call.rs`: on QUIC, `Conn::call` decides whether the call goes as 0-RTT early
 //!    data, opens the call's stream, sends the head and body through [`crate::stream`]'s
 //!    `send_body` (inline when the body is ready, as a unary request is; in a task
