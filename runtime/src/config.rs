@@ -20,6 +20,10 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection-wide receive window: bounds what one peer can make us buffer across all of
 /// its streams (quinn's default is unbounded).
 pub(crate) const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// Per-stream receive window: quinn's default, 1.25 MB (100 Mbit/s over 100 ms).
+pub(crate) const DEFAULT_STREAM_WINDOW: u32 = 1_250_000;
+/// Bytes sent and not yet acknowledged, all streams together: quinn's default, 10 MB.
+pub(crate) const DEFAULT_SEND_WINDOW: u64 = 8 * DEFAULT_STREAM_WINDOW as u64;
 
 /// The congestion controller a QUIC connection uses for what it sends.
 ///
@@ -56,6 +60,9 @@ pub(crate) struct ConnectionConfig {
     pub(crate) max_concurrent_streams: u32,
     pub(crate) congestion_control: CongestionControl,
     pub(crate) send_fairness: bool,
+    pub(crate) stream_receive_window: u32,
+    pub(crate) connection_receive_window: u32,
+    pub(crate) send_window: u64,
     /// Where to write a qlog trace per connection.
     #[cfg(feature = "qlog")]
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
@@ -72,6 +79,9 @@ impl ConnectionConfig {
             max_concurrent_streams: 0,
             congestion_control: CongestionControl::default(),
             send_fairness: true,
+            stream_receive_window: DEFAULT_STREAM_WINDOW,
+            connection_receive_window: DEFAULT_CONNECTION_WINDOW,
+            send_window: DEFAULT_SEND_WINDOW,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -86,6 +96,9 @@ impl ConnectionConfig {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             congestion_control: CongestionControl::default(),
             send_fairness: true,
+            stream_receive_window: DEFAULT_STREAM_WINDOW,
+            connection_receive_window: DEFAULT_CONNECTION_WINDOW,
+            send_window: DEFAULT_SEND_WINDOW,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -105,7 +118,9 @@ impl ConnectionConfig {
             .keep_alive_interval(self.keep_alive_interval)
             .max_concurrent_bidi_streams(incoming_bidi.into())
             .max_concurrent_uni_streams(incoming_uni.into())
-            .receive_window(DEFAULT_CONNECTION_WINDOW.into())
+            .stream_receive_window(self.stream_receive_window.into())
+            .receive_window(self.connection_receive_window.into())
+            .send_window(self.send_window)
             .send_fairness(self.send_fairness);
         match self.congestion_control {
             CongestionControl::Cubic => transport
@@ -207,6 +222,38 @@ macro_rules! connection_setters {
             self
         }
 
+        #[doc = concat!(
+            "How many bytes of one call's incoming data QUIC buffers before the ", $peer,
+            " must wait for this side to read them (stream flow control). Default: 1.25 MB, ",
+            "quinn's. The throughput of one call is at most this window per round trip. ",
+            "QUIC only."
+        )]
+        #[must_use]
+        pub fn stream_receive_window(mut self, bytes: u32) -> Self {
+            self.config.stream_receive_window = bytes;
+            self
+        }
+
+        #[doc = concat!(
+            "How many bytes of incoming data QUIC buffers for all of a connection's calls ",
+            "together before the ", $peer, " must wait (connection flow control): what one ",
+            "peer can make this side hold in QUIC's buffers. Default: 16 MiB. QUIC only."
+        )]
+        #[must_use]
+        pub fn connection_receive_window(mut self, bytes: u32) -> Self {
+            self.config.connection_receive_window = bytes;
+            self
+        }
+
+        /// How many bytes this side lets QUIC hold that are written and not yet acknowledged,
+        /// all of a connection's calls together: a write waits while the window is full.
+        /// Default: 10 MB, quinn's. QUIC only.
+        #[must_use]
+        pub fn send_window(mut self, bytes: u64) -> Self {
+            self.config.send_window = bytes;
+            self
+        }
+
         /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
         /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a
         /// file write per packet event: for debugging, not production. Feature `qlog`.
@@ -220,3 +267,25 @@ macro_rules! connection_setters {
 }
 
 pub(crate) use connection_setters;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_reach_quinn() {
+        let mut config = ConnectionConfig::client_default();
+        config.stream_receive_window = 123_457;
+        config.connection_receive_window = 7_654_321;
+        config.send_window = 98_765_432;
+        // quinn's TransportConfig shows its settings only through Debug.
+        let shown = format!("{:?}", config.client_transport().unwrap());
+        for want in [
+            "stream_receive_window: 123457",
+            "receive_window: 7654321",
+            "send_window: 98765432",
+        ] {
+            assert!(shown.contains(want), "{want} not in {shown}");
+        }
+    }
+}
