@@ -183,7 +183,7 @@ async fn server_restart_during_a_stream_of_calls() {
         "connect",
         first
             .any_transport_builder()
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_millis(500))
             .connect(),
     )
     .await
@@ -196,7 +196,7 @@ async fn server_restart_during_a_stream_of_calls() {
         let mut client = EchoClient::new(channel);
         loop {
             let mut request = tonic::Request::new(echo("tick"));
-            request.set_timeout(Duration::from_secs(3));
+            request.set_timeout(Duration::from_secs(1));
             let started = Instant::now();
             let outcome = client.unary(request).await.map(drop);
             if outcomes_tx.send((started, outcome)).is_err() {
