@@ -1,5 +1,5 @@
 //! Support for quicrpc's integration tests: the `Echo` test service, a server on a random
-//! loopback port, bounded waits and test tracing.
+//! loopback port, bounded waits, test tracing and per-test metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod interop;
+pub mod local_metrics;
 pub mod netns;
 pub mod raw;
 

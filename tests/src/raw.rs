@@ -167,6 +167,12 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// The response's one message (a unary response's), decoded after gRPC's 5-byte prefix.
+    pub fn message<M: prost::Message + Default>(&self) -> M {
+        let body = self.data.get(5..).expect("a message in the response");
+        M::decode(body).expect("a valid message")
+    }
+
     /// The `grpc-status` code, from the trailers or a trailers-only head.
     pub fn code(&self) -> Option<tonic::Code> {
         let fields = self.trailers.as_ref().or(self.head.as_ref())?;
@@ -216,8 +222,12 @@ pub struct RawServer {
     pub cert: quicrpc::tls::SelfSigned,
     /// Receives one message each time a connection to this server ends.
     pub closed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<quinn::ConnectionError>>,
+    heads: Heads,
     endpoint: quinn::Endpoint,
 }
+
+/// The request heads a raw server has received, in order.
+type Heads = Arc<std::sync::Mutex<Vec<fields::RequestHead>>>;
 
 /// A raw server's answer: the bytes to write, then how to end the stream.
 #[derive(Debug)]
@@ -251,15 +261,19 @@ impl RawServer {
         let addr = endpoint.local_addr().expect("address");
         let accept = endpoint.clone();
         let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let heads = Heads::default();
+        let received = heads.clone();
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
                 let closed_tx = closed_tx.clone();
+                let received = received.clone();
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
                     let reason = loop {
                         match conn.accept_bi().await {
                             Ok((send, recv)) => {
-                                tokio::spawn(serve_raw(conn.clone(), send, recv, answer));
+                                let heads = received.clone();
+                                tokio::spawn(serve_raw(conn.clone(), send, recv, answer, heads));
                             }
                             Err(e) => break e,
                         }
@@ -272,8 +286,14 @@ impl RawServer {
             addr,
             cert,
             closed: tokio::sync::Mutex::new(closed),
+            heads,
             endpoint,
         }
+    }
+
+    /// The request heads received so far, in order of arrival.
+    pub fn heads(&self) -> Vec<fields::RequestHead> {
+        self.heads.lock().expect("heads").clone()
     }
 
     /// A channel to this server.
@@ -300,14 +320,16 @@ async fn serve_raw(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     answer: fn(&str) -> Answer,
+    heads: Heads,
 ) {
     let mut decoder = FrameDecoder::new(1 << 20);
     let mut buf = BytesMut::new();
     let path = loop {
         if let Ok(Some(Frame::Headers(block))) = decoder.decode(&mut buf) {
-            break fields::decode_request_head(&block)
-                .expect("request head")
-                .path;
+            let head = fields::decode_request_head(&block).expect("request head");
+            let path = head.path.clone();
+            heads.lock().expect("heads").push(head);
+            break path;
         }
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),

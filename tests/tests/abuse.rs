@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use quicrpc_netlab::Rng;
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::raw::{self, RawClient, RecordingRelay};
@@ -24,22 +25,38 @@ async fn others_are_served(server: &TestServer) {
 #[tokio::test]
 async fn clients_holding_every_stream_open_and_silent_do_not_starve_others() {
     const STREAMS: u32 = 8;
+    const HOGS: usize = 10;
     let server = TestServer::start_with(TestOptions::default(), |b| {
         b.max_concurrent_streams(STREAMS)
     })
     .await;
-    let mut abusers = Vec::new();
-    for _ in 0..10 {
+    let mut hogs = Vec::new();
+    for _ in 0..HOGS {
         let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
         let mut streams = Vec::new();
         for _ in 0..STREAMS {
             // The first byte of a HEADERS frame, and then nothing.
             streams.push(client.send(&[0x01], false).await);
         }
-        abusers.push((client, streams));
+        hogs.push((client, streams));
     }
-    assert_eq!(server.stats.quic_connections(), 10);
+    // Every hog stream has reached the server, which holds each as a call waiting for its
+    // head; and every hog has used up its stream credit.
+    let held = HOGS * STREAMS as usize;
+    until("hog streams held", || server.stats.calls(), held).await;
+    assert_eq!(server.stats.quic_connections(), HOGS);
+    for (client, _) in &hogs {
+        assert!(
+            client.conn.open_bi().now_or_never().is_none(),
+            "a hog could open another stream: it was not holding them all"
+        );
+    }
+
     others_are_served(&server).await;
+
+    // The hogs held on throughout: the server freed none of their streams to serve others
+    // (their count would stay below `held`).
+    until("only hog streams held", || server.stats.calls(), held).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use quicrpc_tests::pb::{EchoReply, EchoRequest};
 use quicrpc_tests::raw::{
     Answer, RawClient, RawResponse, RawServer, data_message, frame_with_len, raw_fields,
@@ -21,10 +20,6 @@ async fn exchange(client: &RawClient, frames: &[Bytes], fin: bool) -> RawRespons
     let bytes: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
     let (_send, recv) = client.send(&bytes, fin).await;
     within("raw response", read_response(recv)).await
-}
-
-fn reply_of(response: &RawResponse) -> EchoReply {
-    EchoReply::decode(&response.data[5..]).expect("a reply message")
 }
 
 #[tokio::test]
@@ -154,7 +149,7 @@ async fn malformed_requests_get_a_status_and_the_connection_carries_on() {
     )
     .await;
     assert_eq!(response.code(), Some(Code::Ok), "{response:?}");
-    assert_eq!(reply_of(&response).message, "m");
+    assert_eq!(response.message::<EchoReply>().message, "m");
     // And a regular client is served as usual.
     let mut regular = server.client().await;
     within("regular call", regular.unary(echo("fine")))
@@ -235,19 +230,6 @@ async fn server_enforces_deadlines_without_the_client() {
     );
     assert_eq!(server.next_event().await, Event::HangStarted);
     assert_eq!(server.next_event().await, Event::HangDropped);
-}
-
-#[tokio::test]
-async fn server_takes_priority_from_its_own_table() {
-    let server = TestServer::start().await;
-    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
-    // No :priority in the head: the server looks the method up itself.
-    let frames = [
-        request_head("/quicrpc.testing.Echo/Urgent", &[]),
-        data_message(&echo("u")),
-    ];
-    let response = exchange(&client, &frames, true).await;
-    assert_eq!(reply_of(&response).priority, "critical");
 }
 
 /// Calls `/raw.Case/{case}` on a raw server through a real channel.

@@ -183,36 +183,34 @@ async fn server_restart_during_a_stream_of_calls() {
         "connect",
         first
             .any_transport_builder()
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_millis(500))
             .connect(),
     )
     .await
     .unwrap();
 
-    // A steady stream of calls, each with a deadline, while the server restarts.
-    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    // A steady stream of calls, each with a deadline, while the server restarts. Each call's
+    // start and outcome are reported in order; the caller stops when the test stops listening.
+    let (outcomes_tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
     let caller = tokio::spawn(async move {
         let mut client = EchoClient::new(channel);
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        let mut ok_after_restart = false;
         loop {
             let mut request = tonic::Request::new(echo("tick"));
-            request.set_timeout(Duration::from_secs(3));
-            match client.unary(request).await {
-                Ok(_) => {
-                    ok += 1;
-                    ok_after_restart |= *done_rx.borrow();
-                }
-                Err(status) => failed.push(status.code()),
+            request.set_timeout(Duration::from_secs(1));
+            let started = Instant::now();
+            let outcome = client.unary(request).await.map(drop);
+            if outcomes_tx.send((started, outcome)).is_err() {
+                return;
             }
-            if ok_after_restart {
-                return (ok, failed);
-            }
-            // Pace the load generator; failures during the restart come back fast.
+            // Pace the load generator: calls refused during the drain fail at once.
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let _ = done_rx.has_changed();
         }
     });
+
+    // Served by the first server.
+    let (_, outcome) = next_outcome(&mut outcomes).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(!first.runs().is_empty());
 
     let mut first = first;
     within("first server stops", first.begin_shutdown())
@@ -220,6 +218,23 @@ async fn server_restart_during_a_stream_of_calls() {
         .unwrap()
         .unwrap();
     drop(first);
+    let stopped = Instant::now();
+    // A call made while nothing listens fails with a clear, retryable status rather than
+    // hanging. So may calls made during the drain, which are still queued here.
+    let mut failed = Vec::new();
+    within("a call fails while nothing listens", async {
+        loop {
+            let (started, outcome) = next_outcome(&mut outcomes).await;
+            if let Err(status) = outcome {
+                failed.push(status);
+                if started >= stopped {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+
     let second = TestServer::start_with(
         TestOptions {
             cert: Some(cert),
@@ -229,17 +244,32 @@ async fn server_restart_during_a_stream_of_calls() {
         |b| b,
     )
     .await;
-    done_tx.send(true).unwrap();
-    let (ok, failed) = within("calls resume on the new server", caller)
-        .await
-        .unwrap();
-    assert!(ok >= 1);
-    // Every failure was a clear, retryable status.
+    // The same channel resumes its calls on the new server.
+    within("calls resume on the new server", async {
+        while let (_, Err(status)) = next_outcome(&mut outcomes).await {
+            failed.push(status);
+        }
+    })
+    .await;
     assert!(
-        failed.iter().all(|&code| code == Code::Unavailable),
-        "{failed:?}"
+        !second.runs().is_empty(),
+        "a call succeeded without reaching the new server"
     );
-    drop(second);
+    assert!(
+        failed.iter().all(|s| s.code() == Code::Unavailable),
+        "{failed:#?}"
+    );
+    drop(outcomes);
+    within("caller stops", caller).await.unwrap();
+}
+
+/// The start and outcome of the next call [`server_restart_during_a_stream_of_calls`] made.
+async fn next_outcome(
+    outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, Result<(), tonic::Status>)>,
+) -> (Instant, Result<(), tonic::Status>) {
+    within("next call", outcomes.recv())
+        .await
+        .expect("the caller runs until the test stops listening")
 }
 
 #[tokio::test]

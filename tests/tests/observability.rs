@@ -1,219 +1,143 @@
 //! Metrics through the `metrics` facade: calls started and finished by side, method, code and
-//! transport, and their latency. (One test in this file: it installs the process's global
-//! recorder.)
+//! transport, their latency, and 0-RTT outcomes. Each test counts on a recorder of its own
+//! ([`LocalMetrics`]), so they run in parallel.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use quicrpc::{Fallback, ZeroRtt};
+use quicrpc_tests::local_metrics::LocalMetrics;
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::{TestServer, echo, within};
 use tonic::Code;
 
 const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+const STARTED: &str = "quicrpc_calls_started_total";
+const FINISHED: &str = "quicrpc_calls_finished_total";
+const DURATION: &str = "quicrpc_call_duration_seconds";
 
-/// Totals of what the recorder saw: each snapshot drains it, so they are added up here.
-struct Totals {
-    snapshotter: Snapshotter,
-    seen: HashMap<(String, Vec<(String, String)>), u64>,
-}
-
-impl Totals {
-    fn refresh(&mut self) {
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let mut labels: Vec<(String, String)> = key
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect();
-            labels.sort();
-            let n = match value {
-                DebugValue::Counter(n) => n,
-                DebugValue::Histogram(samples) => samples.len() as u64,
-                DebugValue::Gauge(_) => continue,
-            };
-            *self
-                .seen
-                .entry((key.name().to_owned(), labels))
-                .or_default() += n;
-        }
-    }
-
-    /// A counter's total, or a histogram's number of samples, with exactly these labels.
-    fn get(&mut self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.refresh();
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        labels.sort();
-        self.seen
-            .get(&(name.to_owned(), labels))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Waits until the server side has recorded `n` finished calls with these labels: the
-    /// server records a call just after its last frame leaves, so it may trail the client.
-    async fn server_finished(&mut self, labels: &[(&str, &str)], n: u64) {
-        within("server-side metrics", async {
-            while self.get("quicrpc_calls_finished_total", labels) < n {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
-    }
+/// The labels of a call's series: `side`, `method`, `transport`, and `code` if given.
+fn call<'a>(
+    side: &'a str,
+    method: &'a str,
+    transport: &'a str,
+    code: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("side", side), ("method", method), ("transport", transport)];
+    labels.extend(code.map(|code| ("code", code)));
+    labels
 }
 
 #[tokio::test]
-async fn calls_are_counted_by_side_method_code_and_transport() {
-    let recorder = DebuggingRecorder::new();
-    let mut totals = Totals {
-        snapshotter: recorder.snapshotter(),
-        seen: HashMap::new(),
-    };
-    recorder
-        .install()
-        .expect("the only recorder in this test binary");
-
+async fn unary_calls_are_counted_by_side_and_code() {
+    let mut metrics = LocalMetrics::start();
     let server = TestServer::start().await;
-    let mut quic = server.client().await;
-    within("ok", quic.unary(echo("a"))).await.unwrap();
-    within("ok", quic.unary(echo("b"))).await.unwrap();
+    let mut client = server.client().await;
+    within("ok", client.unary(echo("a"))).await.unwrap();
+    within("ok", client.unary(echo("b"))).await.unwrap();
     let failing = EchoRequest {
         fail_code: Code::NotFound as i32,
         ..echo("")
     };
-    within("fails", quic.unary(failing)).await.unwrap_err();
-    let channel = within(
-        "tcp",
-        server
-            .any_transport_builder()
-            .fallback(Fallback::TcpOnly)
-            .connect(),
-    )
-    .await
-    .unwrap();
-    let mut tcp = EchoClient::new(channel);
-    within("ok over tcp", tcp.unary(echo("c"))).await.unwrap();
+    within("fails", client.unary(failing)).await.unwrap_err();
 
-    let client_quic_ok = [
-        ("side", "client"),
-        ("method", UNARY),
-        ("transport", "quic"),
-        ("code", "OK"),
-    ];
-    assert_eq!(
-        totals.get("quicrpc_calls_finished_total", &client_quic_ok),
-        2
-    );
-    let client_quic_not_found = [
-        ("side", "client"),
-        ("method", UNARY),
-        ("transport", "quic"),
-        ("code", "NOT_FOUND"),
-    ];
-    assert_eq!(
-        totals.get("quicrpc_calls_finished_total", &client_quic_not_found),
-        1
-    );
-    let client_tcp_ok = [
-        ("side", "client"),
-        ("method", UNARY),
-        ("transport", "tcp"),
-        ("code", "OK"),
-    ];
-    assert_eq!(
-        totals.get("quicrpc_calls_finished_total", &client_tcp_ok),
-        1
-    );
-    let started = [("side", "client"), ("method", UNARY), ("transport", "quic")];
-    assert_eq!(totals.get("quicrpc_calls_started_total", &started), 3);
-    assert_eq!(totals.get("quicrpc_call_duration_seconds", &started), 3);
+    let finished = |side, code| call(side, UNARY, "quic", Some(code));
+    assert_eq!(metrics.get(FINISHED, &finished("client", "OK")), 2);
+    assert_eq!(metrics.get(FINISHED, &finished("client", "NOT_FOUND")), 1);
+    // The server records a call just after its last frame leaves: it may trail the client.
+    metrics
+        .reaches(FINISHED, &finished("server", "OK"), 2)
+        .await;
+    metrics
+        .reaches(FINISHED, &finished("server", "NOT_FOUND"), 1)
+        .await;
+    for side in ["client", "server"] {
+        let any = call(side, UNARY, "quic", None);
+        assert_eq!(metrics.get(STARTED, &any), 3, "{side}");
+        assert_eq!(metrics.get(DURATION, &any), 3, "{side}");
+    }
+}
 
-    totals
-        .server_finished(
-            &[
-                ("side", "server"),
-                ("method", UNARY),
-                ("transport", "quic"),
-                ("code", "OK"),
-            ],
-            2,
-        )
-        .await;
-    totals
-        .server_finished(
-            &[
-                ("side", "server"),
-                ("method", UNARY),
-                ("transport", "quic"),
-                ("code", "NOT_FOUND"),
-            ],
-            1,
-        )
-        .await;
-    totals
-        .server_finished(
-            &[
-                ("side", "server"),
-                ("method", UNARY),
-                ("transport", "tcp"),
-                ("code", "OK"),
-            ],
-            1,
-        )
-        .await;
+#[tokio::test]
+async fn tcp_calls_are_counted_as_tcp() {
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    let channel = server
+        .any_transport_builder()
+        .fallback(Fallback::TcpOnly)
+        .connect();
+    let mut client = EchoClient::new(within("connect over TCP", channel).await.unwrap());
+    within("ok over tcp", client.unary(echo("c")))
+        .await
+        .unwrap();
 
-    // A streaming call is finished by its trailers, on both sides.
+    let ok = |side| call(side, UNARY, "tcp", Some("OK"));
+    assert_eq!(metrics.get(FINISHED, &ok("client")), 1);
+    metrics.reaches(FINISHED, &ok("server"), 1).await;
+    for side in ["client", "server"] {
+        assert_eq!(metrics.get(STARTED, &call(side, UNARY, "tcp", None)), 1);
+        assert_eq!(metrics.get(STARTED, &call(side, UNARY, "quic", None)), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_streaming_call_is_finished_by_its_trailers() {
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
     let request = EchoRequest {
         response_count: 3,
         ..echo("s")
     };
-    let mut stream = within("stream", quic.server_stream(request))
+    let mut stream = within("stream", client.server_stream(request))
         .await
         .unwrap()
         .into_inner();
-    while within("reply", stream.message()).await.unwrap().is_some() {}
     let method = "/quicrpc.testing.Echo/ServerStream";
-    let client_stream_ok = [
-        ("side", "client"),
-        ("method", method),
-        ("transport", "quic"),
-        ("code", "OK"),
-    ];
-    assert_eq!(
-        totals.get("quicrpc_calls_finished_total", &client_stream_ok),
-        1
-    );
-    totals
-        .server_finished(
-            &[
-                ("side", "server"),
-                ("method", method),
-                ("transport", "quic"),
-                ("code", "OK"),
-            ],
-            1,
-        )
-        .await;
+    let finished = |side| call(side, method, "quic", Some("OK"));
+    within("first reply", stream.message())
+        .await
+        .unwrap()
+        .expect("a reply");
+    // Not before its end: the client has had a reply, not the status.
+    assert_eq!(metrics.get(FINISHED, &finished("client")), 0);
 
-    // A deadline that passes is counted as such on the client.
+    while within("reply", stream.message()).await.unwrap().is_some() {}
+    assert_eq!(metrics.get(FINISHED, &finished("client")), 1);
+    metrics.reaches(FINISHED, &finished("server"), 1).await;
+}
+
+#[tokio::test]
+async fn a_passed_deadline_is_counted_as_deadline_exceeded() {
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
     let mut request = tonic::Request::new(echo("hang"));
     request.set_timeout(Duration::from_millis(100));
-    within("hang", quic.hang(request)).await.unwrap_err();
-    let hang = [
-        ("side", "client"),
-        ("method", "/quicrpc.testing.Echo/Hang"),
-        ("transport", "quic"),
-        ("code", "DEADLINE_EXCEEDED"),
-    ];
-    assert_eq!(totals.get("quicrpc_calls_finished_total", &hang), 1);
+    let status = within("hang", client.hang(request)).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let hang = "/quicrpc.testing.Echo/Hang";
+    let exceeded = call("client", hang, "quic", Some("DEADLINE_EXCEEDED"));
+    assert_eq!(metrics.get(FINISHED, &exceeded), 1);
+    assert_eq!(
+        metrics.get(DURATION, &call("client", hang, "quic", None)),
+        1
+    );
+}
 
-    // 0-RTT: a new channel resumes the first channel's session and sends a replay-safe call
-    // as early data.
+#[tokio::test]
+async fn zero_rtt_is_counted_on_both_sides() {
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    // A full handshake leaves the process a session ticket for this server (it comes before
+    // the first response)...
+    within("first call", server.client().await.unary(echo("warm up")))
+        .await
+        .unwrap();
+    let zero_rtt = "quicrpc_client_zero_rtt_total";
+    assert_eq!(metrics.get(zero_rtt, &[("outcome", "offered")]), 0);
+
+    // ...which a new channel resumes, sending a replay-safe call as early data.
     let mut resumed = EchoClient::new(server.channel_builder().connect_lazy().unwrap());
     let response = within("early call", resumed.lookup(echo("early")))
         .await
@@ -222,17 +146,14 @@ async fn calls_are_counted_by_side_method_code_and_transport() {
         response.extensions().get::<ZeroRtt>(),
         Some(&ZeroRtt::Accepted)
     );
-    let zero_rtt = "quicrpc_client_zero_rtt_total";
-    assert_eq!(totals.get(zero_rtt, &[("outcome", "offered")]), 1);
+    assert_eq!(metrics.get(zero_rtt, &[("outcome", "offered")]), 1);
     // Counted before the handler runs.
     let early_calls = "quicrpc_server_early_calls_total";
-    assert_eq!(totals.get(early_calls, &[("outcome", "run")]), 1);
+    assert_eq!(metrics.get(early_calls, &[("outcome", "run")]), 1);
+    assert_eq!(metrics.get(early_calls, &[("outcome", "refused")]), 0);
     // Counted when the handshake completes, which the response may beat.
-    within("0-RTT verdict counted", async {
-        while totals.get(zero_rtt, &[("outcome", "accepted")]) < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert_eq!(totals.get(zero_rtt, &[("outcome", "rejected")]), 0);
+    metrics
+        .reaches(zero_rtt, &[("outcome", "accepted")], 1)
+        .await;
+    assert_eq!(metrics.get(zero_rtt, &[("outcome", "rejected")]), 0);
 }

@@ -1,9 +1,17 @@
-//! Per-method priority from the generated method table, and the per-call override, applied
-//! on both sides of the stream.
+//! Per-method priority from the generated method table, and the per-call override: what the
+//! client sends as `:priority`, what the server's handler sees, and what it does to a
+//! saturated link.
 
 use quicrpc::{CallKind, Idempotency, Priority, method_info};
-use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::pb::{EchoReply, EchoRequest};
+use quicrpc_tests::raw::{self, Answer, RawClient, RawServer};
 use quicrpc_tests::{TestServer, echo, within};
+use quicrpc_wire::frame;
+
+const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+const URGENT: &str = "/quicrpc.testing.Echo/Urgent";
+const FETCH: &str = "/quicrpc.testing.Echo/Fetch";
 
 #[test]
 fn generated_method_table_is_registered() {
@@ -29,56 +37,115 @@ fn generated_method_table_is_registered() {
     assert_eq!(quicrpc_tests::pb::echo_methods::ALL.len(), 8);
 }
 
-#[tokio::test]
-async fn priority_comes_from_the_method_table_on_both_sides() {
-    let server = TestServer::start().await;
-    let mut client = server.client().await;
-
-    let response = within("urgent", client.urgent(echo("u"))).await.unwrap();
-    assert_eq!(
-        response.extensions().get::<Priority>(),
-        Some(&Priority::Critical),
-        "client side"
-    );
-    assert_eq!(response.into_inner().priority, "critical", "server side");
-
-    let response = within("unary", client.unary(echo("n"))).await.unwrap();
-    assert_eq!(
-        response.extensions().get::<Priority>(),
-        Some(&Priority::Normal)
-    );
-    assert_eq!(response.into_inner().priority, "normal");
-
-    let mut stream = within(
-        "fetch",
-        client.fetch(EchoRequest {
-            response_count: 1,
-            ..echo("b")
-        }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(stream.extensions().get::<Priority>(), Some(&Priority::Bulk));
-    assert_eq!(
-        within("reply", stream.get_mut().message())
-            .await
-            .unwrap()
-            .unwrap()
-            .priority,
-        "bulk"
-    );
+/// Makes a call to `path` (a unary method, or `Fetch`) with `priority` in its extensions if
+/// given, and returns the response's priority extension (the one the client applied) and the
+/// first reply.
+async fn call(
+    client: &mut EchoClient<quicrpc::Channel>,
+    path: &str,
+    priority: Option<Priority>,
+) -> (Option<Priority>, EchoReply) {
+    let mut request = tonic::Request::new(EchoRequest {
+        response_count: 1,
+        ..echo(path)
+    });
+    if let Some(priority) = priority {
+        request.extensions_mut().insert(priority);
+    }
+    let what = format!("{path} at {priority:?}");
+    if path == FETCH {
+        let mut response = within(&what, client.fetch(request)).await.unwrap();
+        let applied = response.extensions().get().copied();
+        let reply = within(&what, response.get_mut().message()).await.unwrap();
+        (applied, reply.expect("a reply"))
+    } else {
+        let response = match path {
+            UNARY => within(&what, client.unary(request)).await,
+            URGENT => within(&what, client.urgent(request)).await,
+            _ => unreachable!("{path}"),
+        };
+        let response = response.unwrap();
+        (response.extensions().get().copied(), response.into_inner())
+    }
 }
 
 #[tokio::test]
-async fn per_call_override_wins_on_both_sides() {
+async fn the_server_handler_sees_the_call_s_priority() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
+    let mut cases = vec![
+        // The method's (quicrpc.priority), else NORMAL.
+        (URGENT, None, Priority::Critical),
+        (FETCH, None, Priority::Bulk),
+        (UNARY, None, Priority::Normal),
+    ];
+    // A per-call override wins over the method's, whichever way.
     for priority in Priority::ALL {
-        let mut request = tonic::Request::new(echo("o"));
-        request.extensions_mut().insert(priority);
-        let response = within("urgent", client.urgent(request)).await.unwrap();
-        assert_eq!(response.extensions().get::<Priority>(), Some(&priority));
-        assert_eq!(response.into_inner().priority, priority.as_str());
+        cases.push((URGENT, Some(priority), priority));
+        cases.push((FETCH, Some(priority), priority));
+    }
+    for (path, chosen, want) in cases {
+        let (applied, reply) = call(&mut client, path, chosen).await;
+        // `EchoReply.priority` is the `quicrpc::Priority` in the handler's request extensions.
+        assert_eq!(reply.priority, want.as_str(), "{path} at {chosen:?}");
+        assert_eq!(applied, Some(want), "client side: {path} at {chosen:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_client_sends_the_resolved_priority_in_every_head() {
+    fn reply(_: &str) -> Answer {
+        let reply = EchoReply::default();
+        Answer::Finish(vec![
+            raw::response_head(&[]),
+            raw::data_message(&reply),
+            raw::status_trailers(tonic::Code::Ok),
+        ])
+    }
+    // A raw server shows the head as it came over the wire.
+    let server = RawServer::start(reply).await;
+    let mut client = EchoClient::new(within("connect", server.channel()).await);
+    let cases = [
+        (URGENT, None, Priority::Critical),
+        (FETCH, None, Priority::Bulk),
+        (UNARY, None, Priority::Normal),
+        (URGENT, Some(Priority::Low), Priority::Low),
+        (UNARY, Some(Priority::High), Priority::High),
+    ];
+    for (i, (path, chosen, want)) in cases.into_iter().enumerate() {
+        call(&mut client, path, chosen).await;
+        let heads = server.heads();
+        assert_eq!(heads.len(), i + 1);
+        let head = &heads[i];
+        assert_eq!(head.path, path);
+        assert_eq!(head.priority, Some(want), "{path} at {chosen:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_server_takes_priority_from_the_head_else_from_its_own_table() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    let cases: [(&str, Option<&[u8]>, &str); 5] = [
+        // No :priority: the server looks the method up itself.
+        (URGENT, None, "critical"),
+        (UNARY, None, "normal"),
+        // :priority wins over the server's table, whichever way.
+        (URGENT, Some(b"bulk"), "bulk"),
+        (UNARY, Some(b"critical"), "critical"),
+        (UNARY, Some(b"low"), "low"),
+    ];
+    for (path, priority, want) in cases {
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b":path", path.as_bytes())];
+        fields.extend(priority.map(|p| (&b":priority"[..], p)));
+        fields.push((b"content-type", b"application/grpc"));
+        let mut bytes = raw::raw_fields(frame::HEADERS, &fields).to_vec();
+        bytes.extend_from_slice(&raw::data_message(&echo("raw")));
+        let (_send, recv) = client.send(&bytes, true).await;
+        let response = within("raw call", raw::read_response(recv)).await;
+        assert_eq!(response.code(), Some(tonic::Code::Ok), "{response:?}");
+        let reply = response.message::<EchoReply>();
+        assert_eq!(reply.priority, want, "{path} with :priority {priority:?}");
     }
 }
 
