@@ -117,9 +117,10 @@ pub fn decode_request_head(block: &[u8]) -> Result<RequestHead, FieldError> {
                 b"path" => path.replace(text()).is_some(),
                 b"authority" => authority.replace(text()).is_some(),
                 b"priority" => {
-                    let p = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
+                    // Exactly one of the lowercase names: the wire has one spelling.
+                    let p = Priority::ALL
+                        .into_iter()
+                        .find(|p| p.as_str().as_bytes() == value)
                         .ok_or_else(|| FieldError::InvalidPriority(text()))?;
                     priority.replace(p).is_some()
                 }

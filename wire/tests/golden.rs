@@ -287,6 +287,11 @@ fn malformed_field_blocks() {
             b"\x05:path\x06/p.S/M\x09:priority\x06urgent",
             FieldError::InvalidPriority("urgent".into()),
         ),
+        // "Pseudo-fields": the values are the lowercase names, spelled exactly.
+        (
+            b"\x05:path\x06/p.S/M\x09:priority\x08CRITICAL",
+            FieldError::InvalidPriority("CRITICAL".into()),
+        ),
         (
             b"\x05:path\x06/p.S/M\x01K\x01v",
             FieldError::InvalidName("K".into()),
