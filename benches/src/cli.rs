@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::transport::Cc;
+use crate::transport::{Cc, Windows};
 use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
 
 #[derive(Parser)]
@@ -129,11 +129,31 @@ pub(crate) struct Common {
     /// The servers' limit on calls in flight per connection (their defaults if absent).
     #[arg(long)]
     pub(crate) max_streams: Option<u32>,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
     /// Append the medians to this CSV file, for `chart`.
     #[arg(long)]
     pub(crate) csv: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) link: LinkArgs,
+}
+
+impl Common {
+    /// What names a table and a chart: the link, and the QUIC windows where they are not
+    /// quicrpc's defaults.
+    pub(crate) fn label(&self) -> String {
+        self.with_windows(self.link.label())
+    }
+
+    /// `label`, followed by the QUIC windows where they are not quicrpc's defaults.
+    pub(crate) fn with_windows(&self, label: String) -> String {
+        let windows = self.windows.label();
+        if windows.is_empty() {
+            label
+        } else {
+            format!("{label}; {windows}")
+        }
+    }
 }
 
 /// An emulated link between client and server (quicrpc-netlab), instead of loopback.
@@ -206,7 +226,7 @@ mod tests {
     use super::{Cli, Cmd, Scenario, arg};
     use crate::memory::Held;
     use crate::setup::SetupMode;
-    use crate::transport::{Cc, ClientKind, ServerKind};
+    use crate::transport::{Cc, ClientKind, ServerKind, Windows};
 
     fn scenario(line: &str) -> Result<Scenario, clap::Error> {
         let words = ["quicrpc-bench", "compare"]
@@ -245,6 +265,14 @@ mod tests {
             "fallback --delay-ms 25 --block-udp",
             "memory --count 1000 --max-streams 100",
             "agents --agents 10 --rounds 2 --delay-ms 25 --loss-pct 1",
+            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435456",
+            "inflight --concurrency 50 --send-window 18446744073709551615",
+            "stream --streams 1 --conn-window 4294967295",
+            "setup --stream-window 1",
+            "hol --conn-window 1048576",
+            "fallback --send-window 0 --block-udp",
+            "memory --stream-window 65536",
+            "agents --conn-window 268435456",
         ] {
             assert!(scenario(line).is_ok(), "{line}");
         }
@@ -263,8 +291,104 @@ mod tests {
             "memory --agents 10",
             "agents --count 10",
             "--scenario latency",
+            // Windows are bytes, within quinn's types: u32 for the receive windows.
+            "latency --stream-window 4294967296",
+            "latency --conn-window -1",
+            "latency --send-window 8MiB",
+            "latency --stream-window",
         ] {
             assert!(scenario(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn windows_are_parsed_and_absent_by_default() {
+        for (line, stream, conn, send) in [
+            ("latency", None, None, None),
+            (
+                "latency --stream-window 8388608",
+                Some(8_388_608),
+                None,
+                None,
+            ),
+            (
+                "inflight --conn-window 268435456",
+                None,
+                Some(268_435_456),
+                None,
+            ),
+            (
+                "stream --send-window 268435456 --stream-window 1",
+                Some(1),
+                None,
+                Some(268_435_456),
+            ),
+        ] {
+            let windows = scenario(line).unwrap().common().windows;
+            let want = Windows {
+                stream_window: stream,
+                conn_window: conn,
+                send_window: send,
+            };
+            assert_eq!(windows, want, "{line}");
+        }
+    }
+
+    /// What `compare` writes for its children, each child parses back to the same windows.
+    #[test]
+    fn windows_reach_every_child_as_they_were_given() {
+        let given = scenario(
+            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435457",
+        )
+        .unwrap()
+        .common()
+        .windows;
+        assert_eq!(
+            given.flags().join(" "),
+            "--stream-window 8388608 --conn-window 268435456 --send-window 268435457"
+        );
+        let address = "--port 1 --certs d";
+        for child in [
+            "serve --server quicrpc --certs d".to_owned(),
+            format!("load --client quic {address}"),
+            format!("stream --client quic {address}"),
+            format!("agents --client quic {address}"),
+            format!("hold --client quic --what streams {address}"),
+            format!("setup --mode quic-cold {address}"),
+        ] {
+            let words = ["quicrpc-bench"]
+                .into_iter()
+                .chain(child.split_whitespace())
+                .map(str::to_owned)
+                .chain(given.flags());
+            let parsed = match Cli::try_parse_from(words).expect(&child).command {
+                Cmd::Serve(args) => args.windows,
+                Cmd::Load(args) => args.target.windows,
+                Cmd::Stream(args) => args.target.windows,
+                Cmd::Agents(args) => args.target.windows,
+                Cmd::Hold(args) => args.target.windows,
+                Cmd::Setup(args) => args.windows,
+                _ => unreachable!("{child}"),
+            };
+            assert_eq!(parsed, given, "{child}");
+        }
+        assert!(Windows::default().flags().is_empty());
+    }
+
+    #[test]
+    fn labels_name_the_windows_only_when_set() {
+        for (line, label) in [
+            ("latency", "loopback"),
+            (
+                "latency --stream-window 8388608",
+                "loopback; stream window 8388608 B",
+            ),
+            (
+                "hol --delay-ms 25 --conn-window 1 --send-window 2",
+                "RTT 50 ms; connection window 1 B; send window 2 B",
+            ),
+        ] {
+            assert_eq!(scenario(line).unwrap().common().label(), label, "{line}");
         }
     }
 

@@ -119,8 +119,12 @@ fn header(scenario: &Scenario, pin: bool) -> String {
     // "Latency", as the scenario was once printed with `{:?}`.
     let mut title = scenario.name().to_owned();
     title[..1].make_ascii_uppercase();
+    let windows = match common.windows.label() {
+        none if none.is_empty() => none,
+        windows => format!("; quicrpc with {windows}"),
+    };
     format!(
-        "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}; {}-byte requests; {}",
+        "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}{windows}; {}-byte requests; {}",
         common.reps,
         common.duration,
         common.warmup,
@@ -167,6 +171,16 @@ mod tests {
             "# Hol: 5 repetitions of 5 s (+1 s warm-up); emulated link: RTT 50ms, loss 1 % each \
              way, rate unlimited; QUIC congestion control Cubic; 1024-byte requests; not pinned \
              (taskset or a second core missing)"
+        );
+        assert_eq!(
+            header_of(
+                "stream --reps 1 --stream-window 8388608 --send-window 268435456",
+                true
+            ),
+            "# Stream: 1 repetitions of 5 s (+1 s warm-up); loopback; QUIC congestion control \
+             Bbr; quicrpc with stream window 8388608 B; send window 268435456 B; 16-byte \
+             requests; \
+             server pinned to core 0, client to core 1"
         );
     }
 }

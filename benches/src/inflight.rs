@@ -41,7 +41,7 @@ pub(crate) fn tables(run: &Run, levels: &[usize], payload: usize) -> Result<(), 
         );
         run.keep(&report::load_rows(
             run.scenario,
-            &run.common.link.label(),
+            &run.common.label(),
             &concurrency.to_string(),
             &runs,
         ))?;

@@ -12,7 +12,7 @@ use crate::BoxError;
 use crate::helloworld::greeter_server::{Greeter, GreeterServer};
 use crate::helloworld::{HelloReply, HelloRequest};
 use crate::process::stdin_closed;
-use crate::transport::{Cc, ServerKind};
+use crate::transport::{Cc, ServerKind, Windows};
 
 /// The `serve` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -31,6 +31,8 @@ pub(crate) struct ServeArgs {
     /// The most calls in flight per connection (both servers' own default if absent).
     #[arg(long)]
     pub(crate) max_streams: Option<u32>,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
 }
 
 /// Greeter: answers with the name it was sent.
@@ -60,7 +62,7 @@ pub(crate) async fn serve(args: &ServeArgs) -> Result<(), BoxError> {
 }
 
 async fn serve_quicrpc(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<(), BoxError> {
-    let mut builder = quicrpc::Server::builder();
+    let mut builder = args.windows.server(quicrpc::Server::builder());
     if let Some(streams) = args.max_streams {
         builder = builder.max_concurrent_streams(streams);
     }

@@ -169,7 +169,7 @@ pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
         println!(
             "\n## {streams} stream(s) of {} KiB messages, {}\n",
             MESSAGE / 1024,
-            run.common.link.label()
+            run.common.label()
         );
         println!("| transport | MB/s | CPU ms per MB | MB/s ÷ tonic |");
         println!("|---|---|---|---|");
@@ -196,7 +196,7 @@ pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
             );
             rows.push(report::Row::new(
                 run.scenario,
-                &run.common.link.label(),
+                &run.common.label(),
                 &format!("{streams} stream(s)"),
                 kind.name(),
                 "MB per second",

@@ -1,6 +1,6 @@
-//! The transports compared: each client kind, the server it talks to, and the QUIC congestion
-//! controllers. A new comparator is a variant here, its server in `serve` and its client in
-//! `dial`.
+//! The transports compared: each client kind, the server it talks to, and the QUIC settings
+//! swept (congestion controllers, flow-control windows). A new comparator is a variant here,
+//! its server in `serve` and its client in `dial`.
 
 use clap::ValueEnum;
 
@@ -19,6 +19,80 @@ impl Cc {
             Self::NewReno => quicrpc::CongestionControl::NewReno,
             Self::Bbr => quicrpc::CongestionControl::Bbr,
         }
+    }
+}
+
+/// QUIC's flow-control windows, both sides of quicrpc (quicrpc's defaults where absent):
+/// `compare`'s common flags, and the `serve` and client subcommands' that it passes on.
+#[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// QUIC stream receive window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) stream_window: Option<u32>,
+    /// QUIC connection receive window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) conn_window: Option<u32>,
+    /// QUIC send window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) send_window: Option<u64>,
+}
+
+impl Windows {
+    /// The flags that set these windows in a child process.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let windows = [
+            ("--stream-window", self.stream_window.map(u64::from)),
+            ("--conn-window", self.conn_window.map(u64::from)),
+            ("--send-window", self.send_window),
+        ];
+        for (flag, bytes) in windows {
+            if let Some(bytes) = bytes {
+                flags.extend([flag.to_owned(), bytes.to_string()]);
+            }
+        }
+        flags
+    }
+
+    /// What the tables and charts say about the windows: empty for quicrpc's defaults, else
+    /// "stream window 8388608 B; ...".
+    pub(crate) fn label(&self) -> String {
+        let windows = [
+            ("stream window", self.stream_window.map(u64::from)),
+            ("connection window", self.conn_window.map(u64::from)),
+            ("send window", self.send_window),
+        ];
+        let set: Vec<String> = windows
+            .iter()
+            .filter_map(|(name, bytes)| bytes.map(|b| format!("{name} {b} B")))
+            .collect();
+        set.join("; ")
+    }
+
+    pub(crate) fn server(&self, mut builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
+        if let Some(bytes) = self.stream_window {
+            builder = builder.stream_receive_window(bytes);
+        }
+        if let Some(bytes) = self.conn_window {
+            builder = builder.connection_receive_window(bytes);
+        }
+        if let Some(bytes) = self.send_window {
+            builder = builder.send_window(bytes);
+        }
+        builder
+    }
+
+    pub(crate) fn channel(&self, mut builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
+        if let Some(bytes) = self.stream_window {
+            builder = builder.stream_receive_window(bytes);
+        }
+        if let Some(bytes) = self.conn_window {
+            builder = builder.connection_receive_window(bytes);
+        }
+        if let Some(bytes) = self.send_window {
+            builder = builder.send_window(bytes);
+        }
+        builder
     }
 }
 
