@@ -250,6 +250,8 @@ mod tests {
         assert_eq!(arg(Cc::NewReno), "new-reno");
         assert_eq!(arg(SetupMode::Quic0rtt), "quic0rtt");
         assert_eq!(arg(Held::Connections), "connections");
+        assert_eq!(arg(ClientKind::Quinn), "quinn");
+        assert_eq!(arg(ServerKind::Quinn), "quinn");
     }
 
     #[test]

@@ -33,6 +33,17 @@ impl Run {
         Ok(())
     }
 
+    /// The transports of scenarios 1 to 3: the three, and bare quinn on loopback. Not over an
+    /// emulated link: there bare quinn's own defaults (CUBIC, its windows) would be measured
+    /// against quicrpc's settings rather than the cost of its framing.
+    pub(crate) fn with_bare_quinn(&self) -> &'static [ClientKind] {
+        if self.lab.is_none() {
+            &ClientKind::WITH_QUINN
+        } else {
+            &ClientKind::ALL
+        }
+    }
+
     /// `measure` of each transport in `kinds`, `reps` times over: per repetition, each
     /// transport's result, in the order they ran.
     pub(crate) fn repeat<T>(

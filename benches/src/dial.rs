@@ -1,4 +1,5 @@
 //! Connecting a client of each kind, and the bound every generic client function shares.
+//! Bare quinn speaks no gRPC: its client is `bare::Connection`.
 
 use std::path::PathBuf;
 
@@ -113,5 +114,8 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
                 .await?;
             Ok(Dialed::Tonic(channel))
         }
+        ClientKind::Quinn => Err("bare quinn speaks no gRPC: it runs only where a scenario \
+                                  has its own client for it (latency, inflight, stream)"
+            .into()),
     }
 }

@@ -1,6 +1,7 @@
 //! `quicrpc-bench`: quicrpc over QUIC, quicrpc over its TCP fallback, and plain tonic over
 //! TCP+TLS (the comparator), measured in the same run, in the scenarios of
-//! `docs/benchmarks.md`.
+//! `docs/benchmarks.md`; on loopback, scenarios 1 to 3 add bare quinn (no framing), the limit
+//! of the transport itself.
 //!
 //! ```text
 //! cargo run --release -p quicrpc-benches -- compare latency
@@ -12,11 +13,13 @@
 //! separate cores with `taskset` (server on core 0, client on core 1), warms up, measures,
 //! repeats, and prints Markdown tables: for unary load, calls/s, p50/p99/p99.9 latency and CPU
 //! per call as the median of the repetitions with their min and max, and ratios to tonic
-//! computed within each repetition. `serve` and the client subcommands (`load`, `setup`,
+//! computed within each repetition (and to bare quinn where it ran). `serve` and the client
+//! subcommands (`load`, `setup`,
 //! `stream`, `hold`, `agents`) are the halves it runs.
 //!
 //! Modules: `cli` (the command line), `compare` (the driver), `process` (the child processes,
 //! `/proc`), `transport` (what is compared), `serve` and `dial` (its servers and clients),
+//! `bare` (bare quinn's server and client),
 //! `load` (the unary load loops), `report` and `chart` (tables, CSV, SVG); a module per
 //! scenario: `inflight` (1 and 2), `stream` (3), `setup` (4 and 6), `hol` (5), `memory` (7),
 //! `agents` (8).
@@ -27,6 +30,7 @@ mod helloworld {
 }
 
 mod agents;
+mod bare;
 mod chart;
 mod cli;
 mod compare;

@@ -24,6 +24,7 @@ impl Cc {
 
 /// QUIC's flow-control windows, both sides of quicrpc (quicrpc's defaults where absent):
 /// `compare`'s common flags, and the `serve` and client subcommands' that it passes on.
+/// Bare quinn keeps quinn's defaults whatever these say.
 #[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Windows {
     /// QUIC stream receive window in bytes, both sides (quicrpc only).
@@ -103,6 +104,8 @@ pub(crate) enum ServerKind {
     Quicrpc,
     /// tonic's own server, TCP+TLS.
     Tonic,
+    /// Bare quinn with its defaults: no framing, no gRPC (see `bare`).
+    Quinn,
 }
 
 /// The clients the load generators run, each against its server.
@@ -116,6 +119,8 @@ pub(crate) enum ClientKind {
     Tonic,
     /// Plain tonic, one TCP+TLS connection per call in flight (the head-of-line control).
     TonicPool,
+    /// Bare quinn: a QUIC stream per call, no framing (the transport's limit; see `bare`).
+    Quinn,
 }
 
 impl ClientKind {
@@ -129,11 +134,20 @@ impl ClientKind {
         ClientKind::Tonic,
         ClientKind::TonicPool,
     ];
+    /// Scenarios 1 to 3's transports on loopback: the three, and bare quinn (see
+    /// `compare::Run::with_bare_quinn`).
+    pub(crate) const WITH_QUINN: [ClientKind; 4] = [
+        ClientKind::Quic,
+        ClientKind::QuicrpcTcp,
+        ClientKind::Tonic,
+        ClientKind::Quinn,
+    ];
 
     pub(crate) fn server(self) -> ServerKind {
         match self {
             Self::Quic | Self::QuicrpcTcp => ServerKind::Quicrpc,
             Self::Tonic | Self::TonicPool => ServerKind::Tonic,
+            Self::Quinn => ServerKind::Quinn,
         }
     }
 
@@ -143,6 +157,15 @@ impl ClientKind {
             Self::QuicrpcTcp => "quicrpc TCP fallback",
             Self::Tonic => "tonic TCP+TLS",
             Self::TonicPool => "tonic, a connection per call",
+            Self::Quinn => "bare quinn",
+        }
+    }
+
+    /// The name in a ratio's column heading ("calls/s ÷ tonic").
+    pub(crate) fn short_name(self) -> &'static str {
+        match self {
+            Self::Tonic => "tonic",
+            other => other.name(),
         }
     }
 }
