@@ -7,13 +7,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::transport::{Cc, Windows};
-use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
+use crate::{agents, chart, hol, inflight, load, memory, mixed, serve, setup, stream};
 
 #[derive(Parser)]
 #[command(
     about = "Benchmarks: quicrpc over QUIC and over its TCP fallback against plain tonic",
-    after_help = "serve, load, setup, stream, hold and agents are what compare runs in its \
-                  child processes."
+    after_help = "serve, load, setup, stream, hold, agents and mixed are what compare runs in \
+                  its child processes."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -46,6 +46,9 @@ pub(crate) enum Cmd {
     Hold(memory::HoldArgs),
     /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
     Agents(agents::AgentsArgs),
+    /// Run bulk uploads and urgent calls on one connection (scenario `mixed`); prints one
+    /// `MIXED` line.
+    Mixed(mixed::MixedArgs),
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.
@@ -67,6 +70,8 @@ pub(crate) enum Scenario {
     Memory(memory::CompareArgs),
     /// Scenario 8: the agents workload, latency per method.
     Agents(agents::CompareArgs),
+    /// Priority under load: BULK uploads and CRITICAL/HIGH unary calls on one connection.
+    Mixed(mixed::CompareArgs),
 }
 
 impl Scenario {
@@ -81,6 +86,7 @@ impl Scenario {
             Self::Fallback(_) => "fallback",
             Self::Memory(_) => "memory",
             Self::Agents(_) => "agents",
+            Self::Mixed(_) => "mixed",
         }
     }
 
@@ -94,6 +100,7 @@ impl Scenario {
             Self::Hol(args) => &args.common,
             Self::Memory(args) => &args.common,
             Self::Agents(args) => &args.common,
+            Self::Mixed(args) => &args.common,
         }
     }
 
@@ -275,6 +282,8 @@ mod tests {
             "fallback --send-window 0 --block-udp",
             "memory --stream-window 65536",
             "agents --conn-window 268435456",
+            "mixed --bulk 0,8 --reps 1 --duration 2",
+            "mixed --bulk 32 --urgent 4 --stream-window 8388608 --send-window 268435456",
         ] {
             assert!(scenario(line).is_ok(), "{line}");
         }
@@ -292,6 +301,11 @@ mod tests {
             "fallback --payload 64",
             "memory --agents 10",
             "agents --count 10",
+            "mixed --streams 8",
+            "mixed --bulk many",
+            "mixed --urgent 1,2",
+            "latency --bulk 8",
+            "stream --urgent 8",
             "--scenario latency",
             // Windows are bytes, within quinn's types: u32 for the receive windows.
             "latency --stream-window 4294967296",
@@ -357,6 +371,7 @@ mod tests {
             format!("agents --client quic {address}"),
             format!("hold --client quic --what streams {address}"),
             format!("setup --mode quic-cold {address}"),
+            format!("mixed --client quic --bulk 8 {address}"),
         ] {
             let words = ["quicrpc-bench"]
                 .into_iter()
@@ -370,6 +385,7 @@ mod tests {
                 Cmd::Agents(args) => args.target.windows,
                 Cmd::Hold(args) => args.target.windows,
                 Cmd::Setup(args) => args.windows,
+                Cmd::Mixed(args) => args.target.windows,
                 _ => unreachable!("{child}"),
             };
             assert_eq!(parsed, given, "{child}");
@@ -411,5 +427,9 @@ mod tests {
         };
         assert_eq!((args.concurrency, args.load_fraction), (1, 0.3));
         assert_eq!(scenario("memory").unwrap().payload(), 16);
+        let Scenario::Mixed(args) = scenario("mixed").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((args.bulk, args.urgent), (vec![0, 8, 32, 128], 8));
     }
 }

@@ -292,7 +292,7 @@ mod tests {
                 "--client quic --cc bbr",
             ),
             (
-                "inflight --cc cubic --max-streams 100 --stream-window 8388608 --send-window 9",
+                "mixed --cc cubic --max-streams 100 --stream-window 8388608 --send-window 9",
                 "serve --server quicrpc --certs certs --addr 127.0.0.1 --cc cubic \
                  --max-streams 100 --stream-window 8388608 --send-window 9",
                 "--client quic --cc cubic --stream-window 8388608 --send-window 9",

@@ -23,7 +23,12 @@ pub(crate) fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     (median, values[0], values[n - 1])
 }
 
+/// The median of `values` and their range, `digits` after the point: "1.50 [1.20–1.70]";
+/// "—" when there is no number among them (a ratio to nothing, as 0 ÷ 0).
 pub(crate) fn cell(values: Vec<f64>, digits: usize) -> String {
+    if !values.iter().any(|v| v.is_finite()) {
+        return "—".into();
+    }
     let (median, min, max) = spread(values);
     format!("{median:.digits$} [{min:.digits$}–{max:.digits$}]")
 }

@@ -104,10 +104,10 @@ pub(crate) async fn run(args: &StreamArgs) -> Result<StreamResult, BoxError> {
 async fn measure<U: Uploader>(uploads: U, args: &StreamArgs) -> Result<StreamResult, BoxError> {
     let cpu_before = cpu_ms_of("self");
     let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
-    let warmup = upload(&uploads, args.streams, warmup_end).await?;
+    let warmup = upload(uploads.clone(), args.streams, warmup_end).await?;
     let start = Instant::now();
     let bytes = upload(
-        &uploads,
+        uploads,
         args.streams,
         start + Duration::from_secs_f64(args.duration),
     )
@@ -174,7 +174,7 @@ impl Uploader for BareUpload {
 
 /// `streams` uploads at once, each sending until `end`; the bytes the server counted.
 pub(crate) async fn upload<U: Uploader>(
-    uploads: &U,
+    uploads: U,
     streams: usize,
     end: Instant,
 ) -> Result<u64, BoxError> {
