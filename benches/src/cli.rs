@@ -124,12 +124,8 @@ pub(crate) struct Common {
     /// Repetitions (the median and range are reported).
     #[arg(long, default_value_t = 5)]
     pub(crate) reps: usize,
-    /// Measured seconds per run.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds per run, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
     /// QUIC congestion controller, both sides (TCP uses the host's).
     #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     pub(crate) cc: Cc,
@@ -160,6 +156,40 @@ impl Common {
         } else {
             format!("{label}; {windows}")
         }
+    }
+}
+
+/// How long each run warms up and measures: `compare`'s flags, and those of the client
+/// subcommands that it passes them on to.
+#[derive(clap::Args, Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Timing {
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds per run, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+}
+
+impl Timing {
+    /// The flags that give a client subcommand this timing.
+    pub(crate) fn flags(&self) -> [String; 4] {
+        [
+            "--duration".into(),
+            self.duration.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+        ]
+    }
+
+    /// When the warm-up that starts now ends.
+    pub(crate) fn warmup_end(&self) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_secs_f64(self.warmup)
+    }
+
+    /// When the measurement that starts now ends.
+    pub(crate) fn measured_end(&self) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_secs_f64(self.duration)
     }
 }
 

@@ -138,8 +138,8 @@ fn header(scenario: &Scenario, pin: bool) -> String {
     format!(
         "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}{windows}; {}-byte requests; {}",
         common.reps,
-        common.duration,
-        common.warmup,
+        common.timing.duration,
+        common.timing.warmup,
         common.cc,
         scenario.payload(),
         if pin {

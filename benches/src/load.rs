@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
+use crate::cli::Timing;
 use crate::compare::Run;
 use crate::dial::{self, Dialed, GrpcChannel, dial};
 use crate::helloworld::HelloRequest;
@@ -34,12 +35,8 @@ pub(crate) struct LoadArgs {
     /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
     #[arg(long, default_value_t = 1)]
     pub(crate) concurrency: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
     /// Open loop: Poisson arrivals at this many calls per second.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
@@ -171,11 +168,10 @@ impl Caller for Echo {
 
 async fn run_load<C: Caller>(callers: &[C], args: &LoadArgs) -> Result<LoadResult, BoxError> {
     let cpu_before = cpu_ms_of("self");
-    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
-    let (warmup, _) = closed_loop(callers, args.concurrency, warmup_end).await;
+    let (warmup, _) = closed_loop(callers, args.concurrency, args.timing.warmup_end()).await;
     let start = Instant::now();
-    let end = start + Duration::from_secs_f64(args.duration);
+    let end = args.timing.measured_end();
     let (histogram, errors) = match args.rate {
         None => closed_loop(callers, args.concurrency, end).await,
         Some(rate) => open_loop(callers, rate, args.concurrency, end).await,
@@ -290,26 +286,16 @@ pub(crate) fn measure(
     payload: usize,
     run: &Run,
 ) -> Result<LoadResult, BoxError> {
-    let (concurrency, duration, warmup, payload) = (
-        concurrency.to_string(),
-        run.common.duration.to_string(),
-        run.common.warmup.to_string(),
-        payload.to_string(),
-    );
     let mut args = vec![
-        "load",
-        "--concurrency",
-        &concurrency,
-        "--duration",
-        &duration,
-        "--warmup",
-        &warmup,
-        "--payload",
-        &payload,
+        "load".to_owned(),
+        "--concurrency".into(),
+        concurrency.to_string(),
+        "--payload".into(),
+        payload.to_string(),
     ];
-    let rate = rate.map(|r| r.to_string());
-    if let Some(rate) = &rate {
-        args.extend(["--rate", rate]);
+    args.extend(run.common.timing.flags());
+    if let Some(rate) = rate {
+        args.extend(["--rate".into(), rate.to_string()]);
     }
     let (mut results, server_cpu_ms) = on_fresh_server(kind, run, &args, LoadResult::parse)?;
     let mut result = results.remove(0);

@@ -7,7 +7,7 @@
 //! latency per priority, urgent calls/s and bulk MB/s, each against tonic in the same
 //! repetition.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
@@ -15,7 +15,7 @@ use quicrpc_examples::agents::agent_control_methods::{BULK_TRANSFER, SPAWN, TERM
 use quicrpc_examples::agents::{SpawnRequest, TerminateRequest};
 
 use crate::BoxError;
-use crate::cli::Common;
+use crate::cli::{Common, Timing};
 use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::load::{DEFAULT_PAYLOAD, new_histogram, record};
@@ -45,12 +45,8 @@ pub(crate) struct MixedArgs {
     pub(crate) target: Target,
     #[command(flatten)]
     pub(crate) mix: Mix,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
 }
 
 /// `compare mixed`'s flags.
@@ -166,10 +162,8 @@ pub(crate) async fn run(args: &MixedArgs) -> Result<MixedResult, BoxError> {
 }
 
 async fn measure<T: GrpcChannel>(channel: T, args: &MixedArgs) -> Result<MixedResult, BoxError> {
-    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
-    mix(&channel, &args.mix, warmup_end).await?;
-    let end = Instant::now() + Duration::from_secs_f64(args.duration);
-    mix(&channel, &args.mix, end).await
+    mix(&channel, &args.mix, args.timing.warmup_end()).await?;
+    mix(&channel, &args.mix, args.timing.measured_end()).await
 }
 
 /// The uploads and the urgent callers, all until `end`.
@@ -249,11 +243,6 @@ fn upper(method: &quicrpc::MethodInfo) -> String {
 
 /// `compare mixed`: a table per number of bulk uploads.
 pub(crate) fn tables(run: &Run, args: &CompareArgs) -> Result<(), BoxError> {
-    let (duration, warmup, urgent) = (
-        run.common.duration.to_string(),
-        run.common.warmup.to_string(),
-        args.urgent.to_string(),
-    );
     let (critical, high) = (upper(&TERMINATE), upper(&SPAWN));
     // Charts are per link and number of urgent callers; their x axis is the bulk uploads.
     let chart = run.common.with_windows(format!(
@@ -262,18 +251,9 @@ pub(crate) fn tables(run: &Run, args: &CompareArgs) -> Result<(), BoxError> {
         args.urgent
     ));
     for &n in &args.bulk {
-        let count = n.to_string();
-        let child = [
-            "mixed",
-            "--bulk",
-            &count,
-            "--urgent",
-            &urgent,
-            "--duration",
-            &duration,
-            "--warmup",
-            &warmup,
-        ];
+        let mut child = vec!["mixed".to_owned(), "--bulk".into(), n.to_string()];
+        child.extend(["--urgent".into(), args.urgent.to_string()]);
+        child.extend(run.common.timing.flags());
         let runs = run.repeat(&ClientKind::ALL, |kind| {
             let (mut results, _) = on_fresh_server(kind, run, &child, MixedResult::parse)?;
             Ok(results.remove(0))

@@ -155,11 +155,11 @@ pub(crate) fn start_pinned(
 pub(crate) fn run_client<T>(
     server: &ServerProcess,
     place: &Placement,
-    args: &[&str],
+    args: &[impl AsRef<str>],
     what: &str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Vec<T>, BoxError> {
-    let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut line: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
     line.extend(server.address_flags(place));
     let output = pinned(place.client_core, None, &line).output()?;
     let found: Vec<T> = String::from_utf8_lossy(&output.stdout)
@@ -190,14 +190,13 @@ pub(crate) fn client_flags(kind: ClientKind, run: &Run) -> Vec<String> {
 pub(crate) fn on_fresh_server<T>(
     kind: ClientKind,
     run: &Run,
-    args: &[&str],
+    args: &[impl AsRef<str>],
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<(Vec<T>, f64), BoxError> {
     let server = ServerProcess::start(kind.server(), run)?;
     let server_cpu = server.cpu_ms();
-    let flags = client_flags(kind, run);
-    let mut args = args.to_vec();
-    args.extend(flags.iter().map(String::as_str));
+    let mut args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    args.extend(client_flags(kind, run));
     let what = format!("{} {}", kind.name(), args[0]);
     let found = run_client(&server, &run.place, &args, &what, parse)?;
     let cpu_ms = server_cpu

@@ -176,7 +176,6 @@ pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
             let server = ServerProcess::start(mode.server(), run)?;
             let mut args = vec!["setup".to_owned(), "--mode".to_owned(), arg(mode)];
             args.extend(run.common.windows.flags());
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let line = run_client(&server, &run.place, &args, mode.name(), |l| {
                 l.strip_prefix("SETUP ").map(str::to_owned)
             })?

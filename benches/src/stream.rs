@@ -3,13 +3,13 @@
 //! transport takes them; the server counts the bytes and answers when a stream ends. On
 //! loopback bare quinn runs too: a stream per upload written in 64 KiB chunks.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use quicrpc_examples::agents::Chunk;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 
-use crate::cli::Common;
+use crate::cli::{Common, Timing};
 use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
@@ -28,12 +28,8 @@ pub(crate) struct StreamArgs {
     /// Concurrent streams on the one connection.
     #[arg(long, default_value_t = 1)]
     pub(crate) streams: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
 }
 
 /// `compare stream`'s flags.
@@ -103,15 +99,10 @@ pub(crate) async fn run(args: &StreamArgs) -> Result<StreamResult, BoxError> {
 
 async fn measure<U: Uploader>(uploads: U, args: &StreamArgs) -> Result<StreamResult, BoxError> {
     let cpu_before = cpu_ms_of("self");
-    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let warmup_end = args.timing.warmup_end();
     let warmup = upload(uploads.clone(), args.streams, warmup_end).await?;
     let start = Instant::now();
-    let bytes = upload(
-        uploads,
-        args.streams,
-        start + Duration::from_secs_f64(args.duration),
-    )
-    .await?;
+    let bytes = upload(uploads, args.streams, args.timing.measured_end()).await?;
     let secs = start.elapsed().as_secs_f64();
     let cpu_ms = cpu_ms_of("self")
         .zip(cpu_before)
@@ -191,21 +182,9 @@ pub(crate) async fn upload<U: Uploader>(
 
 /// `compare stream`: a table per number of streams.
 pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
-    let (duration, warmup) = (
-        run.common.duration.to_string(),
-        run.common.warmup.to_string(),
-    );
     for &streams in levels {
-        let count = streams.to_string();
-        let args = [
-            "stream",
-            "--streams",
-            &count,
-            "--duration",
-            &duration,
-            "--warmup",
-            &warmup,
-        ];
+        let mut args = vec!["stream".to_owned(), "--streams".into(), streams.to_string()];
+        args.extend(run.common.timing.flags());
         let runs = run.repeat(run.with_bare_quinn(), |kind| {
             let (mut results, server_cpu_ms) =
                 on_fresh_server(kind, run, &args, StreamResult::parse)?;

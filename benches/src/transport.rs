@@ -104,7 +104,7 @@ pub(crate) enum ServerKind {
     Quicrpc,
     /// tonic's own server, TCP+TLS.
     Tonic,
-    /// Bare quinn with its defaults: no framing, no gRPC (see `bare`).
+    /// Bare quinn with its defaults: no framing, no gRPC.
     Quinn,
 }
 
@@ -119,7 +119,7 @@ pub(crate) enum ClientKind {
     Tonic,
     /// Plain tonic, one TCP+TLS connection per call in flight (the head-of-line control).
     TonicPool,
-    /// Bare quinn: a QUIC stream per call, no framing (the transport's limit; see `bare`).
+    /// Bare quinn: a QUIC stream per call, no framing (the transport's limit).
     Quinn,
 }
 
