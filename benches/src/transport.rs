@@ -70,28 +70,45 @@ impl Windows {
         set.join("; ")
     }
 
-    pub(crate) fn server(&self, mut builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
-        if let Some(bytes) = self.stream_window {
-            builder = builder.stream_receive_window(bytes);
-        }
-        if let Some(bytes) = self.conn_window {
-            builder = builder.connection_receive_window(bytes);
-        }
-        if let Some(bytes) = self.send_window {
-            builder = builder.send_window(bytes);
-        }
-        builder
+    /// A quicrpc server's builder with these windows.
+    pub(crate) fn server(&self, builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
+        use quicrpc::ServerBuilder as B;
+        self.apply(
+            builder,
+            B::stream_receive_window,
+            B::connection_receive_window,
+            B::send_window,
+        )
     }
 
-    pub(crate) fn channel(&self, mut builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
+    /// A quicrpc channel's builder with these windows.
+    pub(crate) fn channel(&self, builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
+        use quicrpc::ChannelBuilder as B;
+        self.apply(
+            builder,
+            B::stream_receive_window,
+            B::connection_receive_window,
+            B::send_window,
+        )
+    }
+
+    /// `builder` with the windows that are set, by its setters for each (both builders have
+    /// the same three, and no trait in common).
+    fn apply<B>(
+        &self,
+        mut builder: B,
+        stream: fn(B, u32) -> B,
+        connection: fn(B, u32) -> B,
+        send: fn(B, u64) -> B,
+    ) -> B {
         if let Some(bytes) = self.stream_window {
-            builder = builder.stream_receive_window(bytes);
+            builder = stream(builder, bytes);
         }
         if let Some(bytes) = self.conn_window {
-            builder = builder.connection_receive_window(bytes);
+            builder = connection(builder, bytes);
         }
         if let Some(bytes) = self.send_window {
-            builder = builder.send_window(bytes);
+            builder = send(builder, bytes);
         }
         builder
     }
@@ -166,6 +183,51 @@ impl ClientKind {
         match self {
             Self::Tonic => "tonic",
             other => other.name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Windows;
+
+    /// Each window that is set reaches its own setter, and no other.
+    #[test]
+    fn windows_that_are_set_reach_their_setters() {
+        type Calls = Vec<(&'static str, u64)>;
+        fn stream(mut calls: Calls, bytes: u32) -> Calls {
+            calls.push(("stream", bytes.into()));
+            calls
+        }
+        fn connection(mut calls: Calls, bytes: u32) -> Calls {
+            calls.push(("connection", bytes.into()));
+            calls
+        }
+        fn send(mut calls: Calls, bytes: u64) -> Calls {
+            calls.push(("send", bytes));
+            calls
+        }
+        let window = |stream, conn, send| Windows {
+            stream_window: stream,
+            conn_window: conn,
+            send_window: send,
+        };
+        for (windows, want) in [
+            (window(None, None, None), vec![]),
+            (window(Some(1), None, None), vec![("stream", 1)]),
+            (window(None, Some(2), None), vec![("connection", 2)]),
+            (window(None, None, Some(3)), vec![("send", 3)]),
+            (
+                window(Some(8_388_608), Some(u32::MAX), Some(u64::MAX)),
+                vec![
+                    ("stream", 8_388_608),
+                    ("connection", u32::MAX.into()),
+                    ("send", u64::MAX),
+                ],
+            ),
+        ] {
+            let calls = windows.apply(Vec::new(), stream, connection, send);
+            assert_eq!(calls, want, "{windows:?}");
         }
     }
 }
