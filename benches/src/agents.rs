@@ -158,7 +158,7 @@ pub(crate) fn tables(run: &Run, workload: &Workload) -> Result<(), BoxError> {
         "\n## agents: {} rounds of {} agents, {}; {errors} agents failed\n",
         workload.rounds,
         workload.agents,
-        run.common.link.label()
+        run.common.label()
     );
     println!(
         "| method | priority | calls per run | QUIC p50 ms | QUIC p99 ms | TCP fallback p99 ms | tonic p50 ms | tonic p99 ms | p99 QUIC ÷ tonic |"
@@ -201,7 +201,7 @@ pub(crate) fn tables(run: &Run, workload: &Workload) -> Result<(), BoxError> {
         for kind in ClientKind::ALL {
             rows.push(report::Row::new(
                 run.scenario,
-                &run.common.link.label(),
+                &run.common.label(),
                 method,
                 kind.name(),
                 "p99 latency (ms)",

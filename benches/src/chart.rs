@@ -55,11 +55,11 @@ fn position(list: &mut Vec<String>, item: &str) -> usize {
     })
 }
 
-/// Reads the rows in `csv` and writes one SVG per (scenario, cell, metric) into `out`;
-/// returns the files written.
-fn draw_all(csv: &Path, out: &Path) -> Result<Vec<String>, BoxError> {
-    let text = std::fs::read_to_string(csv)?;
-    let mut charts: BTreeMap<(String, String, String), Chart> = BTreeMap::new();
+/// The charts in a CSV file's text, by (scenario, cell, metric).
+type Charts = BTreeMap<(String, String, String), Chart>;
+
+fn charts_in(text: &str) -> Charts {
+    let mut charts = Charts::new();
     for row in text.lines().filter_map(Row::parse) {
         let chart = charts
             .entry((row.scenario, row.cell, row.metric))
@@ -68,6 +68,13 @@ fn draw_all(csv: &Path, out: &Path) -> Result<Vec<String>, BoxError> {
         let transport = position(&mut chart.transports, &row.transport);
         chart.values.insert((category, transport), row.value);
     }
+    charts
+}
+
+/// Reads the rows in `csv` and writes one SVG per (scenario, cell, metric) into `out`;
+/// returns the files written.
+fn draw_all(csv: &Path, out: &Path) -> Result<Vec<String>, BoxError> {
+    let charts = charts_in(&std::fs::read_to_string(csv)?);
     std::fs::create_dir_all(out)?;
     let mut written = Vec::new();
     for ((scenario, cell, metric), chart) in &charts {
@@ -152,7 +159,7 @@ fn draw(path: &Path, title: &str, metric: &str, chart: &Chart) -> Result<(), Box
 
 #[cfg(test)]
 mod tests {
-    use super::slug;
+    use super::{charts_in, slug};
 
     #[test]
     fn slugs_are_file_names() {
@@ -161,5 +168,35 @@ mod tests {
             "hol-1024-b-rtt-20-ms-p99-latency-ms"
         );
         assert_eq!(slug("loss 0.5 %"), "loss-0p5");
+    }
+
+    /// `compare mixed --csv`'s rows make a chart per metric with the bulk uploads on the x
+    /// axis, in the order they ran, and a bar per transport.
+    #[test]
+    fn mixed_rows_chart_urgent_p99_against_bulk_uploads() {
+        let mut text = String::new();
+        for n in ["0 bulk", "8 bulk", "32 bulk"] {
+            for transport in ["quicrpc QUIC", "quicrpc TCP fallback", "tonic TCP+TLS"] {
+                for metric in ["CRITICAL p99 latency (ms)", "bulk MB per second"] {
+                    text +=
+                        &format!("mixed,loopback; 8 urgent callers,{n},{transport},{metric},1.5\n");
+                }
+            }
+        }
+        let charts = charts_in(&text);
+        assert_eq!(charts.len(), 2);
+        let key = (
+            "mixed".to_owned(),
+            "loopback; 8 urgent callers".to_owned(),
+            "CRITICAL p99 latency (ms)".to_owned(),
+        );
+        let chart = &charts[&key];
+        assert_eq!(chart.categories, ["0 bulk", "8 bulk", "32 bulk"]);
+        assert_eq!(chart.transports.len(), 3);
+        assert_eq!(chart.values.len(), 9);
+        assert_eq!(
+            slug("mixed loopback; 8 urgent callers CRITICAL p99 latency (ms)"),
+            "mixed-loopback-8-urgent-callers-critical-p99-latency-ms"
+        );
     }
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::transport::Cc;
-use crate::{agents, chart, hol, inflight, load, memory, serve, setup, stream};
+use crate::transport::{Cc, Windows};
+use crate::{agents, chart, hol, inflight, load, memory, mixed, serve, setup, stream};
 
 #[derive(Parser)]
 #[command(
     about = "Benchmarks: quicrpc over QUIC and over its TCP fallback against plain tonic",
-    after_help = "serve, load, setup, stream, hold and agents are what compare runs in its \
-                  child processes."
+    after_help = "serve, load, setup, stream, hold, agents and mixed are what compare runs in \
+                  its child processes."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -46,6 +46,9 @@ pub(crate) enum Cmd {
     Hold(memory::HoldArgs),
     /// Run the agents workload (scenario 8); prints an `AGENTS` line per method.
     Agents(agents::AgentsArgs),
+    /// Run bulk uploads and urgent calls on one connection (scenario `mixed`); prints one
+    /// `MIXED` line.
+    Mixed(mixed::MixedArgs),
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.
@@ -67,6 +70,8 @@ pub(crate) enum Scenario {
     Memory(memory::CompareArgs),
     /// Scenario 8: the agents workload, latency per method.
     Agents(agents::CompareArgs),
+    /// Priority under load: BULK uploads and CRITICAL/HIGH unary calls on one connection.
+    Mixed(mixed::CompareArgs),
 }
 
 impl Scenario {
@@ -81,6 +86,7 @@ impl Scenario {
             Self::Fallback(_) => "fallback",
             Self::Memory(_) => "memory",
             Self::Agents(_) => "agents",
+            Self::Mixed(_) => "mixed",
         }
     }
 
@@ -94,6 +100,7 @@ impl Scenario {
             Self::Hol(args) => &args.common,
             Self::Memory(args) => &args.common,
             Self::Agents(args) => &args.common,
+            Self::Mixed(args) => &args.common,
         }
     }
 
@@ -117,23 +124,73 @@ pub(crate) struct Common {
     /// Repetitions (the median and range are reported).
     #[arg(long, default_value_t = 5)]
     pub(crate) reps: usize,
-    /// Measured seconds per run.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds per run, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
     /// QUIC congestion controller, both sides (TCP uses the host's).
     #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     pub(crate) cc: Cc,
     /// The servers' limit on calls in flight per connection (their defaults if absent).
     #[arg(long)]
     pub(crate) max_streams: Option<u32>,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
     /// Append the medians to this CSV file, for `chart`.
     #[arg(long)]
     pub(crate) csv: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) link: LinkArgs,
+}
+
+impl Common {
+    /// What names a table and a chart: the link, and the QUIC windows where they are not
+    /// quicrpc's defaults.
+    pub(crate) fn label(&self) -> String {
+        self.with_windows(self.link.label())
+    }
+
+    /// `label`, followed by the QUIC windows where they are not quicrpc's defaults.
+    pub(crate) fn with_windows(&self, label: String) -> String {
+        let windows = self.windows.label();
+        if windows.is_empty() {
+            label
+        } else {
+            format!("{label}; {windows}")
+        }
+    }
+}
+
+/// How long each run warms up and measures: `compare`'s flags, and those of the client
+/// subcommands that it passes them on to.
+#[derive(clap::Args, Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Timing {
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) duration: f64,
+    /// Warm-up seconds per run, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) warmup: f64,
+}
+
+impl Timing {
+    /// The flags that give a client subcommand this timing.
+    pub(crate) fn flags(&self) -> [String; 4] {
+        [
+            "--duration".into(),
+            self.duration.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+        ]
+    }
+
+    /// When the warm-up that starts now ends.
+    pub(crate) fn warmup_end(&self) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_secs_f64(self.warmup)
+    }
+
+    /// When the measurement that starts now ends.
+    pub(crate) fn measured_end(&self) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_secs_f64(self.duration)
+    }
 }
 
 /// An emulated link between client and server (quicrpc-netlab), instead of loopback.
@@ -206,7 +263,7 @@ mod tests {
     use super::{Cli, Cmd, Scenario, arg};
     use crate::memory::Held;
     use crate::setup::SetupMode;
-    use crate::transport::{Cc, ClientKind, ServerKind};
+    use crate::transport::{Cc, ClientKind, ServerKind, Windows};
 
     fn scenario(line: &str) -> Result<Scenario, clap::Error> {
         let words = ["quicrpc-bench", "compare"]
@@ -230,6 +287,8 @@ mod tests {
         assert_eq!(arg(Cc::NewReno), "new-reno");
         assert_eq!(arg(SetupMode::Quic0rtt), "quic0rtt");
         assert_eq!(arg(Held::Connections), "connections");
+        assert_eq!(arg(ClientKind::Quinn), "quinn");
+        assert_eq!(arg(ServerKind::Quinn), "quinn");
     }
 
     #[test]
@@ -245,6 +304,16 @@ mod tests {
             "fallback --delay-ms 25 --block-udp",
             "memory --count 1000 --max-streams 100",
             "agents --agents 10 --rounds 2 --delay-ms 25 --loss-pct 1",
+            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435456",
+            "inflight --concurrency 50 --send-window 18446744073709551615",
+            "stream --streams 1 --conn-window 4294967295",
+            "setup --stream-window 1",
+            "hol --conn-window 1048576",
+            "fallback --send-window 0 --block-udp",
+            "memory --stream-window 65536",
+            "agents --conn-window 268435456",
+            "mixed --bulk 0,8 --reps 1 --duration 2",
+            "mixed --bulk 32 --urgent 4 --stream-window 8388608 --send-window 268435456",
         ] {
             assert!(scenario(line).is_ok(), "{line}");
         }
@@ -262,9 +331,112 @@ mod tests {
             "fallback --payload 64",
             "memory --agents 10",
             "agents --count 10",
+            "mixed --streams 8",
+            "mixed --bulk many",
+            "mixed --urgent 1,2",
+            "latency --bulk 8",
+            "stream --urgent 8",
             "--scenario latency",
+            // Windows are bytes, within quinn's types: u32 for the receive windows.
+            "latency --stream-window 4294967296",
+            "latency --conn-window -1",
+            "latency --send-window 8MiB",
+            "latency --stream-window",
         ] {
             assert!(scenario(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn windows_are_parsed_and_absent_by_default() {
+        for (line, stream, conn, send) in [
+            ("latency", None, None, None),
+            (
+                "latency --stream-window 8388608",
+                Some(8_388_608),
+                None,
+                None,
+            ),
+            (
+                "inflight --conn-window 268435456",
+                None,
+                Some(268_435_456),
+                None,
+            ),
+            (
+                "stream --send-window 268435456 --stream-window 1",
+                Some(1),
+                None,
+                Some(268_435_456),
+            ),
+        ] {
+            let windows = scenario(line).unwrap().common().windows;
+            let want = Windows {
+                stream_window: stream,
+                conn_window: conn,
+                send_window: send,
+            };
+            assert_eq!(windows, want, "{line}");
+        }
+    }
+
+    /// What `compare` writes for its children, each child parses back to the same windows.
+    #[test]
+    fn windows_reach_every_child_as_they_were_given() {
+        let given = scenario(
+            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435457",
+        )
+        .unwrap()
+        .common()
+        .windows;
+        assert_eq!(
+            given.flags().join(" "),
+            "--stream-window 8388608 --conn-window 268435456 --send-window 268435457"
+        );
+        let address = "--port 1 --certs d";
+        for child in [
+            "serve --server quicrpc --certs d".to_owned(),
+            format!("load --client quic {address}"),
+            format!("stream --client quic {address}"),
+            format!("agents --client quic {address}"),
+            format!("hold --client quic --what streams {address}"),
+            format!("setup --mode quic-cold {address}"),
+            format!("mixed --client quic --bulk 8 {address}"),
+        ] {
+            let words = ["quicrpc-bench"]
+                .into_iter()
+                .chain(child.split_whitespace())
+                .map(str::to_owned)
+                .chain(given.flags());
+            let parsed = match Cli::try_parse_from(words).expect(&child).command {
+                Cmd::Serve(args) => args.windows,
+                Cmd::Load(args) => args.target.windows,
+                Cmd::Stream(args) => args.target.windows,
+                Cmd::Agents(args) => args.target.windows,
+                Cmd::Hold(args) => args.target.windows,
+                Cmd::Setup(args) => args.windows,
+                Cmd::Mixed(args) => args.target.windows,
+                _ => unreachable!("{child}"),
+            };
+            assert_eq!(parsed, given, "{child}");
+        }
+        assert!(Windows::default().flags().is_empty());
+    }
+
+    #[test]
+    fn labels_name_the_windows_only_when_set() {
+        for (line, label) in [
+            ("latency", "loopback"),
+            (
+                "latency --stream-window 8388608",
+                "loopback; stream window 8388608 B",
+            ),
+            (
+                "hol --delay-ms 25 --conn-window 1 --send-window 2",
+                "RTT 50 ms; connection window 1 B; send window 2 B",
+            ),
+        ] {
+            assert_eq!(scenario(line).unwrap().common().label(), label, "{line}");
         }
     }
 
@@ -285,5 +457,9 @@ mod tests {
         };
         assert_eq!((args.concurrency, args.load_fraction), (1, 0.3));
         assert_eq!(scenario("memory").unwrap().payload(), 16);
+        let Scenario::Mixed(args) = scenario("mixed").unwrap() else {
+            unreachable!()
+        };
+        assert_eq!((args.bulk, args.urgent), (vec![0, 8, 32, 128], 8));
     }
 }

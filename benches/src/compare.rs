@@ -12,7 +12,7 @@ use crate::cli::{Common, Scenario};
 use crate::process::Placement;
 use crate::report;
 use crate::transport::ClientKind;
-use crate::{agents, hol, inflight, memory, setup, stream};
+use crate::{agents, hol, inflight, memory, mixed, setup, stream};
 
 /// A `compare` run under way: its settings, where its processes run, and its link.
 pub(crate) struct Run {
@@ -31,6 +31,17 @@ impl Run {
             report::append_csv(csv, rows)?;
         }
         Ok(())
+    }
+
+    /// The transports of scenarios 1 to 3: the three, and bare quinn on loopback. Not over an
+    /// emulated link: there bare quinn's own defaults (CUBIC, its windows) would be measured
+    /// against quicrpc's settings rather than the cost of its framing.
+    pub(crate) fn with_bare_quinn(&self) -> &'static [ClientKind] {
+        if self.lab.is_none() {
+            &ClientKind::WITH_QUINN
+        } else {
+            &ClientKind::ALL
+        }
     }
 
     /// `measure` of each transport in `kinds`, `reps` times over: per repetition, each
@@ -80,6 +91,7 @@ pub(crate) fn run(scenario: &Scenario) -> Result<(), BoxError> {
         Scenario::Fallback(_) => setup::table(&run, &setup::SetupMode::FALLBACK),
         Scenario::Memory(args) => memory::tables(&run, args.count),
         Scenario::Agents(args) => agents::tables(&run, &args.workload),
+        Scenario::Mixed(args) => mixed::tables(&run, args),
     };
     if let Some(lab) = &run.lab {
         let (up, down) = lab.counts();
@@ -119,11 +131,15 @@ fn header(scenario: &Scenario, pin: bool) -> String {
     // "Latency", as the scenario was once printed with `{:?}`.
     let mut title = scenario.name().to_owned();
     title[..1].make_ascii_uppercase();
+    let windows = match common.windows.label() {
+        none if none.is_empty() => none,
+        windows => format!("; quicrpc with {windows}"),
+    };
     format!(
-        "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}; {}-byte requests; {}",
+        "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}{windows}; {}-byte requests; {}",
         common.reps,
-        common.duration,
-        common.warmup,
+        common.timing.duration,
+        common.timing.warmup,
         common.cc,
         scenario.payload(),
         if pin {
@@ -167,6 +183,16 @@ mod tests {
             "# Hol: 5 repetitions of 5 s (+1 s warm-up); emulated link: RTT 50ms, loss 1 % each \
              way, rate unlimited; QUIC congestion control Cubic; 1024-byte requests; not pinned \
              (taskset or a second core missing)"
+        );
+        assert_eq!(
+            header_of(
+                "stream --reps 1 --stream-window 8388608 --send-window 268435456",
+                true
+            ),
+            "# Stream: 1 repetitions of 5 s (+1 s warm-up); loopback; QUIC congestion control \
+             Bbr; quicrpc with stream window 8388608 B; send window 268435456 B; 16-byte \
+             requests; \
+             server pinned to core 0, client to core 1"
         );
     }
 }

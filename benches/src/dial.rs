@@ -1,11 +1,12 @@
 //! Connecting a client of each kind, and the bound every generic client function shares.
+//! Bare quinn speaks no gRPC: its client is `bare::Connection`.
 
 use std::path::PathBuf;
 
 use tonic::codegen::{Body, Bytes, StdError};
 
 use crate::BoxError;
-use crate::transport::{Cc, ClientKind};
+use crate::transport::{Cc, ClientKind, Windows};
 
 /// A channel tonic's generated clients can use: quicrpc's or tonic's own.
 pub(crate) trait GrpcChannel:
@@ -76,6 +77,8 @@ pub(crate) struct Target {
     /// QUIC congestion controller (quicrpc only).
     #[arg(long, value_enum, default_value_t = Cc::Bbr)]
     pub(crate) cc: Cc,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
 }
 
 /// Connects to the target as its client kind would, trusting its CA.
@@ -89,7 +92,9 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
                 ClientKind::Quic => quicrpc::Fallback::QuicOnly,
                 _ => quicrpc::Fallback::TcpOnly,
             };
-            let channel = quicrpc::Channel::builder(uri)
+            let channel = target
+                .windows
+                .channel(quicrpc::Channel::builder(uri))
                 .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
                 .domain_name("localhost")
                 .congestion_control(target.cc.quicrpc())
@@ -109,5 +114,8 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
                 .await?;
             Ok(Dialed::Tonic(channel))
         }
+        ClientKind::Quinn => Err("bare quinn speaks no gRPC: it runs only where a scenario \
+                                  has its own client for it (latency, inflight, stream)"
+            .into()),
     }
 }

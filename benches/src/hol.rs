@@ -54,14 +54,15 @@ pub(crate) fn tables(run: &Run, args: &CompareArgs) -> Result<(), BoxError> {
     let heading = format!(
         "{payload} B, {}: at most {concurrency} in flight, {rate:.0} calls/s ({:.0} % of tonic's \
          {capacity:.0}); {drops} packets dropped in the measured runs",
-        link.label(),
+        run.common.label(),
         args.load_fraction * 100.0
     );
     println!("{}", report::table(&heading, &runs));
     let rtt_ms = link.delay_ms.unwrap_or(0.0) * 2.0;
     run.keep(&report::load_rows(
         run.scenario,
-        &format!("{payload} B; RTT {rtt_ms} ms"),
+        &run.common
+            .with_windows(format!("{payload} B; RTT {rtt_ms} ms")),
         &format!("loss {} %", link.loss_pct),
         &runs,
     ))

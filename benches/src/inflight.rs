@@ -1,12 +1,12 @@
 //! Scenarios 1 and 2: unary calls, closed loop, on one connection: one call in flight
 //! (`compare latency`), then each level of calls in flight asked for (`compare inflight`).
+//! On loopback bare quinn runs too, echoing requests of the same size.
 
 use crate::BoxError;
 use crate::cli::Common;
 use crate::compare::Run;
 use crate::load::{Requests, measure};
 use crate::report;
-use crate::transport::ClientKind;
 
 /// `compare latency`'s flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -32,7 +32,7 @@ pub(crate) struct InflightArgs {
 /// Closed-loop load at each level of calls in flight, `payload` bytes a request.
 pub(crate) fn tables(run: &Run, levels: &[usize], payload: usize) -> Result<(), BoxError> {
     for &concurrency in levels {
-        let runs = run.repeat(&ClientKind::ALL, |kind| {
+        let runs = run.repeat(run.with_bare_quinn(), |kind| {
             measure(kind, concurrency, None, payload, run)
         })?;
         println!(
@@ -41,7 +41,7 @@ pub(crate) fn tables(run: &Run, levels: &[usize], payload: usize) -> Result<(), 
         );
         run.keep(&report::load_rows(
             run.scenario,
-            &run.common.link.label(),
+            &run.common.label(),
             &concurrency.to_string(),
             &runs,
         ))?;

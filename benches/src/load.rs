@@ -1,18 +1,20 @@
-//! Unary load: the `load` subcommand makes Greeter calls, closed loop (N callers back to back)
-//! or open loop (Poisson arrivals), and prints one `RESULT` line; [`measure`] is `compare`'s
-//! side of it, one run against a fresh server.
+//! Unary load: the `load` subcommand makes Greeter calls (bare quinn: echoes of the same
+//! size), closed loop (N callers back to back) or open loop (Poisson arrivals), and prints one
+//! `RESULT` line; [`measure`] is `compare`'s side of it, one run against a fresh server.
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::BoxError;
+use crate::cli::Timing;
 use crate::compare::Run;
 use crate::dial::{self, Dialed, GrpcChannel, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
 use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
 use crate::transport::ClientKind;
+use crate::{BoxError, bare};
 
 /// `--payload`'s default.
 pub(crate) const DEFAULT_PAYLOAD: usize = 16;
@@ -33,12 +35,8 @@ pub(crate) struct LoadArgs {
     /// Calls in flight (closed loop), or the cap on calls in flight (open loop).
     #[arg(long, default_value_t = 1)]
     pub(crate) concurrency: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
     /// Open loop: Poisson arrivals at this many calls per second.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
@@ -92,16 +90,28 @@ impl LoadResult {
 }
 
 pub(crate) async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
+    if args.target.client == ClientKind::Quinn {
+        let connection = bare::Connection::connect(&args.target.server, bare::ECHO).await?;
+        let request = vec![b'x'; bare::grpc_message_len(args.requests.payload)];
+        let echo = Echo {
+            connection: connection.clone(),
+            request: request.into(),
+        };
+        let result = run_load(&[echo], args).await;
+        connection.close().await;
+        return result;
+    }
     // The control for head-of-line blocking: one connection per call in flight.
     let connections = match args.target.client {
         ClientKind::TonicPool => args.concurrency,
         _ => 1,
     };
+    let name = "x".repeat(args.requests.payload);
     let (mut over_quicrpc, mut over_tonic) = (Vec::new(), Vec::new());
     for _ in 0..connections {
         match dial(&args.target).await? {
-            Dialed::Quicrpc(channel) => over_quicrpc.push(GreeterClient::new(channel)),
-            Dialed::Tonic(channel) => over_tonic.push(GreeterClient::new(channel)),
+            Dialed::Quicrpc(channel) => over_quicrpc.push(Greeting::new(channel, &name)),
+            Dialed::Tonic(channel) => over_tonic.push(Greeting::new(channel, &name)),
         }
     }
     if over_tonic.is_empty() {
@@ -111,20 +121,60 @@ pub(crate) async fn load(args: &LoadArgs) -> Result<LoadResult, BoxError> {
     }
 }
 
-async fn run_load<T: GrpcChannel>(
-    clients: &[GreeterClient<T>],
-    args: &LoadArgs,
-) -> Result<LoadResult, BoxError> {
-    let name = "x".repeat(args.requests.payload);
+/// One unary call of the load, made again and again: Greeter over gRPC, or an echo over bare
+/// quinn.
+trait Caller: Clone + Send + 'static {
+    /// Makes one call; whether it succeeded.
+    fn call(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// Greeter's `SayHello` with a fixed name.
+#[derive(Clone)]
+struct Greeting<T> {
+    client: GreeterClient<T>,
+    name: String,
+}
+
+impl<T: GrpcChannel> Greeting<T> {
+    fn new(channel: T, name: &str) -> Self {
+        Self {
+            client: GreeterClient::new(channel),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl<T: GrpcChannel> Caller for Greeting<T> {
+    async fn call(&mut self) -> bool {
+        let request = HelloRequest {
+            name: self.name.clone(),
+        };
+        self.client.say_hello(request).await.is_ok()
+    }
+}
+
+/// Bare quinn's echo of a request as long as Greeter's on gRPC's wire.
+#[derive(Clone)]
+struct Echo {
+    connection: bare::Connection,
+    request: Bytes,
+}
+
+impl Caller for Echo {
+    async fn call(&mut self) -> bool {
+        self.connection.echo(&self.request).await.is_ok()
+    }
+}
+
+async fn run_load<C: Caller>(callers: &[C], args: &LoadArgs) -> Result<LoadResult, BoxError> {
     let cpu_before = cpu_ms_of("self");
-    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     // Warm-up: the same load, not in the latency figures; its calls count for CPU per call.
-    let (warmup, _) = closed_loop(clients, &name, args.concurrency, warmup_end).await;
+    let (warmup, _) = closed_loop(callers, args.concurrency, args.timing.warmup_end()).await;
     let start = Instant::now();
-    let end = start + Duration::from_secs_f64(args.duration);
+    let end = args.timing.measured_end();
     let (histogram, errors) = match args.rate {
-        None => closed_loop(clients, &name, args.concurrency, end).await,
-        Some(rate) => open_loop(clients, &name, rate, args.concurrency, end).await,
+        None => closed_loop(callers, args.concurrency, end).await,
+        Some(rate) => open_loop(callers, rate, args.concurrency, end).await,
     };
     let secs = start.elapsed().as_secs_f64();
     let cpu_ms = cpu_ms_of("self")
@@ -142,31 +192,34 @@ async fn run_load<T: GrpcChannel>(
     })
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s, 3 significant figures.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-/// `concurrency` callers, each making calls back to back until `end`, spread over `clients`.
-async fn closed_loop<T: GrpcChannel>(
-    clients: &[GreeterClient<T>],
-    name: &str,
+/// Records `latency` in `histogram`, in microseconds.
+pub(crate) fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    histogram.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
+}
+
+/// `concurrency` callers, each making calls back to back until `end`, spread over `callers`'
+/// connections.
+async fn closed_loop<C: Caller>(
+    callers: &[C],
     concurrency: usize,
     end: Instant,
 ) -> (Histogram<u64>, u64) {
-    let callers = (0..concurrency).map(|i| {
-        let mut client = clients[i % clients.len()].clone();
-        let name = name.to_owned();
+    let tasks = (0..concurrency).map(|i| {
+        let mut caller = callers[i % callers.len()].clone();
         tokio::spawn(async move {
             let mut histogram = new_histogram();
             let mut errors = 0;
             while Instant::now() < end {
                 let started = Instant::now();
-                match client.say_hello(HelloRequest { name: name.clone() }).await {
-                    Ok(_) => histogram.saturating_record(
-                        started.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
-                    ),
-                    Err(_) => errors += 1,
+                if caller.call().await {
+                    record(&mut histogram, started.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
             (histogram, errors)
@@ -174,8 +227,8 @@ async fn closed_loop<T: GrpcChannel>(
     });
     let mut total = new_histogram();
     let mut errors = 0;
-    for caller in futures_util::future::join_all(callers).await {
-        let (histogram, e) = caller.expect("caller task");
+    for task in futures_util::future::join_all(tasks).await {
+        let (histogram, e) = task.expect("caller task");
         total.add(&histogram).expect("same bounds");
         errors += e;
     }
@@ -185,10 +238,9 @@ async fn closed_loop<T: GrpcChannel>(
 /// Poisson arrivals at `rate` per second until `end`; latency counts from each call's
 /// scheduled start, so queueing behind a slow call is measured (no coordinated omission).
 /// At most `cap` calls are in flight; arrivals beyond that are counted as errors. Calls take
-/// `clients` in turn.
-async fn open_loop<T: GrpcChannel>(
-    clients: &[GreeterClient<T>],
-    name: &str,
+/// `callers` in turn.
+async fn open_loop<C: Caller>(
+    callers: &[C],
     rate: f64,
     cap: usize,
     end: Instant,
@@ -207,21 +259,18 @@ async fn open_loop<T: GrpcChannel>(
             errors += 1;
             continue;
         };
-        let mut client = clients[turn % clients.len()].clone();
+        let mut caller = callers[turn % callers.len()].clone();
         turn += 1;
-        let name = name.to_owned();
         calls.spawn(async move {
-            let result = client.say_hello(HelloRequest { name }).await;
+            let ok = caller.call().await;
             drop(slot);
-            result.is_ok().then(|| scheduled.elapsed())
+            ok.then(|| scheduled.elapsed())
         });
     }
     let mut histogram = new_histogram();
     while let Some(done) = calls.join_next().await {
         match done.expect("call task") {
-            Some(latency) => {
-                histogram.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
-            }
+            Some(latency) => record(&mut histogram, latency),
             None => errors += 1,
         }
     }
@@ -237,26 +286,16 @@ pub(crate) fn measure(
     payload: usize,
     run: &Run,
 ) -> Result<LoadResult, BoxError> {
-    let (concurrency, duration, warmup, payload) = (
-        concurrency.to_string(),
-        run.common.duration.to_string(),
-        run.common.warmup.to_string(),
-        payload.to_string(),
-    );
     let mut args = vec![
-        "load",
-        "--concurrency",
-        &concurrency,
-        "--duration",
-        &duration,
-        "--warmup",
-        &warmup,
-        "--payload",
-        &payload,
+        "load".to_owned(),
+        "--concurrency".into(),
+        concurrency.to_string(),
+        "--payload".into(),
+        payload.to_string(),
     ];
-    let rate = rate.map(|r| r.to_string());
-    if let Some(rate) = &rate {
-        args.extend(["--rate", rate]);
+    args.extend(run.common.timing.flags());
+    if let Some(rate) = rate {
+        args.extend(["--rate".into(), rate.to_string()]);
     }
     let (mut results, server_cpu_ms) = on_fresh_server(kind, run, &args, LoadResult::parse)?;
     let mut result = results.remove(0);

@@ -14,7 +14,7 @@ use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
-use crate::process::{ServerProcess, rss_kib, start_pinned, stdin_closed};
+use crate::process::{ServerProcess, client_flags, rss_kib, start_pinned, stdin_closed};
 use crate::report;
 use crate::transport::ClientKind;
 
@@ -142,19 +142,10 @@ fn measure(kind: ClientKind, what: Held, count: usize, run: &Run) -> Result<Foot
     let server = ServerProcess::start(kind.server(), run)?;
     let server_pid = server.pid();
     let server_before = rss_kib(&server_pid).ok_or("no server RSS")?;
-    let mut args = [
-        "hold",
-        "--client",
-        &arg(kind),
-        "--cc",
-        &arg(run.common.cc),
-        "--what",
-        &arg(what),
-        "--count",
-        &count.to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args = ["hold", "--what", &arg(what), "--count", &count.to_string()]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(client_flags(kind, run));
     args.extend(server.address_flags(place));
     // The client prints READY or exits (closing its output) on an error.
     let (mut client, line) = start_pinned(place.client_core, None, &args)?;
@@ -186,7 +177,7 @@ pub(crate) fn tables(run: &Run, count: usize) -> Result<(), BoxError> {
             Held::Streams => format!("{count} open streams on one connection"),
             Held::Connections => format!("{count} idle connections"),
         };
-        println!("\n## {held}, {}\n", run.common.link.label());
+        println!("\n## {held}, {}\n", run.common.label());
         println!(
             "| transport | server RSS before, MiB | server RSS after, MiB | server KiB per {} | client RSS, MiB |",
             arg(what).trim_end_matches('s')
@@ -210,7 +201,7 @@ pub(crate) fn tables(run: &Run, count: usize) -> Result<(), BoxError> {
             );
             rows.push(report::Row::new(
                 run.scenario,
-                &run.common.link.label(),
+                &run.common.label(),
                 &held,
                 kind.name(),
                 "server RSS growth (MiB)",

@@ -50,22 +50,7 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     pub(crate) fn start(kind: ServerKind, run: &Run) -> Result<Self, BoxError> {
         let place = &run.place;
-        let mut args = [
-            "serve",
-            "--server",
-            &arg(kind),
-            "--certs",
-            &place.certs.display().to_string(),
-            "--addr",
-            &place.server_ip,
-            "--cc",
-            &arg(run.common.cc),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        if let Some(streams) = run.common.max_streams {
-            args.extend(["--max-streams".to_owned(), streams.to_string()]);
-        }
+        let args = serve_flags(kind, run);
         let (child, line) = start_pinned(place.server_core, place.ns.as_deref(), &args)?;
         let port = line
             .trim()
@@ -103,6 +88,29 @@ impl Drop for ServerProcess {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// The `serve` subcommand for a `kind` server with the run's settings.
+fn serve_flags(kind: ServerKind, run: &Run) -> Vec<String> {
+    let place = &run.place;
+    let mut args = [
+        "serve",
+        "--server",
+        &arg(kind),
+        "--certs",
+        &place.certs.display().to_string(),
+        "--addr",
+        &place.server_ip,
+        "--cc",
+        &arg(run.common.cc),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(streams) = run.common.max_streams {
+        args.extend(["--max-streams".to_owned(), streams.to_string()]);
+    }
+    args.extend(run.common.windows.flags());
+    args
 }
 
 /// This executable with `args`, under `taskset -c <core>` when pinning, inside the network
@@ -147,11 +155,11 @@ pub(crate) fn start_pinned(
 pub(crate) fn run_client<T>(
     server: &ServerProcess,
     place: &Placement,
-    args: &[&str],
+    args: &[impl AsRef<str>],
     what: &str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<Vec<T>, BoxError> {
-    let mut line: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let mut line: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
     line.extend(server.address_flags(place));
     let output = pinned(place.client_core, None, &line).output()?;
     let found: Vec<T> = String::from_utf8_lossy(&output.stdout)
@@ -164,19 +172,31 @@ pub(crate) fn run_client<T>(
     Ok(found)
 }
 
-/// Runs client subcommand `args` (a `--client` and `--cc` are added) as `kind` against a
-/// fresh server; returns what `parse` accepted and the server's CPU time over the run, in ms.
+/// The flags that make a client subcommand a `kind` client with the run's QUIC settings
+/// (`--client`, `--cc`, the windows).
+pub(crate) fn client_flags(kind: ClientKind, run: &Run) -> Vec<String> {
+    let mut flags = vec![
+        "--client".to_owned(),
+        arg(kind),
+        "--cc".to_owned(),
+        arg(run.common.cc),
+    ];
+    flags.extend(run.common.windows.flags());
+    flags
+}
+
+/// Runs client subcommand `args` (the [`client_flags`] are added) as `kind` against a fresh
+/// server; returns what `parse` accepted and the server's CPU time over the run, in ms.
 pub(crate) fn on_fresh_server<T>(
     kind: ClientKind,
     run: &Run,
-    args: &[&str],
+    args: &[impl AsRef<str>],
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<(Vec<T>, f64), BoxError> {
     let server = ServerProcess::start(kind.server(), run)?;
     let server_cpu = server.cpu_ms();
-    let mut args = args.to_vec();
-    let (client, cc) = (arg(kind), arg(run.common.cc));
-    args.extend(["--client", &client, "--cc", &cc]);
+    let mut args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    args.extend(client_flags(kind, run));
     let what = format!("{} {}", kind.name(), args[0]);
     let found = run_client(&server, &run.place, &args, &what, parse)?;
     let cpu_ms = server_cpu
@@ -235,4 +255,59 @@ pub(crate) fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Placement, client_flags, serve_flags};
+    use crate::cli::{Cli, Cmd};
+    use crate::compare::Run;
+    use crate::transport::{ClientKind, ServerKind};
+
+    fn run(line: &str) -> Run {
+        let words = ["quicrpc-bench", "compare"]
+            .into_iter()
+            .chain(line.split_whitespace());
+        let Cmd::Compare(scenario) = Cli::parse_from(words).command else {
+            unreachable!("compare parses as compare")
+        };
+        Run {
+            common: scenario.common().clone(),
+            scenario: scenario.name(),
+            place: Placement::new("certs".into(), false, None),
+            lab: None,
+        }
+    }
+
+    /// The common settings go to both processes: server and client.
+    #[test]
+    fn children_get_the_runs_settings() {
+        for (line, server, client) in [
+            (
+                "latency",
+                "serve --server quicrpc --certs certs --addr 127.0.0.1 --cc bbr",
+                "--client quic --cc bbr",
+            ),
+            (
+                "mixed --cc cubic --max-streams 100 --stream-window 8388608 --send-window 9",
+                "serve --server quicrpc --certs certs --addr 127.0.0.1 --cc cubic \
+                 --max-streams 100 --stream-window 8388608 --send-window 9",
+                "--client quic --cc cubic --stream-window 8388608 --send-window 9",
+            ),
+            (
+                "stream --conn-window 268435456",
+                "serve --server quicrpc --certs certs --addr 127.0.0.1 --cc bbr \
+                 --conn-window 268435456",
+                "--client quic --cc bbr --conn-window 268435456",
+            ),
+        ] {
+            let run = run(line);
+            let server_line = serve_flags(ServerKind::Quicrpc, &run).join(" ");
+            assert_eq!(server_line, server, "{line}");
+            let client_line = client_flags(ClientKind::Quic, &run).join(" ");
+            assert_eq!(client_line, client, "{line}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The `serve` subcommand: one server kind, serving Greeter and the agents service on a
-//! port of its choosing until standard input closes.
+//! The `serve` subcommand: one server kind, serving Greeter and the agents service (bare
+//! quinn: its two raw protocols) on a port of its choosing until standard input closes.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use quicrpc_examples::agents::agent_control_server::AgentControlServer;
 use quicrpc_examples::service::Agents;
 
-use crate::BoxError;
 use crate::helloworld::greeter_server::{Greeter, GreeterServer};
 use crate::helloworld::{HelloReply, HelloRequest};
 use crate::process::stdin_closed;
-use crate::transport::{Cc, ServerKind};
+use crate::transport::{Cc, ServerKind, Windows};
+use crate::{BoxError, bare};
 
 /// The `serve` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -31,6 +31,8 @@ pub(crate) struct ServeArgs {
     /// The most calls in flight per connection (both servers' own default if absent).
     #[arg(long)]
     pub(crate) max_streams: Option<u32>,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
 }
 
 /// Greeter: answers with the name it was sent.
@@ -56,11 +58,16 @@ pub(crate) async fn serve(args: &ServeArgs) -> Result<(), BoxError> {
     match args.server {
         ServerKind::Quicrpc => serve_quicrpc(args, cert, key).await,
         ServerKind::Tonic => serve_tonic(args, cert, key).await,
+        ServerKind::Quinn => {
+            let endpoint = bare::server(args.addr, &cert, &key)?;
+            announce(endpoint.local_addr()?.port())?;
+            bare::serve(endpoint, stdin_closed()).await
+        }
     }
 }
 
 async fn serve_quicrpc(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<(), BoxError> {
-    let mut builder = quicrpc::Server::builder();
+    let mut builder = args.windows.server(quicrpc::Server::builder());
     if let Some(streams) = args.max_streams {
         builder = builder.max_concurrent_streams(streams);
     }

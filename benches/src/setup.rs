@@ -13,7 +13,7 @@ use crate::helloworld::HelloRequest;
 use crate::helloworld::greeter_client::GreeterClient;
 use crate::process::{ServerProcess, run_client};
 use crate::report;
-use crate::transport::ServerKind;
+use crate::transport::{ServerKind, Windows};
 
 /// The `setup` subcommand's arguments.
 #[derive(clap::Args, Clone, Debug)]
@@ -25,6 +25,8 @@ pub(crate) struct SetupArgs {
     /// Connections timed, each from nothing to its first response.
     #[arg(long, default_value_t = 20)]
     pub(crate) count: usize,
+    #[command(flatten)]
+    pub(crate) windows: Windows,
 }
 
 /// How the client connects.
@@ -90,7 +92,7 @@ impl SetupMode {
 /// Connects as `args` says and prints one `SETUP` line: each time in microseconds, and how
 /// many calls went as accepted early data.
 pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
-    let (times, early) = run(args.mode, &args.server, args.count).await?;
+    let (times, early) = run(args, args.count).await?;
     let times: Vec<String> = times.iter().map(u64::to_string).collect();
     println!("SETUP times_us={} early={early}", times.join(","));
     Ok(())
@@ -99,11 +101,8 @@ pub(crate) async fn connect(args: &SetupArgs) -> Result<(), BoxError> {
 /// Connects `count` times (after one connection that leaves a session ticket), each time
 /// from nothing to the first response; returns each time in microseconds, and how many calls
 /// went as accepted early data.
-async fn run(
-    mode: SetupMode,
-    server: &ServerAddress,
-    count: usize,
-) -> Result<(Vec<u64>, usize), BoxError> {
+async fn run(args: &SetupArgs, count: usize) -> Result<(Vec<u64>, usize), BoxError> {
+    let (mode, server) = (args.mode, &args.server);
     let ca = server.ca_pem()?;
     let uri = server.uri();
     let mut times = Vec::with_capacity(count);
@@ -125,7 +124,9 @@ async fn run(
                 None
             }
             _ => {
-                let builder = quicrpc::Channel::builder(uri.clone())
+                let builder = args
+                    .windows
+                    .channel(quicrpc::Channel::builder(uri.clone()))
                     .ca_certificate(quicrpc::tls::Certificate::from_pem(&ca)?)
                     .domain_name("localhost");
                 let builder = match mode {
@@ -173,13 +174,11 @@ pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
         let mut early = 0;
         for _ in 0..run.common.reps {
             let server = ServerProcess::start(mode.server(), run)?;
-            let line = run_client(
-                &server,
-                &run.place,
-                &["setup", "--mode", &arg(mode)],
-                mode.name(),
-                |l| l.strip_prefix("SETUP ").map(str::to_owned),
-            )?
+            let mut args = vec!["setup".to_owned(), "--mode".to_owned(), arg(mode)];
+            args.extend(run.common.windows.flags());
+            let line = run_client(&server, &run.place, &args, mode.name(), |l| {
+                l.strip_prefix("SETUP ").map(str::to_owned)
+            })?
             .remove(0);
             for field in line.split(' ') {
                 match field.split_once('=') {
@@ -209,7 +208,7 @@ pub(crate) fn table(run: &Run, modes: &[SetupMode]) -> Result<(), BoxError> {
         );
         rows.push(report::Row::new(
             run.scenario,
-            &run.common.link.label(),
+            &run.common.label(),
             mode.name(),
             mode.name(),
             "time to first response (ms)",

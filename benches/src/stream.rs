@@ -1,19 +1,21 @@
 //! Scenario 3: streaming throughput. `streams` concurrent client streams of 64 KiB messages
 //! (the agents service's `BulkTransfer`, priority BULK), each sending as fast as the
-//! transport takes them; the server counts the bytes and answers when a stream ends.
+//! transport takes them; the server counts the bytes and answers when a stream ends. On
+//! loopback bare quinn runs too: a stream per upload written in 64 KiB chunks.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use bytes::Bytes;
 use quicrpc_examples::agents::Chunk;
 use quicrpc_examples::agents::agent_control_client::AgentControlClient;
 
-use crate::BoxError;
-use crate::cli::Common;
+use crate::cli::{Common, Timing};
 use crate::compare::Run;
 use crate::dial::{Dialed, GrpcChannel, Target, dial};
 use crate::process::{cpu_ms_of, on_fresh_server, parse_fields};
 use crate::report;
 use crate::transport::ClientKind;
+use crate::{BoxError, bare};
 
 /// Bytes in each message.
 pub(crate) const MESSAGE: usize = 64 * 1024;
@@ -26,12 +28,8 @@ pub(crate) struct StreamArgs {
     /// Concurrent streams on the one connection.
     #[arg(long, default_value_t = 1)]
     pub(crate) streams: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) duration: f64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1.0)]
-    pub(crate) warmup: f64,
+    #[command(flatten)]
+    pub(crate) timing: Timing,
 }
 
 /// `compare stream`'s flags.
@@ -83,26 +81,28 @@ impl StreamResult {
 
 /// Connects as `args.target` says and measures.
 pub(crate) async fn run(args: &StreamArgs) -> Result<StreamResult, BoxError> {
+    if args.target.client == ClientKind::Quinn {
+        let connection = bare::Connection::connect(&args.target.server, bare::COUNT).await?;
+        let uploads = BareUpload {
+            connection: connection.clone(),
+            chunk: vec![0x5a; MESSAGE].into(),
+        };
+        let result = measure(uploads, args).await;
+        connection.close().await;
+        return result;
+    }
     match dial(&args.target).await? {
-        Dialed::Quicrpc(channel) => measure(AgentControlClient::new(channel), args).await,
-        Dialed::Tonic(channel) => measure(AgentControlClient::new(channel), args).await,
+        Dialed::Quicrpc(channel) => measure(BulkTransfer::new(channel, MESSAGE), args).await,
+        Dialed::Tonic(channel) => measure(BulkTransfer::new(channel, MESSAGE), args).await,
     }
 }
 
-async fn measure<T: GrpcChannel>(
-    client: AgentControlClient<T>,
-    args: &StreamArgs,
-) -> Result<StreamResult, BoxError> {
+async fn measure<U: Uploader>(uploads: U, args: &StreamArgs) -> Result<StreamResult, BoxError> {
     let cpu_before = cpu_ms_of("self");
-    let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
-    let warmup = upload(&client, args.streams, warmup_end).await?;
+    let warmup_end = args.timing.warmup_end();
+    let warmup = upload(uploads.clone(), args.streams, warmup_end).await?;
     let start = Instant::now();
-    let bytes = upload(
-        &client,
-        args.streams,
-        start + Duration::from_secs_f64(args.duration),
-    )
-    .await?;
+    let bytes = upload(uploads, args.streams, args.timing.measured_end()).await?;
     let secs = start.elapsed().as_secs_f64();
     let cpu_ms = cpu_ms_of("self")
         .zip(cpu_before)
@@ -115,51 +115,77 @@ async fn measure<T: GrpcChannel>(
     })
 }
 
-/// `streams` uploads that send messages until `end`; the bytes the server counted.
-async fn upload<T: GrpcChannel>(
-    client: &AgentControlClient<T>,
+/// One upload that sends until a given time: `BulkTransfer` over gRPC, or bare quinn's
+/// counting stream.
+pub(crate) trait Uploader: Clone + Send + 'static {
+    /// Sends until `end`; the bytes the server counted.
+    fn upload(&mut self, end: Instant) -> impl Future<Output = Result<u64, BoxError>> + Send;
+}
+
+/// The agents service's `BulkTransfer` (priority BULK) in `message`-byte chunks.
+#[derive(Clone)]
+pub(crate) struct BulkTransfer<T> {
+    client: AgentControlClient<T>,
+    message: usize,
+}
+
+impl<T: GrpcChannel> BulkTransfer<T> {
+    pub(crate) fn new(channel: T, message: usize) -> Self {
+        Self {
+            client: AgentControlClient::new(channel),
+            message,
+        }
+    }
+}
+
+impl<T: GrpcChannel> Uploader for BulkTransfer<T> {
+    async fn upload(&mut self, end: Instant) -> Result<u64, BoxError> {
+        let data = vec![0x5a; self.message];
+        let messages = futures_util::stream::unfold((), move |()| {
+            let data = data.clone();
+            async move { (Instant::now() < end).then_some((Chunk { agent_id: 0, data }, ())) }
+        });
+        let reply = self.client.bulk_transfer(messages).await?;
+        Ok(reply.into_inner().bytes)
+    }
+}
+
+/// Bare quinn's counting stream, written in chunks of [`MESSAGE`] bytes.
+#[derive(Clone)]
+struct BareUpload {
+    connection: bare::Connection,
+    chunk: Bytes,
+}
+
+impl Uploader for BareUpload {
+    async fn upload(&mut self, end: Instant) -> Result<u64, BoxError> {
+        self.connection.upload(self.chunk.clone(), end).await
+    }
+}
+
+/// `streams` uploads at once, each sending until `end`; the bytes the server counted.
+pub(crate) async fn upload<U: Uploader>(
+    uploads: U,
     streams: usize,
     end: Instant,
 ) -> Result<u64, BoxError> {
-    let uploads = (0..streams).map(|_| {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            let data = vec![0x5a; MESSAGE];
-            let messages = futures_util::stream::unfold((), move |()| {
-                let data = data.clone();
-                async move { (Instant::now() < end).then_some((Chunk { agent_id: 0, data }, ())) }
-            });
-            client
-                .bulk_transfer(messages)
-                .await
-                .map(|reply| reply.into_inner().bytes)
-        })
+    let tasks = (0..streams).map(|_| {
+        let mut upload = uploads.clone();
+        tokio::spawn(async move { upload.upload(end).await })
     });
     let mut bytes = 0;
-    for upload in futures_util::future::join_all(uploads).await {
-        bytes += upload??;
+    for task in futures_util::future::join_all(tasks).await {
+        bytes += task??;
     }
     Ok(bytes)
 }
 
 /// `compare stream`: a table per number of streams.
 pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
-    let (duration, warmup) = (
-        run.common.duration.to_string(),
-        run.common.warmup.to_string(),
-    );
     for &streams in levels {
-        let count = streams.to_string();
-        let args = [
-            "stream",
-            "--streams",
-            &count,
-            "--duration",
-            &duration,
-            "--warmup",
-            &warmup,
-        ];
-        let runs = run.repeat(&ClientKind::ALL, |kind| {
+        let mut args = vec!["stream".to_owned(), "--streams".into(), streams.to_string()];
+        args.extend(run.common.timing.flags());
+        let runs = run.repeat(run.with_bare_quinn(), |kind| {
             let (mut results, server_cpu_ms) =
                 on_fresh_server(kind, run, &args, StreamResult::parse)?;
             let mut result = results.remove(0);
@@ -169,34 +195,50 @@ pub(crate) fn tables(run: &Run, levels: &[usize]) -> Result<(), BoxError> {
         println!(
             "\n## {streams} stream(s) of {} KiB messages, {}\n",
             MESSAGE / 1024,
-            run.common.link.label()
+            run.common.label()
         );
-        println!("| transport | MB/s | CPU ms per MB | MB/s ÷ tonic |");
-        println!("|---|---|---|---|");
-        let mut rows = Vec::new();
-        for kind in ClientKind::ALL {
-            let (results, pairs) = report::of_kind(&runs, kind);
-            let ratios: Vec<f64> = pairs
+        let baselines = report::baselines_in(&runs);
+        let mut columns = vec![
+            "transport".to_owned(),
+            "MB/s".into(),
+            "CPU ms per MB".into(),
+        ];
+        columns.extend(
+            baselines
                 .iter()
-                .map(|(m, t)| m.mb_per_s() / t.mb_per_s())
-                .collect();
+                .map(|base| format!("MB/s ÷ {}", base.short_name())),
+        );
+        println!("{}", report::markdown_row(&columns));
+        println!("|{}", "---|".repeat(columns.len()));
+        let mut rows = Vec::new();
+        for &kind in run.with_bare_quinn() {
+            let (results, _) = report::of_kind(&runs, kind);
             let rates: Vec<f64> = results.iter().map(|r| r.mb_per_s()).collect();
-            println!(
-                "| {} | {} | {} | {} |",
-                kind.name(),
+            let mut cells = vec![
+                kind.name().to_owned(),
                 report::cell(rates.clone(), 1),
                 report::cell(
                     results
                         .iter()
                         .map(|r| r.cpu_ms / (r.all_bytes as f64 / 1e6))
                         .collect(),
-                    2
+                    2,
                 ),
-                report::cell(ratios, 2),
-            );
+            ];
+            for &base in &baselines {
+                let pairs = report::pairs(&runs, kind, base);
+                cells.push(report::cell(
+                    pairs
+                        .iter()
+                        .map(|(m, b)| m.mb_per_s() / b.mb_per_s())
+                        .collect(),
+                    2,
+                ));
+            }
+            println!("{}", report::markdown_row(&cells));
             rows.push(report::Row::new(
                 run.scenario,
-                &run.common.link.label(),
+                &run.common.label(),
                 &format!("{streams} stream(s)"),
                 kind.name(),
                 "MB per second",

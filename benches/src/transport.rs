@@ -1,6 +1,6 @@
-//! The transports compared: each client kind, the server it talks to, and the QUIC congestion
-//! controllers. A new comparator is a variant here, its server in `serve` and its client in
-//! `dial`.
+//! The transports compared: each client kind, the server it talks to, and the QUIC settings
+//! swept (congestion controllers, flow-control windows). A new comparator is a variant here,
+//! its server in `serve` and its client in `dial`.
 
 use clap::ValueEnum;
 
@@ -22,6 +22,98 @@ impl Cc {
     }
 }
 
+/// QUIC's flow-control windows, both sides of quicrpc (quicrpc's defaults where absent):
+/// `compare`'s common flags, and the `serve` and client subcommands' that it passes on.
+/// Bare quinn keeps quinn's defaults whatever these say.
+#[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// QUIC stream receive window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) stream_window: Option<u32>,
+    /// QUIC connection receive window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) conn_window: Option<u32>,
+    /// QUIC send window in bytes, both sides (quicrpc only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) send_window: Option<u64>,
+}
+
+impl Windows {
+    /// The flags that set these windows in a child process.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let windows = [
+            ("--stream-window", self.stream_window.map(u64::from)),
+            ("--conn-window", self.conn_window.map(u64::from)),
+            ("--send-window", self.send_window),
+        ];
+        for (flag, bytes) in windows {
+            if let Some(bytes) = bytes {
+                flags.extend([flag.to_owned(), bytes.to_string()]);
+            }
+        }
+        flags
+    }
+
+    /// What the tables and charts say about the windows: empty for quicrpc's defaults, else
+    /// "stream window 8388608 B; ...".
+    pub(crate) fn label(&self) -> String {
+        let windows = [
+            ("stream window", self.stream_window.map(u64::from)),
+            ("connection window", self.conn_window.map(u64::from)),
+            ("send window", self.send_window),
+        ];
+        let set: Vec<String> = windows
+            .iter()
+            .filter_map(|(name, bytes)| bytes.map(|b| format!("{name} {b} B")))
+            .collect();
+        set.join("; ")
+    }
+
+    /// A quicrpc server's builder with these windows.
+    pub(crate) fn server(&self, builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
+        use quicrpc::ServerBuilder as B;
+        self.apply(
+            builder,
+            B::stream_receive_window,
+            B::connection_receive_window,
+            B::send_window,
+        )
+    }
+
+    /// A quicrpc channel's builder with these windows.
+    pub(crate) fn channel(&self, builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
+        use quicrpc::ChannelBuilder as B;
+        self.apply(
+            builder,
+            B::stream_receive_window,
+            B::connection_receive_window,
+            B::send_window,
+        )
+    }
+
+    /// `builder` with the windows that are set, by its setters for each (both builders have
+    /// the same three, and no trait in common).
+    fn apply<B>(
+        &self,
+        mut builder: B,
+        stream: fn(B, u32) -> B,
+        connection: fn(B, u32) -> B,
+        send: fn(B, u64) -> B,
+    ) -> B {
+        if let Some(bytes) = self.stream_window {
+            builder = stream(builder, bytes);
+        }
+        if let Some(bytes) = self.conn_window {
+            builder = connection(builder, bytes);
+        }
+        if let Some(bytes) = self.send_window {
+            builder = send(builder, bytes);
+        }
+        builder
+    }
+}
+
 /// The servers `serve` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ServerKind {
@@ -29,6 +121,8 @@ pub(crate) enum ServerKind {
     Quicrpc,
     /// tonic's own server, TCP+TLS.
     Tonic,
+    /// Bare quinn with its defaults: no framing, no gRPC.
+    Quinn,
 }
 
 /// The clients the load generators run, each against its server.
@@ -42,6 +136,8 @@ pub(crate) enum ClientKind {
     Tonic,
     /// Plain tonic, one TCP+TLS connection per call in flight (the head-of-line control).
     TonicPool,
+    /// Bare quinn: a QUIC stream per call, no framing (the transport's limit).
+    Quinn,
 }
 
 impl ClientKind {
@@ -55,11 +151,20 @@ impl ClientKind {
         ClientKind::Tonic,
         ClientKind::TonicPool,
     ];
+    /// Scenarios 1 to 3's transports on loopback: the three, and bare quinn (see
+    /// `compare::Run::with_bare_quinn`).
+    pub(crate) const WITH_QUINN: [ClientKind; 4] = [
+        ClientKind::Quic,
+        ClientKind::QuicrpcTcp,
+        ClientKind::Tonic,
+        ClientKind::Quinn,
+    ];
 
     pub(crate) fn server(self) -> ServerKind {
         match self {
             Self::Quic | Self::QuicrpcTcp => ServerKind::Quicrpc,
             Self::Tonic | Self::TonicPool => ServerKind::Tonic,
+            Self::Quinn => ServerKind::Quinn,
         }
     }
 
@@ -69,6 +174,60 @@ impl ClientKind {
             Self::QuicrpcTcp => "quicrpc TCP fallback",
             Self::Tonic => "tonic TCP+TLS",
             Self::TonicPool => "tonic, a connection per call",
+            Self::Quinn => "bare quinn",
+        }
+    }
+
+    /// The name in a ratio's column heading ("calls/s ÷ tonic").
+    pub(crate) fn short_name(self) -> &'static str {
+        match self {
+            Self::Tonic => "tonic",
+            other => other.name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Windows;
+
+    /// Each window that is set reaches its own setter, and no other.
+    #[test]
+    fn windows_that_are_set_reach_their_setters() {
+        type Calls = Vec<(&'static str, u64)>;
+        fn stream(mut calls: Calls, bytes: u32) -> Calls {
+            calls.push(("stream", bytes.into()));
+            calls
+        }
+        fn connection(mut calls: Calls, bytes: u32) -> Calls {
+            calls.push(("connection", bytes.into()));
+            calls
+        }
+        fn send(mut calls: Calls, bytes: u64) -> Calls {
+            calls.push(("send", bytes));
+            calls
+        }
+        let window = |stream, conn, send| Windows {
+            stream_window: stream,
+            conn_window: conn,
+            send_window: send,
+        };
+        for (windows, want) in [
+            (window(None, None, None), vec![]),
+            (window(Some(1), None, None), vec![("stream", 1)]),
+            (window(None, Some(2), None), vec![("connection", 2)]),
+            (window(None, None, Some(3)), vec![("send", 3)]),
+            (
+                window(Some(8_388_608), Some(u32::MAX), Some(u64::MAX)),
+                vec![
+                    ("stream", 8_388_608),
+                    ("connection", u32::MAX.into()),
+                    ("send", u64::MAX),
+                ],
+            ),
+        ] {
+            let calls = windows.apply(Vec::new(), stream, connection, send);
+            assert_eq!(calls, want, "{windows:?}");
         }
     }
 }
