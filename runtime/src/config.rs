@@ -22,8 +22,9 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Per-stream receive window: quinn's default, 1.25 MB (100 Mbit/s over 100 ms).
 pub(crate) const DEFAULT_STREAM_WINDOW: u32 = 1_250_000;
-/// Bytes sent and not yet acknowledged, all streams together: quinn's default, 10 MB.
-pub(crate) const DEFAULT_SEND_WINDOW: u64 = 8 * DEFAULT_STREAM_WINDOW as u64;
+/// The most bytes written and not yet acknowledged, all streams together, while quicrpc sizes
+/// the send window itself ([`crate::window`]).
+pub(crate) const MAX_AUTO_SEND_WINDOW: u64 = 16 * 1024 * 1024;
 
 /// The congestion controller a QUIC connection uses for what it sends.
 ///
@@ -62,7 +63,9 @@ pub(crate) struct ConnectionConfig {
     pub(crate) send_fairness: bool,
     pub(crate) stream_receive_window: u32,
     pub(crate) connection_receive_window: u32,
-    pub(crate) send_window: u64,
+    /// `None`: sized by quicrpc to the path ([`crate::window`]), up to
+    /// [`MAX_AUTO_SEND_WINDOW`].
+    pub(crate) send_window: Option<u64>,
     /// Where to write a qlog trace per connection.
     #[cfg(feature = "qlog")]
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
@@ -81,7 +84,7 @@ impl ConnectionConfig {
             send_fairness: true,
             stream_receive_window: DEFAULT_STREAM_WINDOW,
             connection_receive_window: DEFAULT_CONNECTION_WINDOW,
-            send_window: DEFAULT_SEND_WINDOW,
+            send_window: None,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -98,7 +101,7 @@ impl ConnectionConfig {
             send_fairness: true,
             stream_receive_window: DEFAULT_STREAM_WINDOW,
             connection_receive_window: DEFAULT_CONNECTION_WINDOW,
-            send_window: DEFAULT_SEND_WINDOW,
+            send_window: None,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -120,7 +123,7 @@ impl ConnectionConfig {
             .max_concurrent_uni_streams(incoming_uni.into())
             .stream_receive_window(self.stream_receive_window.into())
             .receive_window(self.connection_receive_window.into())
-            .send_window(self.send_window)
+            .send_window(self.send_window.unwrap_or(crate::window::MIN))
             .send_fairness(self.send_fairness);
         match self.congestion_control {
             CongestionControl::Cubic => transport
@@ -245,12 +248,17 @@ macro_rules! connection_setters {
             self
         }
 
-        /// How many bytes this side lets QUIC hold that are written and not yet acknowledged,
-        /// all of a connection's calls together: a write waits while the window is full.
-        /// Default: 10 MB, quinn's. QUIC only.
+        /// Fixes how many bytes this side lets QUIC hold that are written and not yet
+        /// acknowledged, all of a connection's calls together: a write waits while the window
+        /// is full. QUIC only.
+        ///
+        /// Default: sized to the path, four times its bandwidth-delay product (the rate it
+        /// carries times its quietest round trip), between 1 MiB and 16 MiB, updated every
+        /// 50 ms. A window much larger than the path needs is a queue that urgent calls wait
+        /// behind whatever their priority; a smaller one caps throughput (docs/tuning.md).
         #[must_use]
         pub fn send_window(mut self, bytes: u64) -> Self {
-            self.config.send_window = bytes;
+            self.config.send_window = Some(bytes);
             self
         }
 
@@ -277,7 +285,7 @@ mod tests {
         let mut config = ConnectionConfig::client_default();
         config.stream_receive_window = 123_457;
         config.connection_receive_window = 7_654_321;
-        config.send_window = 98_765_432;
+        config.send_window = Some(98_765_432);
         // quinn's TransportConfig shows its settings only through Debug.
         let shown = format!("{:?}", config.client_transport().unwrap());
         for want in [

@@ -64,6 +64,7 @@ mod stream;
 mod sync;
 mod telemetry;
 mod transport;
+mod window;
 mod zero_rtt;
 
 #[doc(hidden)]

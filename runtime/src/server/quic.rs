@@ -181,6 +181,10 @@ async fn serve_connection(
     let peer = peer_certificates(&conn);
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
+    tokio::spawn(crate::window::size_send_window(
+        conn.clone(),
+        shared.config.send_window,
+    ));
     let calls = TaskTracker::new();
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let mut draining = false;

@@ -33,6 +33,8 @@ pub(super) struct QuicConnector {
     port: u16,
     server_name: String,
     connect_timeout: Duration,
+    /// The send window the application fixed, if it did.
+    send_window: Option<u64>,
     /// For connections that need a config of their own (qlog).
     #[cfg(feature = "qlog")]
     config: ConnectionConfig,
@@ -99,6 +101,7 @@ impl QuicConnector {
             port: target.port,
             server_name: target.server_name.clone(),
             connect_timeout,
+            send_window: config.send_window,
             #[cfg(feature = "qlog")]
             config: config.clone(),
         })
@@ -160,10 +163,11 @@ impl QuicConnector {
         let draining = Arc::new(AtomicBool::new(false));
         let watch = control::watch(quic.clone(), draining.clone());
         let stats = sample_connection(quic.clone(), Side::Client);
+        let window = crate::window::size_send_window(quic.clone(), self.send_window);
         tokio::spawn(async move {
             tokio::select! {
                 () = dropped.cancelled() => {}
-                ((), ()) = async { tokio::join!(watch, stats) } => {}
+                ((), (), ()) = async { tokio::join!(watch, stats, window) } => {}
             }
         });
         Ok(Conn {
