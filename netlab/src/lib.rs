@@ -62,6 +62,8 @@ pub struct DirectionCounts {
     pub overflowed: u64,
     /// Packets written to the receiving side's device.
     pub delivered: u64,
+    /// Bytes of those packets, IP headers included.
+    pub delivered_bytes: u64,
 }
 
 impl std::fmt::Display for DirectionCounts {
@@ -84,6 +86,7 @@ struct Counters {
     dropped: AtomicU64,
     overflowed: AtomicU64,
     delivered: AtomicU64,
+    delivered_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +96,7 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             overflowed: self.overflowed.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -326,6 +330,9 @@ fn deliver(to: &tun::Device, from_relay: &mpsc::Receiver<(Instant, Vec<u8>)>, co
         }
         if to.send(&packet).is_ok() {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
+            counters
+                .delivered_bytes
+                .fetch_add(packet.len() as u64, Ordering::Relaxed);
         }
     }
 }
