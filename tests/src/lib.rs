@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod interop;
+pub mod link;
 pub mod local_metrics;
 pub mod netns;
 pub mod raw;

@@ -156,33 +156,21 @@ async fn the_server_takes_priority_from_the_head_else_from_its_own_table() {
 /// that (at most ~52 ms here).
 #[tokio::test]
 async fn critical_calls_overtake_a_bulk_transfer_on_a_saturated_link() {
-    use quicrpc_netlab::{LinkConfig, Netlab};
+    use quicrpc_netlab::LinkConfig;
+    use quicrpc_tests::link::ServerBehindLink;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
     const REPLIES: u32 = 64;
-    let lab = Netlab::start(LinkConfig {
+    let behind = ServerBehindLink::start(LinkConfig {
         delay: Duration::from_millis(5),
         rate: Some(20_000_000),
         queue_bytes: 128 * 1024,
         ..LinkConfig::default()
     })
-    .unwrap_or_else(|e| {
-        panic!("THIS TEST DID NOT RUN: no emulated link ({e}); it needs root and /dev/net/tun")
-    });
-    let ip = lab.server_ip;
-    let udp = lab.enter(|| std::net::UdpSocket::bind((ip, 0)).expect("UDP behind the link"));
-    let options = quicrpc_tests::TestOptions {
-        sockets: Some((Some(udp), None)),
-        ..Default::default()
-    };
-    let server = TestServer::start_with(options, |b| b).await;
-    let channel = quicrpc::Channel::builder(format!("https://{ip}:{}", server.addr.port()))
-        .ca_certificate(server.cert.ca_certificate())
-        .domain_name("localhost")
-        .fallback(quicrpc::Fallback::QuicOnly)
-        .connect();
+    .await;
+    let channel = behind.channel().connect();
     let mut client = quicrpc_tests::pb::echo_client::EchoClient::new(
         within("connect", channel).await.expect("connect"),
     );
@@ -240,6 +228,6 @@ async fn critical_calls_overtake_a_bulk_transfer_on_a_saturated_link() {
         .expect("bulk transfer");
     assert!(before < REPLIES);
     assert_eq!(received.load(Ordering::Relaxed), REPLIES);
-    let (up, down) = lab.counts();
+    let (up, down) = behind.lab.counts();
     println!("link: client -> server {up}; server -> client {down}");
 }

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quicrpc::Priority;
-use quicrpc_netlab::{LinkConfig, Netlab};
+use quicrpc_netlab::LinkConfig;
+use quicrpc_tests::link::ServerBehindLink;
 use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestServer, within};
+use quicrpc_tests::within;
 
 const UPLOADS: usize = 8;
 const MESSAGE: usize = 16 * 1024;
@@ -37,20 +38,8 @@ fn short_thin() -> LinkConfig {
 /// Returns bounds on it, (below, above): the link counts datagrams and their bytes, not the
 /// stream data in them.
 async fn backlog_after(link: LinkConfig, total: u64, fixed: Option<u64>) -> (u64, u64) {
-    let lab = Netlab::start(link).unwrap_or_else(|e| {
-        panic!("THIS TEST DID NOT RUN: no emulated link ({e}); it needs root and /dev/net/tun")
-    });
-    let ip = lab.server_ip;
-    let udp = lab.enter(|| std::net::UdpSocket::bind((ip, 0)).expect("UDP behind the link"));
-    let options = quicrpc_tests::TestOptions {
-        sockets: Some((Some(udp), None)),
-        ..Default::default()
-    };
-    let server = TestServer::start_with(options, |b| b).await;
-    let builder = quicrpc::Channel::builder(format!("https://{ip}:{}", server.addr.port()))
-        .ca_certificate(server.cert.ca_certificate())
-        .domain_name("localhost")
-        .fallback(quicrpc::Fallback::QuicOnly);
+    let behind = ServerBehindLink::start(link).await;
+    let builder = behind.channel();
     let builder = match fixed {
         Some(bytes) => builder.send_window(bytes),
         None => builder,
@@ -84,7 +73,7 @@ async fn backlog_after(link: LinkConfig, total: u64, fixed: Option<u64>) -> (u64
     };
     within("uploads hand over their bytes", enough).await;
     let handed = handed.load(Ordering::Relaxed);
-    let (up, _down) = lab.counts();
+    let (up, _down) = behind.lab.counts();
     uploads.iter().for_each(|upload| upload.abort());
     let datagram_bytes = up.delivered_bytes - up.delivered * IP_UDP_HEADERS;
     let least_data = datagram_bytes.saturating_sub(up.delivered * QUIC_OVERHEAD);
