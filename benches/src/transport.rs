@@ -23,6 +23,12 @@ impl Cc {
 }
 
 /// QUIC's flow-control windows, both sides of quicrpc (quicrpc's defaults where absent):
+/// With feature `qlog`: the environment variable that names a directory for a qlog trace of
+/// every quicrpc QUIC connection, both sides (`QUICRPC_BENCH_QLOG=/tmp/q quicrpc-bench
+/// compare ...`). For finding where a tail comes from, not for measuring: tracing costs.
+#[cfg(feature = "qlog")]
+const QLOG_DIR: &str = "QUICRPC_BENCH_QLOG";
+
 /// `compare`'s common flags, and the `serve` and client subcommands' that it passes on.
 /// Bare quinn keeps quinn's defaults whatever these say.
 #[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +79,11 @@ impl Windows {
     /// A quicrpc server's builder with these windows.
     pub(crate) fn server(&self, builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
         use quicrpc::ServerBuilder as B;
+        #[cfg(feature = "qlog")]
+        let builder = match std::env::var_os(QLOG_DIR) {
+            Some(dir) => builder.qlog_dir(dir),
+            None => builder,
+        };
         self.apply(
             builder,
             B::stream_receive_window,
@@ -84,6 +95,11 @@ impl Windows {
     /// A quicrpc channel's builder with these windows.
     pub(crate) fn channel(&self, builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
         use quicrpc::ChannelBuilder as B;
+        #[cfg(feature = "qlog")]
+        let builder = match std::env::var_os(QLOG_DIR) {
+            Some(dir) => builder.qlog_dir(dir),
+            None => builder,
+        };
         self.apply(
             builder,
             B::stream_receive_window,
