@@ -46,7 +46,9 @@ pub enum CongestionControl {
     /// NewReno (RFC 9002's reference controller).
     NewReno,
     /// BBR (quinn's BBRv1), the default here. Model-based, so random loss does not cut its
-    /// rate the way it cuts CUBIC's.
+    /// rate the way it cuts CUBIC's. On a path whose quietest round trip is at most 1 ms its
+    /// window never falls below its initial window (240 KB): quinn's PROBE_RTT would
+    /// otherwise shrink it to four datagrams for 200 ms on such paths (docs/tuning.md).
     #[default]
     Bbr,
 }
@@ -131,8 +133,9 @@ impl ConnectionConfig {
             CongestionControl::NewReno => transport.congestion_controller_factory(Arc::new(
                 quinn::congestion::NewRenoConfig::default(),
             )),
-            CongestionControl::Bbr => transport
-                .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+            CongestionControl::Bbr => transport.congestion_controller_factory(Arc::new(
+                crate::congestion::FlooredBbrConfig::default(),
+            )),
         };
         Ok(transport)
     }

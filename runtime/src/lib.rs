@@ -52,6 +52,7 @@
 
 mod client;
 mod config;
+mod congestion;
 mod deadline;
 mod error;
 mod method;
