@@ -165,7 +165,8 @@ pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Samples a QUIC connection's statistics into metrics until it closes: RTT and congestion
 /// window as histograms (one sample per connection per interval), lost packets, congestion
-/// events and path validations as counters. Cancel-safe: it only records.
+/// events, path validations and the DATA_BLOCKED / STREAM_DATA_BLOCKED frames this side sent
+/// as counters. Cancel-safe: it only records.
 pub(crate) async fn sample_connection(conn: quinn::Connection, side: Side) {
     let side = side.as_str();
     let mut last = conn.stats();
@@ -191,6 +192,40 @@ pub(crate) async fn sample_connection(conn: quinn::Connection, side: Side) {
             now.frame_rx.path_challenge,
             last.frame_rx.path_challenge,
         ));
+        // Sent by this side: it had data to send and the peer's credit ran out.
+        metrics::counter!("quicrpc_quic_data_blocked_total", "side" => side, "scope" => "connection")
+            .increment(delta(now.frame_tx.data_blocked, last.frame_tx.data_blocked));
+        metrics::counter!("quicrpc_quic_data_blocked_total", "side" => side, "scope" => "stream")
+            .increment(delta(
+                now.frame_tx.stream_data_blocked,
+                last.frame_tx.stream_data_blocked,
+            ));
         last = now;
     }
+}
+
+/// What a write of a QUIC stream waited for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Room in quinn's send buffer, or flow-control credit from the peer.
+    Blocked,
+    /// A more urgent write of the same connection that was waiting for room (the write gate).
+    Held,
+}
+
+/// Records that a write at `priority` waited `waited` for `what`: a histogram per side,
+/// priority and kind of wait, so that its count and sum say how often and how long each
+/// priority waits.
+pub(crate) fn write_waited(side: Side, priority: Priority, what: Wait, waited: Duration) {
+    let what = match what {
+        Wait::Blocked => "blocked",
+        Wait::Held => "held",
+    };
+    metrics::histogram!(
+        "quicrpc_quic_write_wait_seconds",
+        "side" => side.as_str(),
+        "priority" => priority.as_str(),
+        "wait" => what
+    )
+    .record(waited.as_secs_f64());
 }

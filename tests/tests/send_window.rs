@@ -5,14 +5,10 @@
 //! A bound on bytes, not on speed: the bytes the uploads handed to the channel, less what
 //! the emulated link delivered to the server, is what waits at the client.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quicrpc::Priority;
 use quicrpc_netlab::LinkConfig;
-use quicrpc_tests::link::ServerBehindLink;
-use quicrpc_tests::pb::EchoRequest;
+use quicrpc_tests::link::{BulkUploads, ServerBehindLink};
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::within;
 
@@ -46,35 +42,11 @@ async fn backlog_after(link: LinkConfig, total: u64, fixed: Option<u64>) -> (u64
     };
     let client = EchoClient::new(within("connect", builder.connect()).await.expect("connect"));
 
-    let handed = Arc::new(AtomicU64::new(0));
-    let uploads: Vec<_> = (0..UPLOADS)
-        .map(|_| {
-            let mut client = client.clone();
-            let handed = handed.clone();
-            let messages = futures_util::stream::repeat_with(move || {
-                handed.fetch_add(MESSAGE as u64, Ordering::Relaxed);
-                EchoRequest {
-                    message: "x".repeat(MESSAGE),
-                    ..EchoRequest::default()
-                }
-            });
-            let mut request = tonic::Request::new(messages);
-            request.extensions_mut().insert(Priority::Bulk);
-            tokio::spawn(async move {
-                let _ = client.client_stream(request).await;
-            })
-        })
-        .collect();
-    let enough = async {
-        let mut ticks = tokio::time::interval(Duration::from_millis(10));
-        while handed.load(Ordering::Relaxed) < total {
-            ticks.tick().await;
-        }
-    };
-    within("uploads hand over their bytes", enough).await;
-    let handed = handed.load(Ordering::Relaxed);
+    let uploads = BulkUploads::start(&client, UPLOADS, MESSAGE);
+    within("uploads hand over their bytes", uploads.until_handed(total)).await;
+    let handed = uploads.handed();
     let (up, _down) = behind.lab.counts();
-    uploads.iter().for_each(|upload| upload.abort());
+    drop(uploads);
     let datagram_bytes = up.delivered_bytes - up.delivered * IP_UDP_HEADERS;
     let least_data = datagram_bytes.saturating_sub(up.delivered * QUIC_OVERHEAD);
     (

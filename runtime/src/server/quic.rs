@@ -19,8 +19,8 @@ use super::stats::HandshakeGuard;
 use super::{CLOSE_LINGER, Shared};
 use crate::status::{Peer, normalize_status, status_code};
 use crate::stream::{
-    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, close_quietly, quic_code, read_head,
-    send_body,
+    HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, WriteGate, close_quietly, quic_code,
+    read_head, send_body,
 };
 use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection};
 use crate::tls::PeerCertificates;
@@ -28,7 +28,7 @@ use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder};
 use crate::zero_rtt::replay_safe;
-use crate::{MethodInfo, Transport, ZeroRtt, deadline, method_info, priority, wire};
+use crate::{MethodInfo, Priority, Transport, ZeroRtt, deadline, method_info, priority, wire};
 
 /// Accepts QUIC connections until `shutdown`, then drains them.
 pub(super) async fn serve_quic(
@@ -185,6 +185,7 @@ async fn serve_connection(
         conn.clone(),
         shared.config.send_window,
     ));
+    let gate = WriteGate::new(&conn, Side::Server);
     let calls = TaskTracker::new();
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let mut draining = false;
@@ -212,13 +213,14 @@ async fn serve_connection(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) if draining => {
                     // Not processed: the client may safely retry it elsewhere.
-                    let mut send = SendHalf::new(send);
+                    let mut send = SendHalf::new(send, gate.clone());
                     send.reset(ErrorCode::RefusedStream);
                     RecvHalf::new(recv).stop(ErrorCode::RefusedStream);
                 }
                 Ok((send, recv)) => {
                     // The address now, not at accept: the client may have migrated.
                     let remote = conn.remote_address();
+                    let send = SendHalf::new(send, gate.clone());
                     calls.spawn(serve_call(send, recv, shared.clone(), remote, peer.clone()));
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
@@ -265,7 +267,9 @@ async fn send_goaway(conn: quinn::Connection) {
     let Ok(stream) = conn.open_uni().await else {
         return;
     };
-    let mut send = SendHalf::new(stream);
+    // Not through the connection's gate: the client should hear GOAWAY whatever else waits.
+    let mut send = SendHalf::new(stream, WriteGate::detached(Side::Server));
+    send.set_priority(Priority::Critical);
     let mut prefix = BytesMut::new();
     wire::varint::put(&mut prefix, frame::CONTROL_STREAM);
     let mut frames = [prefix.freeze(), frame::encode(frame::GOAWAY, b"")];
@@ -277,14 +281,13 @@ async fn send_goaway(conn: quinn::Connection) {
 /// Serves one call until it is done or the client cancels it (STOP_SENDING, or the connection
 /// is lost), which drops the handler.
 async fn serve_call(
-    send: quinn::SendStream,
+    mut send: SendHalf,
     recv: quinn::RecvStream,
     shared: Arc<Shared>,
     remote: SocketAddr,
     peer: Option<PeerCertificates>,
 ) {
     let _call = shared.stats.call();
-    let mut send = SendHalf::new(send);
     let cancelled = send.stopped();
     tokio::select! {
         biased;

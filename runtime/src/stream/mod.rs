@@ -3,12 +3,14 @@
 //! rest of it as an `http_body::Body` ([`body`]).
 
 mod body;
+mod gate;
 mod recv;
 mod send;
 
 use quinn::VarInt;
 
 pub(crate) use self::body::{ClientCallParts, RecvBody};
+pub(crate) use self::gate::WriteGate;
 pub(crate) use self::recv::{HeadError, RecvHalf, read_head};
 pub(crate) use self::send::{SendBodyError, SendHalf, send_body};
 use crate::wire::code::ErrorCode;

@@ -1,16 +1,21 @@
 //! The sending half of a call's stream, and writing an `http_body::Body` as frames.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
 use http_body::Body;
 use quinn::WriteError;
+use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Status;
 
+use super::gate::{WaitGuard, WriteGate};
 use super::quic_code;
+use crate::Priority;
 use crate::status::{normalize_status, status_code, status_fields};
+use crate::telemetry::{self, Wait};
 use crate::wire::code::ErrorCode;
 use crate::wire::{fields, frame};
 
@@ -22,32 +27,72 @@ const FLUSH_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct SendHalf {
     stream: quinn::SendStream,
+    /// The connection's gate: writes wait for more urgent ones that wait for room.
+    gate: Arc<WriteGate>,
+    priority: Priority,
     closed: bool,
     wrote_any: bool,
     mid_write: bool,
 }
 
 impl SendHalf {
-    pub(crate) fn new(stream: quinn::SendStream) -> Self {
+    /// The sending half of `stream`, at [`Priority::Normal`] until
+    /// [`set_priority`](Self::set_priority), writing through its connection's `gate`.
+    pub(crate) fn new(stream: quinn::SendStream, gate: Arc<WriteGate>) -> Self {
         Self {
             stream,
+            gate,
+            priority: Priority::Normal,
             closed: false,
             wrote_any: false,
             mid_write: false,
         }
     }
 
-    pub(crate) fn set_priority(&self, priority: crate::Priority) {
+    pub(crate) fn set_priority(&mut self, priority: Priority) {
+        self.priority = priority;
         // Fails only if the stream is already closed, in which case nothing is left to order.
         let _ = self
             .stream
             .set_priority(crate::priority::quinn_priority(priority));
     }
 
-    /// Writes whole frames. Never waits for the peer's acknowledgement.
+    /// Writes whole frames. Never waits for the peer's acknowledgement; waits for room in
+    /// quinn's send buffer and flow-control credit, and, through the connection's
+    /// [`WriteGate`], for more urgent writes that wait for the same.
     pub(crate) async fn write(&mut self, chunks: &mut [Bytes]) -> Result<(), WriteError> {
         self.mid_write = true;
-        self.stream.write_all_chunks(chunks).await?;
+        let (gate, priority) = (&self.gate, self.priority);
+        let mut write = pin!(self.stream.write_all_chunks(chunks));
+        // Held back by the gate: the timer for when the holder stops holding, and since when.
+        let mut held: Option<(Pin<Box<Sleep>>, Instant)> = None;
+        // Waiting for room in quinn: since when, and the hold on less urgent writes.
+        let mut blocked: Option<(Instant, Option<WaitGuard>)> = None;
+        let result = poll_fn(|cx| {
+            while let Some(until) = gate.held_until(priority, cx.waker()) {
+                let (sleep, _) =
+                    held.get_or_insert_with(|| (Box::pin(sleep_until(until)), Instant::now()));
+                sleep.as_mut().reset(until);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The holder stopped holding others back: look again.
+            }
+            let poll = write.as_mut().poll(cx);
+            if poll.is_pending() && blocked.is_none() {
+                blocked = Some((Instant::now(), gate.wait(priority)));
+            }
+            poll
+        })
+        .await;
+        if let Some((_, since)) = held {
+            telemetry::write_waited(gate.side(), priority, Wait::Held, since.elapsed());
+        }
+        if let Some((since, guard)) = blocked {
+            drop(guard);
+            telemetry::write_waited(gate.side(), priority, Wait::Blocked, since.elapsed());
+        }
+        result?;
         self.mid_write = false;
         self.wrote_any = true;
         Ok(())

@@ -2,6 +2,7 @@
 //! replay of a call the server would not run from early data.
 
 use std::future::{Future, poll_fn};
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +16,7 @@ use crate::client::{Call, CallSettings, ResponseBody};
 use crate::status::{Peer, check_status_fields, connection_status, malformed};
 use crate::stream::{
     AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
-    read_head, send_body,
+    WriteGate, read_head, send_body,
 };
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -86,7 +87,7 @@ impl Conn {
             };
             call.started(Transport::Quic, Some(VarInt::from(send.id()).into_inner()));
             let sent_early = recv.is_0rtt();
-            match exchange(send, recv, request, call.priority, settings).await {
+            match exchange(send, recv, request, call.priority, settings, &self.gate).await {
                 Ok(response) => {
                     if sent_early {
                         call.zero_rtt = ZeroRtt::Accepted;
@@ -133,9 +134,10 @@ async fn exchange(
     request: http::Request<tonic::body::Body>,
     priority: Priority,
     settings: &CallSettings,
+    gate: &Arc<WriteGate>,
 ) -> Result<http::Response<RecvBody>, Failure> {
     let early = recv.is_0rtt();
-    let send = SendHalf::new(send);
+    let mut send = SendHalf::new(send, gate.clone());
     send.set_priority(priority);
     let mut recv = RecvHalf::new(recv);
     let (parts, body) = request.into_parts();

@@ -19,7 +19,7 @@ use tracing::debug;
 pub(super) use self::call::CallError;
 use super::builder::Target;
 use crate::config::ConnectionConfig;
-use crate::stream::close_quietly;
+use crate::stream::{WriteGate, close_quietly};
 use crate::sync::lock;
 use crate::telemetry::{Side, sample_connection};
 use crate::tls::ClientTls;
@@ -49,6 +49,8 @@ pub(super) struct Conn {
     /// `false` while a resumed connection's handshake is under way (0-RTT early data is
     /// possible), `true` once it has completed or failed.
     handshake_over: watch::Receiver<bool>,
+    /// Priority at admission into quinn's send buffer, for this connection's calls.
+    gate: Arc<WriteGate>,
 }
 
 impl Conn {
@@ -171,6 +173,7 @@ impl QuicConnector {
             }
         });
         Ok(Conn {
+            gate: WriteGate::new(&quic, Side::Client),
             quic,
             draining,
             handshake_over,
