@@ -264,4 +264,132 @@ mod tests {
         assert_eq!(hold(Duration::from_millis(50)), Duration::from_millis(100));
         assert_eq!(hold(Duration::from_secs(5)), MAX_HOLD);
     }
+
+    /// Over real quinn endpoints on loopback, with a connection window small enough that
+    /// eight BULK writers (tasks) wait for credit all the time while the server reads
+    /// everything: a CRITICAL write made from the runtime's main future, each time it has to
+    /// wait, gets the credit that comes back before any BULK bytes go in. Without the gate
+    /// who gets returning credit is down to the order the runtime polls the woken writers
+    /// in: here the BULK tasks ran first every time, and the CRITICAL write was still waiting
+    /// after 10 s.
+    #[tokio::test]
+    async fn a_critical_write_gets_returning_credit_before_bulk_writers() {
+        use std::future::Future;
+        use std::sync::atomic::AtomicU64;
+        use std::task::Poll;
+
+        use bytes::Bytes;
+
+        use crate::stream::SendHalf;
+        use crate::tls::{ClientTls, SelfSigned, ServerVerification};
+
+        async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+            tokio::time::timeout(Duration::from_secs(10), future)
+                .await
+                .unwrap_or_else(|_| panic!("timed out: {what}"))
+        }
+
+        const WINDOW: u32 = 16 * 1024;
+        let cert = SelfSigned::new(["localhost"]).expect("certificate");
+        let tls = crate::tls::server_config(&cert.identity(), &[b"test"], false, &[]).unwrap();
+        let tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(tls));
+        let mut transport = quinn::TransportConfig::default();
+        transport.receive_window(WINDOW.into());
+        server_config.transport_config(Arc::new(transport));
+        let server =
+            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let client_tls = ClientTls {
+            roots: vec![cert.ca_certificate()],
+            identity: None,
+            sessions: 0,
+            early_data: false,
+            verify: ServerVerification::Verified,
+        };
+        let client_tls = client_tls.config(b"test").unwrap();
+        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_tls)));
+        let connecting = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let accepting = async { server.accept().await.expect("incoming").await };
+        let (conn, server_conn) =
+            within("connect", async { tokio::join!(connecting, accepting) }).await;
+        let (conn, server_conn) = (conn.expect("client"), server_conn.expect("server"));
+
+        // The server reads every stream as fast as it comes.
+        let reading = tokio::spawn(async move {
+            while let Ok((_, mut recv)) = server_conn.accept_bi().await {
+                tokio::spawn(async move {
+                    while let Ok(Some(_)) = recv.read_chunk(usize::MAX, false).await {}
+                });
+            }
+        });
+        let gate = WriteGate::new(&conn, Side::Client);
+        let bulk_bytes = Arc::new(AtomicU64::new(0));
+        let mut bulk = Vec::new();
+        for _ in 0..8 {
+            let (send, _recv) = conn.open_bi().await.unwrap();
+            let mut send = SendHalf::new(send, gate.clone());
+            send.set_priority(Priority::Bulk);
+            let bulk_bytes = bulk_bytes.clone();
+            bulk.push(tokio::spawn(async move {
+                loop {
+                    let mut chunk = [Bytes::from(vec![0u8; 1024])];
+                    if send.write(&mut chunk).await.is_err() {
+                        return;
+                    }
+                    bulk_bytes.fetch_add(1024, Ordering::SeqCst);
+                }
+            }));
+        }
+        within("the bulk writers get going", async {
+            while bulk_bytes.load(Ordering::SeqCst) < 1 << 20 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+
+        let mut worst = 0;
+        let mut waited = 0;
+        for _ in 0..20 {
+            // The BULK writers have the connection's credit again.
+            let start = bulk_bytes.load(Ordering::SeqCst);
+            within("the bulk writers go on", async {
+                while bulk_bytes.load(Ordering::SeqCst) < start + 4 * u64::from(WINDOW) {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+            let (send, _recv) = conn.open_bi().await.unwrap();
+            let mut critical = SendHalf::new(send, gate.clone());
+            critical.set_priority(Priority::Critical);
+            let mut chunk = [Bytes::from_static(b"urgent")];
+            let before = bulk_bytes.load(Ordering::SeqCst);
+            let had_to_wait = {
+                let mut write = std::pin::pin!(critical.write(&mut chunk));
+                match futures_util::poll!(write.as_mut()) {
+                    Poll::Ready(result) => result.map(|()| false),
+                    Poll::Pending => within("the critical write", write).await.map(|()| true),
+                }
+            };
+            critical.finish();
+            if had_to_wait.expect("critical write") {
+                waited += 1;
+                worst = worst.max(bulk_bytes.load(Ordering::SeqCst) - before);
+            }
+        }
+        println!("{waited} critical writes waited; at most {worst} BULK bytes went in meanwhile");
+        bulk.iter().for_each(tokio::task::JoinHandle::abort);
+        reading.abort();
+        assert!(
+            waited > 0,
+            "no critical write had to wait: the test proves nothing"
+        );
+        assert!(
+            worst <= 8 * 1024,
+            "{worst} BULK bytes went in while a critical write waited"
+        );
+    }
 }
