@@ -1,6 +1,6 @@
 //! Metrics through the `metrics` facade: calls started and finished by side, method, code and
-//! transport, their latency, and 0-RTT outcomes. Each test counts on a recorder of its own
-//! ([`LocalMetrics`]), so they run in parallel.
+//! transport, their latency, 0-RTT outcomes, and QUIC writes that waited. Each test counts on
+//! a recorder of its own ([`LocalMetrics`]), so they run in parallel.
 
 use std::time::Duration;
 
@@ -156,4 +156,45 @@ async fn zero_rtt_is_counted_on_both_sides() {
         .reaches(zero_rtt, &[("outcome", "accepted")], 1)
         .await;
     assert_eq!(metrics.get(zero_rtt, &[("outcome", "rejected")]), 0);
+}
+
+/// A QUIC write that waits for room is recorded by side, priority and kind of wait: the
+/// server's writes of an 8 MiB BULK download (`Fetch`) wait for the client's
+/// acknowledgements once a send window of data is out.
+#[tokio::test]
+async fn writes_that_wait_for_room_are_recorded_by_priority() {
+    const WAIT: &str = "quicrpc_quic_write_wait_seconds";
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let request = EchoRequest {
+        response_count: 64,
+        response_size: 128 * 1024,
+        ..echo("bulk")
+    };
+    let mut replies = within("fetch", client.fetch(request))
+        .await
+        .expect("fetch starts")
+        .into_inner();
+    let mut received = 0;
+    while within("a reply", replies.message())
+        .await
+        .expect("reply")
+        .is_some()
+    {
+        received += 1;
+    }
+    assert_eq!(received, 64);
+    let blocked = [
+        ("side", "server"),
+        ("priority", "bulk"),
+        ("wait", "blocked"),
+    ];
+    assert!(
+        metrics.get(WAIT, &blocked) > 0,
+        "no server write of the download waited for room"
+    );
+    // Nothing more urgent was under way, so nothing was held back.
+    let held = [("side", "server"), ("priority", "bulk"), ("wait", "held")];
+    assert_eq!(metrics.get(WAIT, &held), 0);
 }
