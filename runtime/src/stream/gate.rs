@@ -121,20 +121,28 @@ impl WriteGate {
         }
         let now = Instant::now();
         let mut state = lock(&self.state);
+        let mut released = Vec::new();
         if state.waiting.iter().any(|w| w.until <= now) {
             state.waiting.retain(|w| w.until > now);
             self.store_mask(&state);
+            if state.waiting.is_empty() {
+                // Nothing holds anyone back now: let every held writer look again, and keep
+                // no wakers of tasks that may be long gone.
+                released = std::mem::take(&mut state.held);
+            }
         }
         let until = state
             .waiting
             .iter()
             .filter(|w| w.rank < rank)
             .map(|w| w.until)
-            .min()?;
-        if !state.held.iter().any(|w| w.will_wake(waker)) {
+            .min();
+        if until.is_some() && !state.held.iter().any(|w| w.will_wake(waker)) {
             state.held.push(waker.clone());
         }
-        Some(until)
+        drop(state);
+        released.into_iter().for_each(Waker::wake);
+        until
     }
 
     /// Records that a write of `priority` waits for room in quinn; it holds less urgent
@@ -242,7 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_write_holds_others_back_for_a_bounded_time() {
         let gate = WriteGate::detached(Side::Server);
-        let (_, waker) = counting_waker();
+        let (woken, waker) = counting_waker();
         let _critical = gate.wait(Priority::Critical).expect("critical holds");
         let until = gate
             .held_until(Priority::Bulk, &waker)
@@ -250,6 +258,15 @@ mod tests {
         assert_eq!(until - Instant::now(), MIN_HOLD);
         tokio::time::advance(MIN_HOLD).await;
         assert_eq!(gate.held_until(Priority::Bulk, &waker), None);
+        assert!(
+            lock(&gate.state).held.is_empty(),
+            "no wakers kept once nothing holds"
+        );
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the held writer was told"
+        );
     }
 
     #[test]
