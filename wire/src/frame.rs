@@ -102,6 +102,24 @@ impl FrameDecoder {
         matches!(self.state, State::Head)
     }
 
+    /// In the middle of a DATA frame's payload: takes up to `available` bytes of it, the
+    /// caller's to hand on as they are (no copy through a buffer), and returns how many.
+    /// `None` anywhere else (at a frame head, in a skipped frame): use [`decode`](Self::decode).
+    pub fn take_data(&mut self, available: usize) -> Option<usize> {
+        let State::Data { remaining } = self.state else {
+            return None;
+        };
+        let n = take(remaining, available);
+        self.state = if remaining == n as u64 {
+            State::Head
+        } else {
+            State::Data {
+                remaining: remaining - n as u64,
+            }
+        };
+        Some(n)
+    }
+
     /// Takes the next frame, or part of a DATA frame, off the front of `buf`. `Ok(None)` means
     /// more input is needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
@@ -192,6 +210,23 @@ fn take(remaining: u64, available: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_data_hands_out_a_data_payload_only() {
+        let mut decoder = FrameDecoder::new(1024);
+        assert_eq!(decoder.take_data(10), None, "at a frame head");
+        let mut buf = BytesMut::from(&data_head(5)[..]);
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.take_data(3), Some(3));
+        assert!(!decoder.at_frame_boundary());
+        assert_eq!(
+            decoder.take_data(10),
+            Some(2),
+            "no further than the frame's end"
+        );
+        assert!(decoder.at_frame_boundary());
+        assert_eq!(decoder.take_data(10), None);
+    }
 
     fn decode_all(
         decoder: &mut FrameDecoder,

@@ -13,7 +13,7 @@ use super::{AbortOnDrop, RecvHalf};
 use crate::status::{Peer, check_status_fields, malformed, read_status};
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
-use crate::wire::frame::{Frame, FrameDecoder, FrameError};
+use crate::wire::frame::{self, Frame, FrameDecoder, FrameError};
 use crate::wire::message::MessageLimiter;
 
 /// Which end of the call a [`RecvBody`] reads.
@@ -36,7 +36,11 @@ enum Role {
 pub(crate) struct RecvBody {
     recv: RecvHalf,
     decoder: FrameDecoder,
+    /// What the decoder has been given and not used: part of a frame head, or a field block.
     buf: BytesMut,
+    /// The rest of the last chunk quinn handed over. DATA payload in it goes out as it is,
+    /// without a copy through `buf`.
+    chunk: Bytes,
     limiter: MessageLimiter,
     role: Role,
     done: bool,
@@ -105,6 +109,7 @@ impl RecvBody {
             recv,
             decoder,
             buf,
+            chunk: Bytes::new(),
             limiter: MessageLimiter::new(max_message),
             role,
             done: false,
@@ -127,6 +132,15 @@ impl RecvBody {
 }
 
 impl RecvBody {
+    /// A piece of a DATA frame's payload, checked against the receive limit.
+    fn data(&mut self, data: Bytes) -> Poll<Option<Result<BodyFrame<Bytes>, Status>>> {
+        if let Err(e) = self.limiter.observe(&data) {
+            let status = Status::resource_exhausted(format!("received {e}"));
+            return self.fail(status, ErrorCode::MessageTooLarge);
+        }
+        Poll::Ready(Some(Ok(BodyFrame::data(data))))
+    }
+
     /// The trailers frame, which ends the body.
     fn trailers(&mut self, block: &[u8]) -> Poll<Option<Result<BodyFrame<Bytes>, Status>>> {
         let trailers = fields::decode_fields(block)
@@ -197,13 +211,7 @@ impl Body for RecvBody {
                     let status = Status::internal(format!("protocol error: {e}"));
                     return this.fail(status, ErrorCode::ProtocolError);
                 }
-                Ok(Some(Frame::Data(data))) => {
-                    if let Err(e) = this.limiter.observe(&data) {
-                        let status = Status::resource_exhausted(format!("received {e}"));
-                        return this.fail(status, ErrorCode::MessageTooLarge);
-                    }
-                    return Poll::Ready(Some(Ok(BodyFrame::data(data))));
-                }
+                Ok(Some(Frame::Data(data))) => return this.data(data),
                 Ok(Some(Frame::Trailers(block))) => return this.trailers(&block),
                 Ok(Some(Frame::Headers(_) | Frame::GoAway)) => {
                     let status =
@@ -212,17 +220,36 @@ impl Body for RecvBody {
                 }
                 Ok(None) => {}
             }
-            match ready!(this.recv.poll_chunk(cx)) {
-                Ok(Some(chunk)) => this.buf.extend_from_slice(&chunk),
-                Ok(None) => return this.finished(),
-                Err(e) => {
-                    let peer = match this.role {
-                        Role::Server => Peer::Client,
-                        Role::Client { .. } => Peer::Server,
-                    };
-                    return this.fail(read_status(e, peer), ErrorCode::Cancelled);
+            if this.chunk.is_empty() {
+                match ready!(this.recv.poll_chunk(cx)) {
+                    Ok(Some(chunk)) => this.chunk = chunk,
+                    Ok(None) => return this.finished(),
+                    Err(e) => {
+                        let peer = match this.role {
+                            Role::Server => Peer::Client,
+                            Role::Client { .. } => Peer::Server,
+                        };
+                        return this.fail(read_status(e, peer), ErrorCode::Cancelled);
+                    }
                 }
             }
+            if this.buf.is_empty()
+                && let Some(n) = this.decoder.take_data(this.chunk.len())
+            {
+                // A DATA payload, straight from quinn's chunk.
+                let data = this.chunk.split_to(n);
+                return this.data(data);
+            }
+            // A frame head, a field block or a skipped frame: the decoder takes them from
+            // `buf`. At a head, give it no more than a head's worth until it has one, so that
+            // the DATA payload after the head is not copied.
+            let at_head =
+                this.decoder.at_frame_boundary() && this.buf.len() < frame::MAX_FRAME_HEAD;
+            let n = match at_head {
+                true => this.chunk.len().min(frame::MAX_FRAME_HEAD - this.buf.len()),
+                false => this.chunk.len(),
+            };
+            this.buf.extend_from_slice(&this.chunk.split_to(n));
         }
     }
 
