@@ -13,13 +13,25 @@ use crate::Error;
 /// ```
 ///
 /// Not for production: the CA's key lives only in this value, and every run makes a new one.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SelfSigned {
     ca: Certificate,
     ca_pem: String,
     identity: Identity,
     chain_pem: String,
     key_pem: String,
+}
+
+impl std::fmt::Debug for SelfSigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The certificates are public; the server's private key is not printed.
+        f.debug_struct("SelfSigned")
+            .field("ca_pem", &self.ca_pem)
+            .field("chain_pem", &self.chain_pem)
+            .field("identity", &self.identity)
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl SelfSigned {
@@ -91,5 +103,24 @@ impl SelfSigned {
     /// The server's private key, PEM-encoded (PKCS#8).
     pub fn key_pem(&self) -> &str {
         &self.key_pem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SelfSigned;
+
+    #[test]
+    fn debug_does_not_print_the_private_key() {
+        let cert = SelfSigned::new(["localhost"]).expect("certificate");
+        let debug = format!("{cert:?}");
+        let key_body = cert
+            .key_pem()
+            .lines()
+            .find(|line| !line.starts_with("-----"))
+            .expect("a PEM body line");
+        assert!(!debug.contains(key_body), "the key is in {debug}");
+        assert!(!debug.contains("PRIVATE KEY"), "the key is in {debug}");
+        assert!(debug.contains("<redacted>"));
     }
 }
