@@ -316,11 +316,12 @@ pub(crate) fn split_method(path: &str) -> Result<(&str, &str), CliError> {
 
 fn reflection_failed(status: Status) -> CliError {
     if status.code() == Code::Unimplemented {
-        let message = format!(
-            "the server does not offer reflection (grpc.reflection.v1): pass the service's \
-             .proto with --proto FILE [--import-path DIR] ({})",
-            status.message()
-        );
+        let mut message = "the server does not offer reflection (grpc.reflection.v1): pass \
+                           the service's .proto with --proto FILE [--import-path DIR]"
+            .to_owned();
+        if !status.message().is_empty() {
+            message.push_str(&format!(" ({})", status.message()));
+        }
         return CliError::Status(Status::unimplemented(message));
     }
     let message = format!(
@@ -381,6 +382,23 @@ fn distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_no_reflection_hint_carries_the_server_s_message_only_if_there_is_one() {
+        use tonic::Status;
+
+        let hint = |status| match super::reflection_failed(status) {
+            crate::error::CliError::Status(status) => status.message().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        let bare = hint(Status::unimplemented(""));
+        assert!(bare.ends_with("[--import-path DIR]"), "{bare}");
+        let with = hint(Status::unimplemented("no such service"));
+        assert!(
+            with.ends_with("[--import-path DIR] (no such service)"),
+            "{with}"
+        );
+    }
+
     use super::*;
 
     #[test]
