@@ -126,7 +126,10 @@ impl ConnectionConfig {
             .stream_receive_window(self.stream_receive_window.into())
             .receive_window(self.connection_receive_window.into())
             .send_window(self.send_window.unwrap_or(crate::window::MIN))
-            .send_fairness(self.send_fairness);
+            .send_fairness(self.send_fairness)
+            // quicrpc has no use for QUIC DATAGRAM frames: not offering them means a peer
+            // cannot make this side buffer datagrams that nothing reads.
+            .datagram_receive_buffer_size(None);
         match self.congestion_control {
             CongestionControl::Cubic => transport
                 .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
@@ -282,6 +285,24 @@ pub(crate) use connection_setters;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neither_side_offers_datagrams() {
+        let client = format!(
+            "{:?}",
+            ConnectionConfig::client_default().client_transport()
+        );
+        let server = format!(
+            "{:?}",
+            ConnectionConfig::server_default().server_transport(128)
+        );
+        for shown in [client, server] {
+            assert!(
+                shown.contains("datagram_receive_buffer_size: None"),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn windows_reach_quinn() {

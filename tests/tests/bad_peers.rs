@@ -375,3 +375,25 @@ async fn dropping_the_channel_closes_its_connection() {
         "{reason:?}"
     );
 }
+
+/// QUIC DATAGRAM frames have no use in quicrpc, so the server does not offer them: a peer
+/// cannot make it buffer datagrams that nothing reads (quinn would hold up to 1.25 MB per
+/// connection). The raw client offers them itself; the server's transport parameters say no.
+#[tokio::test]
+async fn the_server_does_not_take_datagrams() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    assert_eq!(client.conn.max_datagram_size(), None);
+    assert!(matches!(
+        client.conn.send_datagram(Bytes::from_static(b"pinned?")),
+        Err(quinn::SendDatagramError::UnsupportedByPeer)
+    ));
+    // The connection is fine for calls.
+    let response = exchange(
+        &client,
+        &[request_head(UNARY, &[]), data_message(&echo("after"))],
+        true,
+    )
+    .await;
+    assert_eq!(response.code(), Some(Code::Ok), "{response:?}");
+}
