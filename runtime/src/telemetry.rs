@@ -38,6 +38,30 @@ pub(crate) fn method_label(path: &str, info: Option<&'static MethodInfo>) -> Cow
     }
 }
 
+/// Methods a server serves without a `quicrpc-build` method table, by gRPC's standard
+/// services (tonic-health, tonic-reflection): their paths are labels too.
+const STANDARD_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The label a server gives a method it was asked for: its path when a method table knows
+/// it, or when it is one of gRPC's standard services; `unknown` otherwise. The path comes
+/// from the client, and a label per path would let one client grow every recorder's
+/// series without bound.
+pub(crate) fn server_method_label(
+    path: &str,
+    info: Option<&'static MethodInfo>,
+) -> Cow<'static, str> {
+    if let Some(info) = info {
+        return Cow::Borrowed(info.path());
+    }
+    let standard = STANDARD_METHODS.iter().find(|m| **m == path);
+    Cow::Borrowed(standard.copied().unwrap_or("unknown"))
+}
+
 /// One call's span and metrics, from start to status. Dropped before a status was seen, the
 /// call counts as CANCELLED.
 pub(crate) struct CallTelemetry {

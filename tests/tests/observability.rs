@@ -198,3 +198,39 @@ async fn writes_that_wait_for_room_are_recorded_by_priority() {
     let held = [("side", "server"), ("priority", "bulk"), ("wait", "held")];
     assert_eq!(metrics.get(WAIT, &held), 0);
 }
+
+/// The server labels a method no method table knows `unknown`, on both transports: the path
+/// comes from the client, and a label per path would grow every recorder without bound.
+#[tokio::test]
+async fn methods_no_table_knows_are_labelled_unknown_on_the_server() {
+    const PATH: &str = "/nope.Missing/Call";
+    let mut metrics = LocalMetrics::start();
+    let server = TestServer::start().await;
+    let quic = server.channel().await;
+    let tcp = within(
+        "tcp channel",
+        server
+            .any_transport_builder()
+            .fallback(Fallback::TcpOnly)
+            .connect(),
+    )
+    .await
+    .expect("tcp channel");
+    for (channel, transport) in [(quic, "quic"), (tcp, "tcp")] {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        within("ready", grpc.ready()).await.expect("ready");
+        let codec = tonic_prost::ProstCodec::<EchoRequest, EchoRequest>::default();
+        let path = http::uri::PathAndQuery::from_static(PATH);
+        let status = within(
+            "call",
+            grpc.unary(tonic::Request::new(echo("x")), path, codec),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+        let unknown = call("server", "unknown", transport, Some("UNIMPLEMENTED"));
+        metrics.reaches(FINISHED, &unknown, 1).await;
+        let by_path = call("server", PATH, transport, None);
+        assert_eq!(metrics.get(STARTED, &by_path), 0, "{transport}");
+    }
+}

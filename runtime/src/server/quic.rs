@@ -22,7 +22,7 @@ use crate::stream::{
     HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, WriteGate, close_quietly, quic_code,
     read_head, send_body,
 };
-use crate::telemetry::{CallTelemetry, Side, method_label, sample_connection};
+use crate::telemetry::{CallTelemetry, Side, sample_connection, server_method_label};
 use crate::tls::PeerCertificates;
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -346,7 +346,7 @@ async fn handle_call(
     };
     let telemetry = CallTelemetry::start(
         Side::Server,
-        method_label(&head.path, info),
+        server_method_label(&head.path, info),
         Transport::Quic,
         Some(priority),
         Some(stream_id),

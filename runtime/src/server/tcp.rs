@@ -19,7 +19,7 @@ use super::ServerStats;
 use super::Shared;
 use super::stats::{CallGuard, ConnectionGuard};
 use crate::status::{normalize_status, status_code};
-use crate::telemetry::{CallTelemetry, Side, method_label};
+use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::{Identity, PeerCertificates};
 use crate::{Error, Transport};
 
@@ -170,7 +170,7 @@ where
             request.extensions_mut().insert(peer);
         }
         let path = request.uri().path();
-        let method = method_label(path, crate::method_info(path));
+        let method = server_method_label(path, crate::method_info(path));
         let telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
         let call = self.1.call();
         let deadline = tcp_deadline(&request);
