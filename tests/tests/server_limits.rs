@@ -155,3 +155,57 @@ async fn retry_switches_on_under_a_flood_of_handshakes_and_off_after() {
         .expect("served");
     assert_eq!(server.stats.retries_sent(), before, "no Retry without load");
 }
+
+/// The idle timeout holds on TCP as on QUIC: a TLS connection with HTTP/2 set up that then
+/// says nothing (a client without keep-alives, after one call) is closed once the timeout
+/// passes with no byte either way, and stops counting against the connection limit.
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_after_the_idle_timeout() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.idle_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let channel = server
+        .any_transport_builder()
+        .fallback(Fallback::TcpOnly)
+        .keep_alive_interval(None)
+        .connect();
+    let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+    within("a call", client.unary(echo("then silence")))
+        .await
+        .expect("call");
+    assert_eq!(server.stats.tcp_connections(), 1);
+    until(
+        "idle connection closed",
+        || server.stats.tcp_connections(),
+        0,
+    )
+    .await;
+}
+
+/// ...while a client that sends HTTP/2 keep-alive PINGs keeps its connection: it is not
+/// idle. The wait is the thing under test: three idle timeouts pass.
+#[tokio::test]
+async fn a_kept_alive_tcp_connection_outlives_the_idle_timeout() {
+    let idle = Duration::from_millis(400);
+    let server = TestServer::start_with(TestOptions::default(), |b| b.idle_timeout(idle)).await;
+    let channel = server
+        .any_transport_builder()
+        .fallback(Fallback::TcpOnly)
+        .keep_alive_interval(Some(Duration::from_millis(100)))
+        .connect();
+    let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+    within("a call", client.unary(echo("before")))
+        .await
+        .expect("call");
+    tokio::time::sleep(idle * 3).await;
+    assert_eq!(
+        server.stats.tcp_connections(),
+        1,
+        "the connection was closed"
+    );
+    within("a call", client.unary(echo("after")))
+        .await
+        .expect("call");
+    assert_eq!(server.stats.tcp_connections(), 1);
+}

@@ -59,12 +59,14 @@ pub(super) async fn serve_tcp(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stats = shared.stats.clone();
     let max = shared.max_connections;
+    let idle_timeout = shared.config.idle_timeout;
     let incoming = futures_util::StreamExt::filter_map(incoming, move |accepted| {
         let counted = match accepted {
             Ok(stream) => match stats.open(Transport::Tcp, max) {
                 Some(guard) => Some(Ok(Counted {
                     stream,
                     _guard: guard,
+                    idle: Idle::new(idle_timeout),
                 })),
                 None => {
                     debug!(peer = ?stream.peer_addr().ok(), "closed: too many connections");
@@ -85,10 +87,53 @@ pub(super) async fn serve_tcp(
 /// How much earlier than tonic's own timer this side ends a call at its deadline.
 const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// An accepted TCP connection, counted in the server's stats while it is open.
+/// An accepted TCP connection, counted in the server's stats while it is open, and closed
+/// once no byte has gone either way for the idle timeout, as QUIC closes an idle connection.
+/// HTTP/2 PINGs count as bytes: a client that keeps its connection alive keeps it.
 struct Counted {
     stream: tokio::net::TcpStream,
     _guard: ConnectionGuard,
+    idle: Idle,
+}
+
+/// When a connection last moved a byte, and the timer that ends it when it has been still
+/// for `timeout`.
+struct Idle {
+    timeout: std::time::Duration,
+    last: Instant,
+    /// Set for `last + timeout` when it was armed; pushed on, not reset per byte.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: std::time::Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            timeout,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+        }
+    }
+
+    fn moved(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Ready with an error once the connection has been still for the timeout. Registers
+    /// `cx` with the timer otherwise.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.last + self.timeout;
+            if deadline <= Instant::now() {
+                return Poll::Ready(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle timeout: no bytes either way",
+                ));
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for Counted {
@@ -105,7 +150,18 @@ impl tokio::io::AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.idle.moved();
+                }
+                Poll::Ready(result)
+            }
+            // The server always has a read pending on a connection, so this is where the
+            // idle timer is watched.
+            Poll::Pending => self.idle.poll_expired(cx).map(Err),
+        }
     }
 }
 
@@ -115,7 +171,11 @@ impl tokio::io::AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
+        if matches!(written, Ok(n) if n > 0) {
+            self.idle.moved();
+        }
+        Poll::Ready(written)
     }
 
     fn poll_write_vectored(
@@ -123,7 +183,11 @@ impl tokio::io::AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
+        if matches!(written, Ok(n) if n > 0) {
+            self.idle.moved();
+        }
+        Poll::Ready(written)
     }
 
     fn is_write_vectored(&self) -> bool {
