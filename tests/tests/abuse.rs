@@ -170,3 +170,27 @@ async fn a_client_that_never_reads_cannot_make_the_server_buffer_without_bound()
     .await;
     others_are_served(&server).await;
 }
+
+/// A stream whose head never completes is ended after the handshake timeout (the time a
+/// client has to say what it wants), not held as a call for ever: the server stops and
+/// resets it with DEADLINE_EXCEEDED, and the call slot is free again.
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_ended() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.handshake_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    // The first byte of a HEADERS frame, and then nothing.
+    let (_send, mut recv) = client.send(&[0x01], false).await;
+    until("the stream is held as a call", || server.stats.calls(), 1).await;
+    let read = within("the server ends the stream", recv.read_chunk(1024, true)).await;
+    match read {
+        Err(quinn::ReadError::Reset(code)) => {
+            assert_eq!(code.into_inner(), 0x4, "DEADLINE_EXCEEDED's code");
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    until("no call held", || server.stats.calls(), 0).await;
+    others_are_served(&server).await;
+}

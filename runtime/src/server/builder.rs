@@ -147,7 +147,9 @@ impl ServerBuilder {
     }
 
     /// How long a client may take to complete its TLS handshake, on QUIC and TCP; a
-    /// connection still handshaking after that is closed. Default: 10 s.
+    /// connection still handshaking after that is closed. Also how long a QUIC call's
+    /// stream may take to bring its whole head; a stream without one by then is reset with
+    /// DEADLINE_EXCEEDED. Default: 10 s.
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;

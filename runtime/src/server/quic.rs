@@ -318,7 +318,19 @@ async fn handle_call(
     let mut recv = RecvHalf::new(recv);
     let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
     let mut buf = BytesMut::new();
-    let block = match read_head(&mut recv, &mut decoder, &mut buf).await {
+    // A stream that never finishes its head would hold a call slot for ever: it gets the
+    // handshake timeout, the time a client has to say what it wants.
+    let head = tokio::time::timeout(
+        shared.handshake_timeout,
+        read_head(&mut recv, &mut decoder, &mut buf),
+    );
+    let Ok(head) = head.await else {
+        debug!(%remote, "request head not complete within {:?}", shared.handshake_timeout);
+        recv.stop(ErrorCode::DeadlineExceeded);
+        send.reset(ErrorCode::DeadlineExceeded);
+        return;
+    };
+    let block = match head {
         Ok(block) => block,
         Err(HeadError::Read(e)) => {
             debug!(%remote, "request stream failed before its head: {e}");
