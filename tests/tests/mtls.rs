@@ -79,3 +79,32 @@ async fn without_mtls_handlers_see_no_client_identity() {
     let reply = first_call(builder).await.expect("call").into_inner();
     assert_eq!(reply.client_names, "");
 }
+
+/// With two client CAs, clients from either are accepted, on both transports: tonic's
+/// `client_ca_root` replaces its roots, so the TCP side once trusted only the last CA given.
+#[tokio::test]
+async fn every_client_ca_is_trusted_on_both_transports() {
+    let first = client_ca();
+    let second = SelfSigned::new(["agent-8.example"]).expect("client certificate");
+    let (ca1, ca2) = (first.ca_certificate(), second.ca_certificate());
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.client_ca_certificate(ca1).client_ca_certificate(ca2)
+    })
+    .await;
+    for (clients, name) in [(&first, "agent-7.example"), (&second, "agent-8.example")] {
+        for policy in TRANSPORTS {
+            let builder = server
+                .any_transport_builder()
+                .fallback(policy)
+                .identity(clients.identity());
+            let reply = first_call(builder)
+                .await
+                .unwrap_or_else(|s| panic!("{name} over {policy:?}: {s:?}"))
+                .into_inner();
+            assert!(
+                reply.client_names.starts_with(name),
+                "{policy:?}: {reply:?}"
+            );
+        }
+    }
+}

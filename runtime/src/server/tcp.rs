@@ -31,12 +31,18 @@ pub(super) async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().ok();
-    let tls = shared.client_roots.iter().fold(
-        tonic::transport::ServerTlsConfig::new()
-            .identity(identity.to_tonic())
-            .timeout(shared.handshake_timeout),
-        |tls, ca| tls.client_ca_root(ca.to_tonic()),
-    );
+    let mut tls = tonic::transport::ServerTlsConfig::new()
+        .identity(identity.to_tonic())
+        .timeout(shared.handshake_timeout);
+    if !shared.client_roots.is_empty() {
+        // One bundle of every CA: tonic's `client_ca_root` replaces the roots it had.
+        let bundle: Vec<_> = shared
+            .client_roots
+            .iter()
+            .flat_map(|ca| ca.certs().iter().cloned())
+            .collect();
+        tls = tls.client_ca_root(crate::tls::Certificate::from_ders(bundle).to_tonic());
+    }
     let mut server = tonic::transport::Server::builder()
         .tls_config(tls)
         .map_err(|e| Error::tls_caused("TCP side", e))?
