@@ -397,3 +397,103 @@ async fn the_server_does_not_take_datagrams() {
     .await;
     assert_eq!(response.code(), Some(Code::Ok), "{response:?}");
 }
+
+/// Answers every call with a trailers-only status whose `grpc-status-details-bin` is not
+/// base64: what a hostile or broken server could send.
+#[derive(Clone)]
+struct BadDetails<S>(S);
+
+impl<S> tower::Service<quicrpc::HttpRequest> for BadDetails<S>
+where
+    S: tower::Service<quicrpc::HttpRequest, Response = http::Response<tonic::body::Body>>,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = std::future::Ready<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: quicrpc::HttpRequest) -> Self::Future {
+        let mut status = tonic::Status::unknown("broken").into_http::<tonic::body::Body>();
+        status.headers_mut().insert(
+            "grpc-status-details-bin",
+            http::HeaderValue::from_static("***not base64***"),
+        );
+        if request.uri().path() == UNARY {
+            // Trailers-only: the status in the head.
+            return std::future::ready(Ok(status));
+        }
+        // A head, and the status in the trailers.
+        let mut trailers = status.headers().clone();
+        trailers.remove(http::header::CONTENT_TYPE);
+        let mut response =
+            http::Response::new(tonic::body::Body::new(TrailersOnly(Some(trailers))));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A body of trailers alone.
+struct TrailersOnly(Option<http::HeaderMap>);
+
+impl http_body::Body for TrailersOnly {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+        std::task::Poll::Ready(self.0.take().map(|t| Ok(http_body::Frame::trailers(t))))
+    }
+}
+
+/// A status whose details are not base64 gives the client a clear status on both
+/// transports, not a panic.
+#[tokio::test]
+async fn status_details_that_are_not_base64_give_a_status_on_both_transports() {
+    let server = TestServer::start_with(quicrpc_tests::TestOptions::default(), |b| {
+        b.layer(tower::layer::layer_fn(BadDetails))
+    })
+    .await;
+    for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
+        let channel = server.any_transport_builder().fallback(policy).connect();
+        let mut client = quicrpc_tests::pb::echo_client::EchoClient::new(
+            within("connect", channel).await.expect("connect"),
+        );
+        let mut streaming = client.clone();
+        let in_head = tokio::spawn(async move { client.unary(echo("details")).await });
+        let in_trailers = tokio::spawn(async move {
+            let mut replies = streaming.server_stream(echo("details")).await?.into_inner();
+            while replies.message().await?.is_some() {}
+            Ok(())
+        });
+        let in_head = within("trailers-only", in_head)
+            .await
+            .unwrap_or_else(|panic| panic!("{policy:?}: the client panicked: {panic}"))
+            .map(|_| ());
+        let in_trailers = within("trailers", in_trailers)
+            .await
+            .unwrap_or_else(|panic| panic!("{policy:?}: the client panicked: {panic}"));
+        for (case, result) in [("in the head", in_head), ("in the trailers", in_trailers)] {
+            let status = result.expect_err("an error status");
+            assert_eq!(
+                status.code(),
+                Code::Internal,
+                "{policy:?} {case}: {status:?}"
+            );
+            assert!(
+                status.message().contains("grpc-status-details-bin"),
+                "{policy:?} {case}: {status:?}"
+            );
+        }
+    }
+}

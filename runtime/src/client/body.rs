@@ -97,6 +97,12 @@ impl ResponseBody {
                 if let Some(Ok(frame)) = &mut frame
                     && let Some(trailers) = frame.trailers_mut()
                 {
+                    // As over QUIC: status fields tonic cannot take (it panics on details
+                    // that are not base64) end the call with a status of their own.
+                    if let Err(status) = crate::status::check_status_fields(trailers) {
+                        self.inner = Inner::Done;
+                        return Poll::Ready(Some(Err(status)));
+                    }
                     let deadline = self.deadline.as_ref().map(|d| d.deadline());
                     crate::status::deadline_status(trailers, deadline);
                 }

@@ -159,7 +159,10 @@ pub(super) async fn call(
     let (request, request_failure) = watch_request(request);
     let mut response = match channel.oneshot(request).await {
         Ok(mut response) => {
-            // A trailers-only response carries its status in the head.
+            // A trailers-only response carries its status in the head; as over QUIC, status
+            // fields tonic cannot take (it panics on details that are not base64) end the
+            // call with a status of their own.
+            crate::status::check_status_fields(response.headers())?;
             crate::status::deadline_status(response.headers_mut(), deadline);
             response.map(|b| ResponseBody::tcp(b, settings.max_receive_message_size, deadline))
         }
