@@ -76,3 +76,37 @@ async fn idle_connections_do_not_hold_up_shutdown() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+/// A call that never ends does not hold shutdown up for ever, on either transport: after the
+/// drain timeout the server ends it and stops, and the call gets an error.
+#[tokio::test]
+async fn shutdown_ends_calls_left_after_the_drain_timeout() {
+    for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
+        let mut server = TestServer::start_with(quicrpc_tests::TestOptions::default(), |b| {
+            b.drain_timeout(Duration::from_millis(300))
+        })
+        .await;
+        let channel = server
+            .any_transport_builder()
+            .fallback(policy)
+            .connect_timeout(Duration::from_secs(1))
+            .connect();
+        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let hanging = tokio::spawn(async move { client.hang(echo("for ever")).await });
+        assert_eq!(
+            within("hang starts", server.next_event()).await,
+            quicrpc_tests::Event::HangStarted
+        );
+        within("server stops", server.begin_shutdown())
+            .await
+            .unwrap()
+            .unwrap();
+        let result = within("the hanging call ends", hanging).await.unwrap();
+        assert!(result.is_err(), "{policy:?}: {result:?}");
+        assert_eq!(
+            within("handler dropped", server.next_event()).await,
+            quicrpc_tests::Event::HangDropped,
+            "{policy:?}"
+        );
+    }
+}

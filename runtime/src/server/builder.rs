@@ -30,6 +30,7 @@ pub struct ServerBuilder {
     layers: Vec<LayerFn>,
     max_connections: usize,
     handshake_timeout: Duration,
+    drain_timeout: Duration,
     address_validation: AddressValidation,
 }
 
@@ -38,6 +39,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Default time a client has to complete its TLS handshake.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for calls under way before it closes what is left.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,6 +64,7 @@ impl ServerBuilder {
             layers: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             address_validation: AddressValidation::default(),
         }
     }
@@ -143,6 +147,16 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
+        self
+    }
+
+    /// How long a graceful shutdown ([`Server::serve_with_shutdown`]) waits for calls under
+    /// way to finish, on both transports. After it, the calls left are reset and their
+    /// connections closed, so that shutdown ends even if a client keeps a stream open.
+    /// Default: 30 s.
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -356,6 +370,7 @@ impl ServerBuilder {
                 stats: ServerStats::default(),
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
+                drain_timeout: self.drain_timeout,
                 address_validation: self.address_validation,
                 #[cfg(feature = "qlog")]
                 quic_config,

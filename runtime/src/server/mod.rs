@@ -68,6 +68,8 @@ struct Shared {
     stats: ServerStats,
     max_connections: usize,
     handshake_timeout: Duration,
+    /// How long a graceful shutdown waits for calls under way.
+    drain_timeout: Duration,
     address_validation: AddressValidation,
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]
@@ -106,7 +108,8 @@ impl Server {
 
     /// Serves until `signal` completes, then shuts down gracefully on every transport:
     /// calls in flight finish, new calls are refused with UNAVAILABLE, and the future resolves
-    /// once every connection has closed.
+    /// once every connection has closed, or once the drain timeout
+    /// ([`ServerBuilder::drain_timeout`]) has passed, closing what is left.
     pub async fn serve_with_shutdown(
         self,
         signal: impl Future<Output = ()> + Send,

@@ -79,7 +79,11 @@ pub(super) async fn serve_quic(
     tokio::select! {
         () = connections.wait() => {}
         () = refuse_new => {}
+        () = tokio::time::sleep(shared.drain_timeout) => {
+            info!(%local_addr, connections = connections.len(), "QUIC: drain timeout, closing what is left");
+        }
     }
+    // Closes every connection left, which ends their calls.
     endpoint.close(quic_code(ErrorCode::NoError), b"server shut down");
     let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
 }

@@ -66,6 +66,9 @@ pub(super) async fn serve_tcp(
     let stats = shared.stats.clone();
     let max = shared.max_connections;
     let idle_timeout = shared.config.idle_timeout;
+    // Cancelled once a shutdown has waited the drain timeout: ends the connections left.
+    let kill = CancellationToken::new();
+    let killer = kill.clone();
     let incoming = futures_util::StreamExt::filter_map(incoming, move |accepted| {
         let counted = match accepted {
             Ok(stream) => match stats.open(Transport::Tcp, max) {
@@ -73,6 +76,7 @@ pub(super) async fn serve_tcp(
                     stream,
                     _guard: guard,
                     idle: Idle::new(idle_timeout),
+                    killed: Box::pin(killer.clone().cancelled_owned()),
                 })),
                 None => {
                     debug!(peer = ?stream.peer_addr().ok(), "closed: too many connections");
@@ -83,11 +87,21 @@ pub(super) async fn serve_tcp(
         };
         std::future::ready(counted)
     });
-    server
+    let serve = server
         .add_routes(shared.routes.clone())
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(|source| Error::Serve { source })
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let drain = shared.drain_timeout;
+    let drain_timeout = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+        info!(?local_addr, "TCP: drain timeout, closing what is left");
+        kill.cancel();
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        result = serve => result.map_err(|source| Error::Serve { source }),
+        () = drain_timeout => unreachable!("never completes"),
+    }
 }
 
 /// How much earlier than tonic's own timer this side ends a call at its deadline.
@@ -100,6 +114,8 @@ struct Counted {
     stream: tokio::net::TcpStream,
     _guard: ConnectionGuard,
     idle: Idle,
+    /// Resolves when a shutdown's drain timeout has passed: the connection is ended.
+    killed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 /// When a connection last moved a byte, and the timer that ends it when it has been still
@@ -165,8 +181,16 @@ impl tokio::io::AsyncRead for Counted {
                 Poll::Ready(result)
             }
             // The server always has a read pending on a connection, so this is where the
-            // idle timer is watched.
-            Poll::Pending => self.idle.poll_expired(cx).map(Err),
+            // idle timer and the drain timeout are watched.
+            Poll::Pending => {
+                if self.killed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "server shut down: drain timeout",
+                    )));
+                }
+                self.idle.poll_expired(cx).map(Err)
+            }
         }
     }
 }
