@@ -150,9 +150,13 @@ pub(crate) fn check_status_fields(fields: &HeaderMap) -> Result<(), Status> {
     }
 }
 
-/// The status for a field block that does not decode.
+/// The status for a field block that does not decode: RESOURCE_EXHAUSTED for one over the
+/// size limit (as a block over it on the wire gets), INTERNAL otherwise.
 pub(crate) fn malformed(err: FieldError) -> Status {
-    Status::internal(format!("protocol error: malformed field block: {err}"))
+    match err {
+        FieldError::ListTooLarge { .. } => Status::resource_exhausted(err.to_string()),
+        err => Status::internal(format!("protocol error: malformed field block: {err}")),
+    }
 }
 
 #[cfg(test)]

@@ -180,3 +180,31 @@ async fn tonic_codec_limit_also_reports_resource_exhausted() {
     };
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+/// Metadata of many small entries counts each entry's 32 bytes of overhead against the
+/// 16 KiB limit, as HTTP/2 counts it: 600 empty entries are about 3 kB on the wire and 21 kB
+/// as counted. RESOURCE_EXHAUSTED on both transports, and the connection stays usable.
+#[tokio::test]
+async fn many_small_metadata_entries_count_their_overhead_on_both_transports() {
+    let server = TestServer::start().await;
+    for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
+        let channel = server.any_transport_builder().fallback(policy).connect();
+        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let mut request = tonic::Request::new(echo("m"));
+        for i in 0..600 {
+            let key: tonic::metadata::MetadataKey<_> = format!("x-{i}").parse().unwrap();
+            request.metadata_mut().insert(key, "".parse().unwrap());
+        }
+        let status = within("many entries", client.unary(request))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{policy:?}: {status:?}"
+        );
+        within("next call", client.unary(echo("small")))
+            .await
+            .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
+    }
+}

@@ -48,6 +48,51 @@ pub enum FieldError {
     /// A `:priority` that names no priority.
     #[error("invalid :priority {0:?}")]
     InvalidPriority(String),
+    /// The fields' size as HTTP/2 and HTTP/3 count it (name, value and [`FIELD_OVERHEAD`]
+    /// bytes each) passes the limit, or there are more fields than a `HeaderMap` holds.
+    #[error(
+        "field list of {size} bytes (with {FIELD_OVERHEAD} a field) exceeds the limit of {limit} bytes"
+    )]
+    ListTooLarge {
+        /// The size counted so far, when it passed the limit.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What HTTP/2 (RFC 9113, section 6.5.2) and HTTP/3 add to each field's name and value when
+/// they count a field list's size: the cost of a field beyond its bytes. Without it, a block
+/// of many empty fields is small on the wire and large in memory.
+pub const FIELD_OVERHEAD: usize = 32;
+
+/// Counts a field list's size against a limit, as HTTP/2 and HTTP/3 do.
+struct ListSize {
+    size: usize,
+    limit: usize,
+}
+
+impl ListSize {
+    fn new(limit: usize) -> Self {
+        Self { size: 0, limit }
+    }
+
+    fn add(&mut self, name: &[u8], value: &[u8]) -> Result<(), FieldError> {
+        self.size = self
+            .size
+            .saturating_add(name.len() + value.len() + FIELD_OVERHEAD);
+        if self.size > self.limit {
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    fn too_large(&self) -> FieldError {
+        FieldError::ListTooLarge {
+            size: self.size,
+            limit: self.limit,
+        }
+    }
 }
 
 /// Encodes a whole HEADERS frame for a request.
@@ -103,14 +148,25 @@ where
     buf.freeze()
 }
 
-/// Decodes a request head.
+/// Decodes a request head, with no limit on its fields' size beyond the block's own.
 pub fn decode_request_head(block: &[u8]) -> Result<RequestHead, FieldError> {
+    decode_request_head_within(block, usize::MAX)
+}
+
+/// Decodes a request head whose field list may count at most `max_list_size` bytes, each
+/// field's name and value plus [`FIELD_OVERHEAD`] (pseudo-fields included).
+pub fn decode_request_head_within(
+    block: &[u8],
+    max_list_size: usize,
+) -> Result<RequestHead, FieldError> {
+    let mut size = ListSize::new(max_list_size);
     let mut path = None;
     let mut authority = None;
     let mut priority = None;
     let mut fields = HeaderMap::new();
     for field in Fields(block) {
         let (name, value) = field?;
+        size.add(name, value)?;
         if let Some(pseudo) = name.strip_prefix(b":") {
             let text = || String::from_utf8_lossy(value).into_owned();
             let slot_taken = match pseudo {
@@ -132,7 +188,9 @@ pub fn decode_request_head(block: &[u8]) -> Result<RequestHead, FieldError> {
             continue;
         }
         let (name, value) = regular_field(name, value)?;
-        fields.append(name, value);
+        fields
+            .try_append(name, value)
+            .map_err(|_| size.too_large())?;
     }
     let path = path
         .filter(|p| p.starts_with('/'))
@@ -145,16 +203,27 @@ pub fn decode_request_head(block: &[u8]) -> Result<RequestHead, FieldError> {
     })
 }
 
-/// Decodes a response head or trailers: regular fields only.
+/// Decodes a response head or trailers (regular fields only), with no limit on their size
+/// beyond the block's own.
 pub fn decode_fields(block: &[u8]) -> Result<HeaderMap, FieldError> {
+    decode_fields_within(block, usize::MAX)
+}
+
+/// Decodes a response head or trailers whose field list may count at most `max_list_size`
+/// bytes, each field's name and value plus [`FIELD_OVERHEAD`].
+pub fn decode_fields_within(block: &[u8], max_list_size: usize) -> Result<HeaderMap, FieldError> {
+    let mut size = ListSize::new(max_list_size);
     let mut fields = HeaderMap::new();
     for field in Fields(block) {
         let (name, value) = field?;
+        size.add(name, value)?;
         if name.starts_with(b":") {
             return Err(FieldError::UnexpectedPseudo(lossy(name)));
         }
         let (name, value) = regular_field(name, value)?;
-        fields.append(name, value);
+        fields
+            .try_append(name, value)
+            .map_err(|_| size.too_large())?;
     }
     Ok(fields)
 }
@@ -208,6 +277,56 @@ mod tests {
     use bytes::Buf;
 
     use super::*;
+
+    /// A block of `n` fields named `a` with empty values: three bytes each on the wire.
+    fn empty_fields(n: usize) -> Vec<u8> {
+        std::iter::repeat_n([1u8, b'a', 0], n).flatten().collect()
+    }
+
+    #[test]
+    fn many_empty_fields_count_their_overhead() {
+        // 16 KiB of block, 5,461 fields: 175 kB as HTTP/2 and HTTP/3 count it.
+        let block = empty_fields(16 * 1024 / 3);
+        assert!(decode_fields(&block).is_ok(), "no limit, no error");
+        let err = decode_fields_within(&block, 16 * 1024).unwrap_err();
+        assert!(
+            matches!(err, FieldError::ListTooLarge { limit: 16384, .. }),
+            "{err:?}"
+        );
+        let mut head = vec![0x05];
+        head.extend_from_slice(b":path");
+        head.push(2);
+        head.extend_from_slice(b"/x");
+        head.extend_from_slice(&block);
+        let err = decode_request_head_within(&head, 16 * 1024).unwrap_err();
+        assert!(matches!(err, FieldError::ListTooLarge { .. }), "{err:?}");
+        // Within the limit, all of them.
+        let few = empty_fields(10);
+        assert_eq!(
+            decode_fields_within(&few, 10 * (1 + FIELD_OVERHEAD))
+                .unwrap()
+                .len(),
+            10
+        );
+        assert!(decode_fields_within(&few, 10 * (1 + FIELD_OVERHEAD) - 1).is_err());
+    }
+
+    #[test]
+    fn more_fields_than_a_header_map_holds_are_an_error_not_a_panic() {
+        // HeaderMap holds at most 32,768 distinct names; with no size limit, that is the
+        // bound (`append` would panic past it).
+        let block: Vec<u8> = (0..40_000)
+            .flat_map(|i| {
+                let name = format!("h{i}");
+                let mut field = vec![name.len() as u8];
+                field.extend_from_slice(name.as_bytes());
+                field.push(0);
+                field
+            })
+            .collect();
+        let err = decode_fields(&block).unwrap_err();
+        assert!(matches!(err, FieldError::ListTooLarge { .. }), "{err:?}");
+    }
 
     /// Strips the frame head from an encoded frame.
     fn payload(frame: Bytes) -> Bytes {

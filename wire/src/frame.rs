@@ -97,6 +97,12 @@ impl FrameDecoder {
         }
     }
 
+    /// The longest field block it takes, in bytes: the limit its user also puts on the
+    /// decoded field list (see [`crate::fields::decode_fields_within`]).
+    pub fn max_field_block(&self) -> usize {
+        self.max_field_block
+    }
+
     /// Whether the decoder stands between frames: the only place a stream may end.
     pub fn at_frame_boundary(&self) -> bool {
         matches!(self.state, State::Head)

@@ -163,6 +163,16 @@ pub(super) async fn call(
             // fields tonic cannot take (it panics on details that are not base64) end the
             // call with a status of their own.
             crate::status::check_status_fields(response.headers())?;
+            // hyper's server answers a request whose metadata passes its header list limit
+            // with HTTP 431 and no gRPC status, which tonic would report as UNKNOWN; over
+            // QUIC the same request gets RESOURCE_EXHAUSTED.
+            if response.status() == http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                && !response.headers().contains_key("grpc-status")
+            {
+                return Err(Status::resource_exhausted(
+                    "request metadata exceeds the server's limit (HTTP 431)",
+                ));
+            }
             crate::status::deadline_status(response.headers_mut(), deadline);
             response.map(|b| ResponseBody::tcp(b, settings.max_receive_message_size, deadline))
         }

@@ -343,7 +343,7 @@ async fn handle_call(
         }
         Err(e) => return reject(send, recv, e.into_status(Peer::Client)).await,
     };
-    let (head, uri) = match decode_head(&block) {
+    let (head, uri) = match decode_head(&block, shared.config.max_header_list_size) {
         Ok(head) => head,
         Err(status) => return reject(send, recv, status).await,
     };
@@ -429,9 +429,16 @@ async fn respond(
 }
 
 /// A request head, and its path as a URI.
-fn decode_head(block: &[u8]) -> Result<(fields::RequestHead, http::Uri), Status> {
-    let head = fields::decode_request_head(block)
-        .map_err(|e| Status::internal(format!("protocol error: malformed request head: {e}")))?;
+/// Decodes a request head whose field list may count `max_list_size` bytes (with each
+/// field's overhead, as HTTP/2 counts it).
+fn decode_head(
+    block: &[u8],
+    max_list_size: usize,
+) -> Result<(fields::RequestHead, http::Uri), Status> {
+    let head = fields::decode_request_head_within(block, max_list_size).map_err(|e| match e {
+        fields::FieldError::ListTooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        e => Status::internal(format!("protocol error: malformed request head: {e}")),
+    })?;
     let uri = http::Uri::try_from(head.path.as_str())
         .map_err(|_| Status::internal("protocol error: invalid :path"))?;
     Ok((head, uri))

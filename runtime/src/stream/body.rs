@@ -143,7 +143,7 @@ impl RecvBody {
 
     /// The trailers frame, which ends the body.
     fn trailers(&mut self, block: &[u8]) -> Poll<Option<Result<BodyFrame<Bytes>, Status>>> {
-        let trailers = fields::decode_fields(block)
+        let trailers = fields::decode_fields_within(block, self.decoder.max_field_block())
             .map_err(malformed)
             .and_then(|t| check_status_fields(&t).map(|()| t));
         match trailers {

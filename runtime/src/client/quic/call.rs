@@ -170,7 +170,7 @@ async fn exchange(
         }
         Some(status) = request_failure(&mut parts.request_error) => return Err(status.into()),
     };
-    let headers = fields::decode_fields(&block)
+    let headers = fields::decode_fields_within(&block, settings.max_header_list_size)
         .map_err(malformed)
         .and_then(|h| check_status_fields(&h).map(|()| h))
         .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
