@@ -25,7 +25,11 @@ pub(super) fn remembered_tcp(authority: &str) -> bool {
 }
 
 pub(super) fn remember_tcp(authority: &str, until: Instant) {
-    lock(&TCP_ONLY_UNTIL).insert(authority.to_owned(), until);
+    let mut remembered = lock(&TCP_ONLY_UNTIL);
+    // Entries that have run out go, so the map holds only servers remembered now.
+    let now = Instant::now();
+    remembered.retain(|_, until| *until > now);
+    remembered.insert(authority.to_owned(), until);
 }
 
 pub(super) fn forget_tcp(authority: &str) {
@@ -59,5 +63,20 @@ mod tests {
         remember_tcp(authority, Instant::now() + ms(300_000));
         forget_tcp(authority);
         assert!(!remembered_tcp(authority));
+    }
+
+    #[test]
+    fn expired_entries_of_other_servers_go_when_one_is_remembered() {
+        let past = Instant::now() - ms(1);
+        for n in 0..100 {
+            lock(&TCP_ONLY_UNTIL).insert(format!("gone-{n}.test:443"), past);
+        }
+        remember_tcp("kept.test:443", Instant::now() + ms(300_000));
+        let remembered = lock(&TCP_ONLY_UNTIL);
+        assert!(
+            !remembered.keys().any(|k| k.starts_with("gone-")),
+            "expired entries stayed"
+        );
+        assert!(remembered.contains_key("kept.test:443"));
     }
 }

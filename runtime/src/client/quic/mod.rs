@@ -294,15 +294,61 @@ static SHARED_TLS: LazyLock<Mutex<HashMap<ClientTls, Arc<QuicClientConfig>>>> =
 
 type QuicClientConfig = quinn::crypto::rustls::QuicClientConfig;
 
+/// How many QUIC client configs no channel uses any more are kept, for a later channel with
+/// the same TLS settings to resume from. Each holds its TLS settings (a client's private key,
+/// with mutual TLS) and its session tickets.
+const SPARE_TLS_CONFIGS: usize = 64;
+
 /// The shared QUIC config for `tls`, made on first use.
 fn shared_tls(tls: &ClientTls) -> Result<Arc<QuicClientConfig>, Error> {
     let mut shared = lock(&SHARED_TLS);
     if let Some(config) = shared.get(tls) {
         return Ok(config.clone());
     }
+    if shared.len() >= SPARE_TLS_CONFIGS {
+        // Configs only this map holds go: no channel uses them.
+        shared.retain(|_, config| Arc::strong_count(config) > 1);
+    }
     let config = QuicClientConfig::try_from(tls.config(wire::ALPN)?)
         .map_err(|e| Error::tls_caused("TLS config unusable for QUIC", e))?;
     let config = Arc::new(config);
     shared.insert(tls.clone(), config.clone());
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::ServerVerification;
+
+    fn tls(sessions: usize) -> ClientTls {
+        ClientTls {
+            roots: Vec::new(),
+            identity: None,
+            sessions,
+            early_data: false,
+            verify: ServerVerification::Verified,
+        }
+    }
+
+    /// Configs no channel uses any more do not pile up: past the number of spares kept, they
+    /// go, while one in use stays (and is shared).
+    #[test]
+    fn unused_tls_configs_do_not_pile_up() {
+        // Sessions counts no other test uses, so that the map's other entries are theirs.
+        let base = 1_000_000;
+        let in_use = shared_tls(&tls(base)).unwrap();
+        for n in 1..=SPARE_TLS_CONFIGS + 10 {
+            drop(shared_tls(&tls(base + n)).unwrap());
+        }
+        let shared = lock(&SHARED_TLS);
+        let ours = shared
+            .keys()
+            .filter(|t| t.sessions >= base && t.sessions <= base + SPARE_TLS_CONFIGS + 10)
+            .count();
+        assert!(ours <= SPARE_TLS_CONFIGS, "{ours} configs kept");
+        assert!(shared.contains_key(&tls(base)), "the config in use went");
+        drop(shared);
+        assert!(Arc::ptr_eq(&in_use, &shared_tls(&tls(base)).unwrap()));
+    }
 }
