@@ -37,8 +37,9 @@ pub(crate) fn run(args: &CertsArgs) -> Result<(), CliError> {
         CliError::CantCreate(format!("writing {}: {e}", what.display()))
     };
     let paths = [CA, CERT, KEY].map(|name| args.out.join(name));
+    // `symlink_metadata`, not `exists`: a link is there even when what it points at is not.
     if !args.force
-        && let Some(existing) = paths.iter().find(|p| p.exists())
+        && let Some(existing) = paths.iter().find(|p| std::fs::symlink_metadata(p).is_ok())
     {
         return Err(CliError::CantCreate(format!(
             "{} exists already; pass --force to replace it",
@@ -81,9 +82,15 @@ run this again for other names.",
 }
 
 /// Writes `text` to `path`; a private file is readable by its owner only (on Unix).
+///
+/// Through a new file beside it, renamed over `path`: the new file is created afresh
+/// (never through a link, and with the mode given here, whatever an old file had), and
+/// the rename replaces a link at `path` rather than writing where it points.
 fn write(path: &Path, text: &str, private: bool) -> std::io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let fresh = path.with_file_name(format!(".{name}.{}.new", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -91,7 +98,14 @@ fn write(path: &Path, text: &str, private: bool) -> std::io::Result<()> {
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    let written = (|| {
+        let mut file = options.open(&fresh)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&fresh, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    written
 }

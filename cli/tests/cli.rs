@@ -625,3 +625,41 @@ async fn local_mistakes_have_their_own_exit_codes() {
         .expect_code(0)
         .stdout_has("0-RTT");
 }
+
+/// `certs --force` writes the key readable by its owner only whatever mode the old file had,
+/// and never writes through a link at one of its paths: without `--force` a link (even a
+/// dangling one) counts as an existing file, and with it the link is replaced, not followed.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn certs_force_sets_the_key_s_mode_and_does_not_follow_links() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = TempDir::new();
+    let out = dir.0.join("certs");
+    std::fs::create_dir_all(&out).expect("dir");
+    let key = out.join("key.pem");
+    std::fs::write(&key, "old").expect("old key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out_str = out.to_str().expect("utf-8 path");
+    quicrpc(&["certs", "--out", out_str, "--force"])
+        .await
+        .expect_code(0);
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key mode {mode:o}");
+
+    // A dangling link where the key goes.
+    let elsewhere = dir.0.join("elsewhere.pem");
+    std::fs::remove_file(&key).expect("remove");
+    std::os::unix::fs::symlink(&elsewhere, &key).expect("symlink");
+    quicrpc(&["certs", "--out", out_str])
+        .await
+        .expect_code(73)
+        .stderr_has("--force");
+    quicrpc(&["certs", "--out", out_str, "--force"])
+        .await
+        .expect_code(0);
+    assert!(!elsewhere.exists(), "the key was written through the link");
+    let meta = std::fs::symlink_metadata(&key).expect("key");
+    assert!(meta.file_type().is_file(), "the link was not replaced");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
