@@ -2,7 +2,7 @@
 //! server's reflection service (grpc.reflection.v1), asked only for what is needed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use prost::Message as _;
@@ -22,7 +22,8 @@ use crate::error::CliError;
 #[derive(Clone, Debug, Args)]
 pub(crate) struct SchemaArgs {
     /// Takes message types from this .proto file (compiled here, no protoc needed) instead
-    /// of asking the server through reflection. Repeatable.
+    /// of asking the server through reflection. Looked up under each --import-path, as
+    /// protoc does, then from the working directory. Repeatable.
     #[arg(long = "proto", value_name = "FILE")]
     pub(crate) protos: Vec<PathBuf>,
 
@@ -273,17 +274,14 @@ impl Schema {
 
 /// Compiles `--proto` files with their imports.
 fn compile(args: &SchemaArgs) -> Result<DescriptorPool, CliError> {
-    for path in &args.protos {
-        if !path.is_file() {
-            return Err(CliError::NoInput(format!(
-                "--proto {}: no such file",
-                path.display()
-            )));
-        }
-    }
+    let protos = args
+        .protos
+        .iter()
+        .map(|path| find_proto(path, &args.import_paths))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut includes = args.import_paths.clone();
     if includes.is_empty() {
-        for path in &args.protos {
+        for path in &protos {
             let dir = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -296,8 +294,32 @@ fn compile(args: &SchemaArgs) -> Result<DescriptorPool, CliError> {
     let bad = |e: protox::Error| CliError::Data(format!("compiling --proto: {e}"));
     let mut compiler = protox::Compiler::new(&includes).map_err(bad)?;
     compiler.include_imports(true);
-    compiler.open_files(&args.protos).map_err(bad)?;
+    compiler.open_files(&protos).map_err(bad)?;
     Ok(compiler.descriptor_pool())
+}
+
+/// Where a `--proto` name is: as protoc and grpcurl look, under each import path in turn,
+/// then as a path from the working directory.
+fn find_proto(name: &Path, import_paths: &[PathBuf]) -> Result<PathBuf, CliError> {
+    let found = import_paths
+        .iter()
+        .map(|dir| dir.join(name))
+        .chain(std::iter::once(name.to_path_buf()))
+        .find(|path| path.is_file());
+    found.ok_or_else(|| {
+        let looked: Vec<String> = import_paths
+            .iter()
+            .map(|dir| dir.display().to_string())
+            .collect();
+        CliError::NoInput(match looked.is_empty() {
+            true => format!("--proto {}: no such file", name.display()),
+            false => format!(
+                "--proto {}: no such file here or under --import-path {}",
+                name.display(),
+                looked.join(", ")
+            ),
+        })
+    })
 }
 
 /// `package.Service/Method` (or `package.Service.Method`) into service and method.

@@ -663,3 +663,33 @@ async fn certs_force_sets_the_key_s_mode_and_does_not_follow_links() {
     assert!(meta.file_type().is_file(), "the link was not replaced");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+/// `--proto` names are looked up under each `--import-path`, as protoc and grpcurl do, then
+/// from the working directory; a name found nowhere says where it was looked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn proto_names_resolve_against_the_import_paths() {
+    let include = proto_dir();
+    let include = include.to_str().expect("utf-8 path");
+    let run = quicrpc(&[
+        "list",
+        "localhost:1",
+        "--proto",
+        "testing/echo.proto",
+        "--import-path",
+        include,
+    ])
+    .await;
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), "quicrpc.testing.Echo");
+    quicrpc(&[
+        "list",
+        "localhost:1",
+        "--proto",
+        "testing/nope.proto",
+        "--import-path",
+        include,
+    ])
+    .await
+    .expect_code(66)
+    .stderr_has("under --import-path");
+}
