@@ -85,18 +85,41 @@ impl MethodInfo {
 
 /// Looks up the method table entry for `path`, among every service compiled by
 /// `quicrpc-build` into this program.
+///
+/// A path that two tables declare differently (the same service compiled from two versions
+/// of its `.proto`, say) has no entry: its calls get the defaults (NORMAL priority, no
+/// 0-RTT), never the more permissive of the two, and a warning is logged once.
 pub fn method_info(path: &str) -> Option<&'static MethodInfo> {
-    static REGISTRY: OnceLock<HashMap<&'static str, &'static MethodInfo>> = OnceLock::new();
+    static REGISTRY: OnceLock<HashMap<&'static str, Option<&'static MethodInfo>>> = OnceLock::new();
     REGISTRY
-        .get_or_init(|| {
-            inventory::iter::<MethodTable>
-                .into_iter()
-                .flat_map(|table| table.0.iter())
-                .map(|info| (info.path, info))
-                .collect()
-        })
+        .get_or_init(|| registry(inventory::iter::<MethodTable>.into_iter().map(|t| t.0)))
         .get(path)
         .copied()
+        .flatten()
+}
+
+/// Every table's entries by path; `None` for a path declared differently by two tables.
+fn registry<'a>(
+    tables: impl Iterator<Item = &'a [MethodInfo]>,
+) -> HashMap<&'static str, Option<&'a MethodInfo>> {
+    let mut registry = HashMap::new();
+    for info in tables.flatten() {
+        match registry.entry(info.path) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Some(info));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                if slot.get().is_some_and(|known| known != info) {
+                    tracing::warn!(
+                        path = info.path,
+                        "two method tables declare this method differently: its calls get the defaults"
+                    );
+                    slot.insert(None);
+                }
+            }
+        }
+    }
+    registry
 }
 
 /// A service's method table, as registered by generated code.
@@ -117,6 +140,29 @@ mod tests {
         Idempotency::NoSideEffects,
     );
     inventory::submit! { MethodTable(&[PING]) }
+
+    #[test]
+    fn a_path_declared_differently_by_two_tables_has_no_entry() {
+        const SAFE: MethodInfo = MethodInfo::new(
+            "/test.Registry/Delete",
+            CallKind::Unary,
+            Priority::Critical,
+            Idempotency::NoSideEffects,
+        );
+        const UNSAFE: MethodInfo = MethodInfo::new(
+            "/test.Registry/Delete",
+            CallKind::Unary,
+            Priority::Normal,
+            Idempotency::Unknown,
+        );
+        let tables: [&[MethodInfo]; 3] = [&[SAFE, PING], &[UNSAFE], &[SAFE]];
+        let registry = registry(tables.into_iter());
+        assert_eq!(registry.get("/test.Registry/Delete"), Some(&None));
+        // The same declaration twice is no conflict.
+        let tables: [&[MethodInfo]; 2] = [&[PING], &[PING]];
+        let registry = super::registry(tables.into_iter());
+        assert_eq!(registry.get("/test.Registry/Ping"), Some(&Some(&PING)));
+    }
 
     #[test]
     fn registered_tables_are_found_by_path() {
