@@ -208,3 +208,31 @@ async fn many_small_metadata_entries_count_their_overhead_on_both_transports() {
             .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
     }
 }
+
+/// A gzip bomb: a small compressed message that decompresses past the 4 MiB receive limit
+/// is refused (RESOURCE_EXHAUSTED), on both transports, and the connection stays usable.
+#[tokio::test]
+async fn a_compressed_message_over_the_limit_once_decompressed_is_refused_on_both_transports() {
+    use tonic::codec::CompressionEncoding;
+
+    let server = TestServer::start().await;
+    for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
+        let channel = server.any_transport_builder().fallback(policy).connect();
+        let channel = within("connect", channel).await.expect("connect");
+        let mut client = EchoClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+        // 8 MiB of zeros: a few kB on the wire.
+        let request = EchoRequest {
+            payload: vec![0; 8 * MIB],
+            ..echo("bomb")
+        };
+        let status = within("bomb", client.unary(request)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{policy:?}: {status:?}"
+        );
+        within("next call", client.unary(echo("small")))
+            .await
+            .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
+    }
+}
