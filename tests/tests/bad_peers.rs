@@ -497,3 +497,25 @@ async fn status_details_that_are_not_base64_give_a_status_on_both_transports() {
         }
     }
 }
+
+/// Frames of unknown type may come before a request's HEADERS (extensions), but no more of
+/// them than a head may hold (16 KiB by default): a client cannot keep a stream busy before
+/// it says what it is. A small one is skipped and the call runs.
+#[tokio::test]
+async fn unknown_frames_before_the_head_are_bounded() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    let call = |unknown_len: usize| {
+        vec![
+            frame_with_len(0x21, unknown_len as u64, &vec![0; unknown_len]),
+            request_head(UNARY, &[]),
+            data_message(&echo("after unknown frames")),
+        ]
+    };
+    let small = exchange(&client, &call(100), true).await;
+    assert_eq!(small.code(), Some(Code::Ok), "{small:?}");
+    let large = exchange(&client, &call(32 * 1024), true).await;
+    assert_eq!(large.code(), Some(Code::ResourceExhausted), "{large:?}");
+    let after = exchange(&client, &call(100), true).await;
+    assert_eq!(after.code(), Some(Code::Ok), "{after:?}");
+}

@@ -79,6 +79,8 @@ pub fn encode(ty: u64, payload: &[u8]) -> Bytes {
 pub struct FrameDecoder {
     max_field_block: usize,
     state: State,
+    /// The declared lengths of the frames of unknown type seen so far.
+    skipped: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +96,7 @@ impl FrameDecoder {
         Self {
             max_field_block,
             state: State::Head,
+            skipped: 0,
         }
     }
 
@@ -101,6 +104,12 @@ impl FrameDecoder {
     /// decoded field list (see [`crate::fields::decode_fields_within`]).
     pub fn max_field_block(&self) -> usize {
         self.max_field_block
+    }
+
+    /// The bytes of frames of unknown type it has skipped (or is skipping), counted from
+    /// their declared lengths: a receiver may bound what it skips before a head.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Whether the decoder stands between frames: the only place a stream may end.
@@ -169,6 +178,7 @@ impl FrameDecoder {
                         }
                         _ => {
                             buf.advance(head);
+                            self.skipped = self.skipped.saturating_add(len);
                             if len > 0 {
                                 self.state = State::Skip { remaining: len };
                             }
@@ -216,6 +226,17 @@ fn take(remaining: u64, available: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipped_frames_are_counted_by_their_declared_length() {
+        let mut decoder = FrameDecoder::new(1024);
+        let mut buf = BytesMut::new();
+        varint::put(&mut buf, 0x21);
+        varint::put(&mut buf, 1_000_000);
+        buf.extend_from_slice(b"abc");
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.skipped(), 1_000_000, "counted at the frame's head");
+    }
 
     #[test]
     fn take_data_hands_out_a_data_payload_only() {

@@ -82,6 +82,8 @@ pub(crate) enum HeadError {
     NotHeaders,
     /// The stream ended before a head.
     Finished,
+    /// Frames of unknown type before the head passed the field-block limit, in bytes.
+    SkippedTooMuch(u64),
     /// The stream was reset or the connection lost.
     Read(ReadError),
 }
@@ -107,6 +109,9 @@ impl HeadError {
             Self::Finished => {
                 Status::internal(format!("protocol error: {what} ended before its head"))
             }
+            Self::SkippedTooMuch(n) => Status::resource_exhausted(format!(
+                "{n} bytes of unknown frames before the {what} head exceed the head limit"
+            )),
             Self::Read(e) => read_status(e, peer),
         }
     }
@@ -122,7 +127,13 @@ pub(crate) async fn read_head(
     buf: &mut BytesMut,
 ) -> Result<Bytes, HeadError> {
     loop {
-        match decoder.decode(buf).map_err(HeadError::Frame)? {
+        let frame = decoder.decode(buf).map_err(HeadError::Frame)?;
+        // Unknown frames may come first (extensions), but no more of them than a head may
+        // hold: else a peer could keep a stream busy before it ever says what it is.
+        if decoder.skipped() > decoder.max_field_block() as u64 {
+            return Err(HeadError::SkippedTooMuch(decoder.skipped()));
+        }
+        match frame {
             Some(Frame::Headers(block)) => return Ok(block),
             Some(_) => return Err(HeadError::NotHeaders),
             None => match recv.chunk().await.map_err(HeadError::Read)? {
