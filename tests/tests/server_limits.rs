@@ -209,3 +209,55 @@ async fn a_kept_alive_tcp_connection_outlives_the_idle_timeout() {
         .expect("call");
     assert_eq!(server.stats.tcp_connections(), 1);
 }
+
+/// With a maximum connection age, the server ends a connection once it is that old (GOAWAY,
+/// then close when its calls are done), on both transports, and the client's next call
+/// goes on a new connection.
+#[tokio::test]
+async fn connections_end_at_their_maximum_age_and_clients_reconnect() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.max_connection_age(Duration::from_millis(300))
+    })
+    .await;
+    for policy in [Fallback::QuicOnly, Fallback::TcpOnly] {
+        let count = || match policy {
+            Fallback::QuicOnly => server.stats.quic_connections(),
+            _ => server.stats.tcp_connections(),
+        };
+        let channel = server.any_transport_builder().fallback(policy).connect();
+        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        within("a call", client.unary(echo("young")))
+            .await
+            .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
+        until(
+            &format!("{policy:?}: the aged connection is closed"),
+            count,
+            0,
+        )
+        .await;
+        within("a call on a new connection", client.unary(echo("again")))
+            .await
+            .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
+        assert_eq!(count(), 1, "{policy:?}");
+    }
+}
+
+/// ...and a call that never ends does not keep an aged connection alive past the drain
+/// timeout: the server closes it, on both transports.
+#[tokio::test]
+async fn an_aged_connection_is_closed_after_the_drain_timeout_whatever_its_calls() {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.max_connection_age(Duration::from_millis(300))
+            .drain_timeout(Duration::from_millis(300))
+    })
+    .await;
+    for policy in [Fallback::QuicOnly, Fallback::TcpOnly] {
+        let channel = server.any_transport_builder().fallback(policy).connect();
+        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let hanging = tokio::spawn(async move { client.hang(echo("for ever")).await });
+        let result = within(&format!("{policy:?}: the hanging call ends"), hanging)
+            .await
+            .expect("joined");
+        assert!(result.is_err(), "{policy:?}: {result:?}");
+    }
+}

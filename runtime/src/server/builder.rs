@@ -31,6 +31,7 @@ pub struct ServerBuilder {
     max_connections: usize,
     handshake_timeout: Duration,
     drain_timeout: Duration,
+    max_connection_age: Option<Duration>,
     address_validation: AddressValidation,
 }
 
@@ -65,6 +66,7 @@ impl ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_connection_age: None,
             address_validation: AddressValidation::default(),
         }
     }
@@ -157,6 +159,18 @@ impl ServerBuilder {
     #[must_use]
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Ends every connection once it is this old, on both transports: the server says
+    /// GOAWAY (clients move new calls to a new connection), lets the calls under way finish
+    /// for up to the drain timeout ([`drain_timeout`](Self::drain_timeout)), then closes it.
+    /// For spreading clients over servers behind a load balancer, and bounding how long a
+    /// connection keeps what it holds. Default: none, connections live as long as they are
+    /// used.
+    #[must_use]
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.max_connection_age = Some(age);
         self
     }
 
@@ -371,6 +385,7 @@ impl ServerBuilder {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
                 drain_timeout: self.drain_timeout,
+                max_connection_age: self.max_connection_age,
                 address_validation: self.address_validation,
                 #[cfg(feature = "qlog")]
                 quic_config,

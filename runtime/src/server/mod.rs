@@ -70,6 +70,8 @@ struct Shared {
     handshake_timeout: Duration,
     /// How long a graceful shutdown waits for calls under way.
     drain_timeout: Duration,
+    /// When a connection is ended for its age, if ever.
+    max_connection_age: Option<Duration>,
     address_validation: AddressValidation,
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]

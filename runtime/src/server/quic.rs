@@ -194,16 +194,32 @@ async fn serve_connection(
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let mut draining = false;
     let handshake_deadline = handshake.deadline;
+    let aged = shared.max_connection_age.map(|age| Instant::now() + age);
+    // Once draining: when the calls left are ended anyway.
+    let mut drained_by = None;
     loop {
         tokio::select! {
             // Shutdown first: a call that arrives after the signal is refused, not served.
             biased;
             () = shutdown.cancelled(), if !draining => {
                 draining = true;
+                drained_by = Some(Instant::now() + shared.drain_timeout);
+                calls.close();
+                tokio::spawn(send_goaway(conn.clone()));
+            }
+            () = sleep_until_some(aged), if !draining => {
+                debug!(%remote, "connection reached its maximum age");
+                draining = true;
+                drained_by = Some(Instant::now() + shared.drain_timeout);
                 calls.close();
                 tokio::spawn(send_goaway(conn.clone()));
             }
             () = calls.wait(), if draining => {
+                close_quietly(&conn, "server shut down");
+                break;
+            }
+            () = sleep_until_some(drained_by), if draining => {
+                debug!(%remote, calls = calls.len(), "drain timeout: closing the connection");
                 close_quietly(&conn, "server shut down");
                 break;
             }
@@ -236,6 +252,14 @@ async fn serve_connection(
                 }
             },
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -61,6 +61,14 @@ pub(super) async fn serve_tcp(
             let layers = shared.layers.clone();
             move |routes| super::layers::stack(routes, &layers)
         }));
+    // tonic says GOAWAY at the age and waits for the calls; with its own grace period set it
+    // would skip the GOAWAY and close at age + grace. So the end of the grace is Counted's.
+    if let Some(age) = shared.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    let end_of_life = shared
+        .max_connection_age
+        .map(|age| age + shared.drain_timeout);
     info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stats = shared.stats.clone();
@@ -77,6 +85,7 @@ pub(super) async fn serve_tcp(
                     _guard: guard,
                     idle: Idle::new(idle_timeout),
                     killed: Box::pin(killer.clone().cancelled_owned()),
+                    end_of_life: end_of_life.map(|life| Box::pin(tokio::time::sleep(life))),
                 })),
                 None => {
                     debug!(peer = ?stream.peer_addr().ok(), "closed: too many connections");
@@ -116,6 +125,9 @@ struct Counted {
     idle: Idle,
     /// Resolves when a shutdown's drain timeout has passed: the connection is ended.
     killed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// With a maximum connection age: the end of its grace period, when the connection is
+    /// ended whatever calls it still has.
+    end_of_life: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// When a connection last moved a byte, and the timer that ends it when it has been still
@@ -187,6 +199,14 @@ impl tokio::io::AsyncRead for Counted {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
                         "server shut down: drain timeout",
+                    )));
+                }
+                if let Some(end) = &mut self.end_of_life
+                    && end.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "maximum connection age and its drain timeout passed",
                     )));
                 }
                 self.idle.poll_expired(cx).map(Err)
