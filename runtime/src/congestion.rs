@@ -19,9 +19,9 @@
 //! queue until it loses. On longer paths, and in everything else (pacing, startup, loss), it
 //! is quinn's BBR as it is.
 //!
-//! Two simpler rules were measured and dropped. A floor on every path kept 240 KB in flight
-//! on a 20 Mbit/s, 10 ms link (a bandwidth-delay product of 25 kB), which overflowed its
-//! bottleneck queue all the time. A floor lifted for a second after any loss was off in two
+//! Two simpler rules were dropped. A floor on every path would keep 240 KB in flight on a
+//! 20 Mbit/s, 10 ms link, ten times its bandwidth-delay product of 25 kB (reasoned, not
+//! measured). A floor lifted for a second after any loss was measured: it was off in two
 //! runs out of three on loopback, where the receiver's socket drops a few datagrams under
 //! load.
 
