@@ -29,6 +29,15 @@ impl Cc {
 #[cfg(feature = "qlog")]
 const QLOG_DIR: &str = "QUICRPC_BENCH_QLOG";
 
+/// `builder` with its qlog directory set by `set`, if [`QLOG_DIR`] names one.
+#[cfg(feature = "qlog")]
+fn with_qlog<B>(builder: B, set: fn(B, std::ffi::OsString) -> B) -> B {
+    match std::env::var_os(QLOG_DIR) {
+        Some(dir) => set(builder, dir),
+        None => builder,
+    }
+}
+
 /// `compare`'s common flags, and the `serve` and client subcommands' that it passes on.
 /// Bare quinn keeps quinn's defaults whatever these say.
 #[derive(clap::Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,10 +89,7 @@ impl Windows {
     pub(crate) fn server(&self, builder: quicrpc::ServerBuilder) -> quicrpc::ServerBuilder {
         use quicrpc::ServerBuilder as B;
         #[cfg(feature = "qlog")]
-        let builder = match std::env::var_os(QLOG_DIR) {
-            Some(dir) => builder.qlog_dir(dir),
-            None => builder,
-        };
+        let builder = with_qlog(builder, B::qlog_dir);
         self.apply(
             builder,
             B::stream_receive_window,
@@ -96,10 +102,7 @@ impl Windows {
     pub(crate) fn channel(&self, builder: quicrpc::ChannelBuilder) -> quicrpc::ChannelBuilder {
         use quicrpc::ChannelBuilder as B;
         #[cfg(feature = "qlog")]
-        let builder = match std::env::var_os(QLOG_DIR) {
-            Some(dir) => builder.qlog_dir(dir),
-            None => builder,
-        };
+        let builder = with_qlog(builder, B::qlog_dir);
         self.apply(
             builder,
             B::stream_receive_window,
