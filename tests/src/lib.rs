@@ -505,6 +505,19 @@ impl TestServer {
         EchoClient::new(self.channel().await)
     }
 
+    /// A connected channel with transport policy `policy` (QUIC only, TCP only, ...).
+    pub async fn channel_over(&self, policy: quicrpc::Fallback) -> quicrpc::Channel {
+        let connect = self.any_transport_builder().fallback(policy).connect();
+        within(&format!("connect ({policy:?})"), connect)
+            .await
+            .expect("connect to test server")
+    }
+
+    /// A connected `Echo` client with transport policy `policy`.
+    pub async fn client_over(&self, policy: quicrpc::Fallback) -> EchoClient<quicrpc::Channel> {
+        EchoClient::new(self.channel_over(policy).await)
+    }
+
     /// The handler runs so far of the methods that answer from one request message (`Unary`,
     /// `Urgent`, `Lookup`, `ServerStream`, `Fetch`), in order.
     pub fn runs(&self) -> Vec<Run> {

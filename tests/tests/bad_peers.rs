@@ -465,10 +465,7 @@ async fn status_details_that_are_not_base64_give_a_status_on_both_transports() {
     })
     .await;
     for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
-        let channel = server.any_transport_builder().fallback(policy).connect();
-        let mut client = quicrpc_tests::pb::echo_client::EchoClient::new(
-            within("connect", channel).await.expect("connect"),
-        );
+        let mut client = server.client_over(policy).await;
         let mut streaming = client.clone();
         let in_head = tokio::spawn(async move { client.unary(echo("details")).await });
         let in_trailers = tokio::spawn(async move {

@@ -14,8 +14,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 const TRANSPORTS: [Fallback; 2] = [Fallback::QuicOnly, Fallback::TcpOnly];
 
 async fn channel(server: &TestServer, policy: Fallback) -> quicrpc::Channel {
-    let connect = server.any_transport_builder().fallback(policy).connect();
-    within("connect", connect).await.expect("connect")
+    server.channel_over(policy).await
 }
 
 #[tokio::test]

@@ -35,8 +35,7 @@ async fn client_interceptor_metadata_reaches_the_server_on_both_transports() {
         (Fallback::QuicOnly, Transport::Quic),
         (Fallback::TcpOnly, Transport::Tcp),
     ] {
-        let connect = server.any_transport_builder().fallback(policy).connect();
-        let channel = within("connect", connect).await.unwrap();
+        let channel = server.channel_over(policy).await;
 
         // Without the client interceptor: refused by the server's.
         let mut bare = EchoClient::new(channel.clone());

@@ -13,8 +13,7 @@ use tonic::Code;
 const TRANSPORTS: [Fallback; 2] = [Fallback::QuicOnly, Fallback::TcpOnly];
 
 async fn client(server: &TestServer, policy: Fallback) -> EchoClient<quicrpc::Channel> {
-    let channel = server.any_transport_builder().fallback(policy).connect();
-    EchoClient::new(within("connect", channel).await.expect("connect"))
+    server.client_over(policy).await
 }
 
 /// Refuses calls without `x-api-key: open-sesame`, before they reach a service.

@@ -188,8 +188,7 @@ async fn tonic_codec_limit_also_reports_resource_exhausted() {
 async fn many_small_metadata_entries_count_their_overhead_on_both_transports() {
     let server = TestServer::start().await;
     for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
-        let channel = server.any_transport_builder().fallback(policy).connect();
-        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let mut client = server.client_over(policy).await;
         let mut request = tonic::Request::new(echo("m"));
         for i in 0..600 {
             let key: tonic::metadata::MetadataKey<_> = format!("x-{i}").parse().unwrap();
@@ -217,9 +216,10 @@ async fn a_compressed_message_over_the_limit_once_decompressed_is_refused_on_bot
 
     let server = TestServer::start().await;
     for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
-        let channel = server.any_transport_builder().fallback(policy).connect();
-        let channel = within("connect", channel).await.expect("connect");
-        let mut client = EchoClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+        let mut client = server
+            .client_over(policy)
+            .await
+            .send_compressed(CompressionEncoding::Gzip);
         // 8 MiB of zeros: a few kB on the wire.
         let request = EchoRequest {
             payload: vec![0; 8 * MIB],

@@ -206,16 +206,8 @@ async fn methods_no_table_knows_are_labelled_unknown_on_the_server() {
     const PATH: &str = "/nope.Missing/Call";
     let mut metrics = LocalMetrics::start();
     let server = TestServer::start().await;
-    let quic = server.channel().await;
-    let tcp = within(
-        "tcp channel",
-        server
-            .any_transport_builder()
-            .fallback(Fallback::TcpOnly)
-            .connect(),
-    )
-    .await
-    .expect("tcp channel");
+    let quic = server.channel_over(Fallback::QuicOnly).await;
+    let tcp = server.channel_over(Fallback::TcpOnly).await;
     for (channel, transport) in [(quic, "quic"), (tcp, "tcp")] {
         let mut grpc = tonic::client::Grpc::new(channel);
         within("ready", grpc.ready()).await.expect("ready");

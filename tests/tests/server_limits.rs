@@ -225,8 +225,7 @@ async fn connections_end_at_their_maximum_age_and_clients_reconnect() {
             Fallback::QuicOnly => server.stats.quic_connections(),
             _ => server.stats.tcp_connections(),
         };
-        let channel = server.any_transport_builder().fallback(policy).connect();
-        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let mut client = server.client_over(policy).await;
         within("a call", client.unary(echo("young")))
             .await
             .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
@@ -263,8 +262,7 @@ async fn an_aged_connection_is_closed_after_the_drain_timeout_whatever_its_calls
     })
     .await;
     for policy in [Fallback::QuicOnly, Fallback::TcpOnly] {
-        let channel = server.any_transport_builder().fallback(policy).connect();
-        let mut client = EchoClient::new(within("connect", channel).await.expect("connect"));
+        let mut client = server.client_over(policy).await;
         let hanging = tokio::spawn(async move { client.hang(echo("for ever")).await });
         let result = within(&format!("{policy:?}: the hanging call ends"), hanging)
             .await
