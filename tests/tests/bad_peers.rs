@@ -67,6 +67,18 @@ async fn malformed_requests_get_a_status_and_the_connection_carries_on() {
             Code::Internal,
         ),
         (
+            "control characters in :path",
+            vec![raw_fields(
+                frame::HEADERS,
+                &[(
+                    b":path",
+                    b"/quicrpc.testing.Echo/Unary\x1b[2J\r\nforged log line",
+                )],
+            )],
+            true,
+            Code::Internal,
+        ),
+        (
             "unknown pseudo-field",
             vec![raw_fields(frame::HEADERS, &[(b":method", b"POST")])],
             true,

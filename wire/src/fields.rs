@@ -42,7 +42,7 @@ pub enum FieldError {
     /// A pseudo-field after a regular field, or twice.
     #[error("misplaced or repeated pseudo-field {0:?}")]
     MisplacedPseudo(String),
-    /// A request head without a `:path` starting with `/`.
+    /// A request head without a `:path` starting with `/` and made of visible ASCII only.
     #[error("request head has no valid :path")]
     MissingPath,
     /// A `:priority` that names no priority.
@@ -192,8 +192,10 @@ pub fn decode_request_head_within(
             .try_append(name, value)
             .map_err(|_| size.too_large())?;
     }
+    // Visible ASCII only, as a URI path is: the path goes into logs and errors, where a
+    // control character could forge lines or drive a terminal.
     let path = path
-        .filter(|p| p.starts_with('/'))
+        .filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or(FieldError::MissingPath)?;
     Ok(RequestHead {
         path,
@@ -391,6 +393,10 @@ mod tests {
         let cases: &[(&[Field<'_>], FieldError)] = &[
             (&[], FieldError::MissingPath),
             (&[(b":path", b"nope")], FieldError::MissingPath),
+            (&[(b":path", b"/a\x1b[2J/b")], FieldError::MissingPath),
+            (&[(b":path", b"/a\n/b")], FieldError::MissingPath),
+            (&[(b":path", b"/a b")], FieldError::MissingPath),
+            (&[(b":path", b"/a\xff/b")], FieldError::MissingPath),
             (
                 &[(b":path", b"/a"), (b":path", b"/b")],
                 FieldError::MisplacedPseudo(":path".into()),
