@@ -31,6 +31,10 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The QUIC endpoint stopped accepting connections while the server was serving (its
+    /// UDP socket failed). The server shuts down rather than go on serving TCP alone.
+    #[error("serving over QUIC: the endpoint stopped accepting connections")]
+    QuicStopped,
     /// A setting is out of range, or a file it names cannot be created.
     #[error("invalid setting: {message}{}", cause(source))]
     Config {

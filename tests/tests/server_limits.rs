@@ -87,28 +87,40 @@ async fn a_stalled_quic_handshake_is_dropped_after_the_handshake_timeout() {
         .expect("served");
 }
 
+/// A TCP connection that never says a word, once the server has started its TLS handshake.
+async fn silent_tcp_connection(server: &TestServer) -> tokio::net::TcpStream {
+    let before = server.stats.tcp_handshakes();
+    let silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    until(
+        "TLS handshake under way",
+        || server.stats.tcp_handshakes(),
+        before + 1,
+    )
+    .await;
+    silent
+}
+
 #[tokio::test]
 async fn a_stalled_tls_handshake_on_tcp_is_dropped_after_the_handshake_timeout() {
     let server = TestServer::start_with(TestOptions::default(), |b| {
         b.handshake_timeout(Duration::from_millis(300))
     })
     .await;
-    // A TCP connection that never says a word.
-    let _silent = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    until(
-        "TCP connection counted",
-        || server.stats.tcp_connections(),
-        1,
-    )
-    .await;
+    let _silent = silent_tcp_connection(&server).await;
+    assert_eq!(
+        server.stats.tcp_connections(),
+        0,
+        "a handshake under way does not count as a connection"
+    );
     until(
         "silent connection dropped",
-        || server.stats.tcp_connections(),
+        || server.stats.tcp_handshakes(),
         0,
     )
     .await;
+    assert_eq!(server.stats.tcp_connections(), 0);
 }
 
 #[tokio::test]
@@ -269,4 +281,53 @@ async fn an_aged_connection_is_closed_after_the_drain_timeout_whatever_its_calls
             .expect("joined");
         assert!(result.is_err(), "{policy:?}: {result:?}");
     }
+}
+
+/// Only connections that completed their TLS handshake count against `max_connections`:
+/// a silent TCP connection does not lock a real client out of the last place.
+#[tokio::test]
+async fn a_tls_handshake_under_way_does_not_take_a_connection_place() {
+    let server = TestServer::start_with(TestOptions::default(), |b| b.max_connections(1)).await;
+    let _silent = silent_tcp_connection(&server).await;
+    let mut client = server.client_over(Fallback::TcpOnly).await;
+    within("call", client.unary(echo("the one place")))
+        .await
+        .expect("served beside a handshake under way");
+    assert_eq!(server.stats.tcp_connections(), 1);
+    assert_eq!(
+        server.stats.tcp_handshakes(),
+        1,
+        "the silent one still waits"
+    );
+}
+
+/// With a limit per address, one address gets that many connections, QUIC and TCP
+/// together; its next is refused on either transport (UNAVAILABLE), and gets in again once
+/// one of its connections has closed.
+#[tokio::test]
+async fn max_connections_per_address_holds_on_both_transports() {
+    let server =
+        TestServer::start_with(TestOptions::default(), |b| b.max_connections_per_address(2)).await;
+    let quic = server.channel_builder();
+    let tcp = server.any_transport_builder().fallback(Fallback::TcpOnly);
+    let first = quic.clone().connect_lazy().expect("channel");
+    first_call_on(&first).await.expect("first QUIC connection");
+    let second = tcp.clone().connect_lazy().expect("channel");
+    first_call_on(&second).await.expect("first TCP connection");
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    assert_eq!(server.stats.connections_from(loopback), 2);
+    for (what, builder) in [("QUIC", quic.clone()), ("TCP", tcp.clone())] {
+        let status = first_call(builder).await.expect_err("over the limit");
+        assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+    }
+    assert_eq!(server.stats.connections(), 2);
+    drop(second);
+    until(
+        "TCP connection closed",
+        || server.stats.tcp_connections(),
+        0,
+    )
+    .await;
+    assert_eq!(server.stats.connections_from(loopback), 1);
+    first_call(tcp).await.expect("room again");
 }

@@ -145,3 +145,47 @@ async fn expired_certificates_are_refused_on_both_sides_and_both_transports() {
         );
     }
 }
+
+/// A raw TLS client for the server's TCP side offering only `versions`, with ALPN `h2`:
+/// whether its handshake completes.
+async fn tcp_handshake_with(
+    server: &TestServer,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(), std::io::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in server.cert.ca_certificate().certs() {
+        roots.add(cert.clone()).expect("CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("TCP connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    within("TLS handshake", connector.connect(name, tcp))
+        .await
+        .map(drop)
+}
+
+/// The TCP side speaks TLS 1.3 only, as QUIC does: a client offering only TLS 1.2 fails its
+/// handshake, one offering 1.3 completes it, and the server keeps serving.
+#[tokio::test]
+async fn tls_1_2_is_refused_on_tcp() {
+    let server = TestServer::start().await;
+    let refused = tcp_handshake_with(&server, &[&rustls::version::TLS12]).await;
+    let error = refused.expect_err("TLS 1.2 must be refused");
+    println!("TLS 1.2 refused: {error}");
+    tcp_handshake_with(&server, &[&rustls::version::TLS13])
+        .await
+        .expect("TLS 1.3 is served");
+    let mut client = server.client_over(Fallback::TcpOnly).await;
+    within("call", client.unary(echo("still serving")))
+        .await
+        .expect("served");
+}

@@ -29,6 +29,7 @@ pub struct ServerBuilder {
     client_roots: Vec<Certificate>,
     layers: Vec<LayerFn>,
     max_connections: usize,
+    max_connections_per_address: Option<usize>,
     handshake_timeout: Duration,
     drain_timeout: Duration,
     max_connection_age: Option<Duration>,
@@ -64,6 +65,7 @@ impl ServerBuilder {
             client_roots: Vec::new(),
             layers: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connection_age: None,
@@ -149,6 +151,17 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
+        self
+    }
+
+    /// The most connections the server keeps open from one IP address, QUIC and TCP
+    /// together, so that one client cannot take the whole of
+    /// [`max_connections`](Self::max_connections). Past it, that address's new connections
+    /// are refused as those past `max_connections` are. Default: none. Clients behind one
+    /// NAT share an address: leave room for them.
+    #[must_use]
+    pub fn max_connections_per_address(mut self, connections: usize) -> Self {
+        self.max_connections_per_address = Some(connections);
         self
     }
 
@@ -383,6 +396,7 @@ impl ServerBuilder {
                 client_roots: self.client_roots,
                 stats: ServerStats::default(),
                 max_connections: self.max_connections,
+                max_connections_per_address: self.max_connections_per_address,
                 handshake_timeout: self.handshake_timeout,
                 drain_timeout: self.drain_timeout,
                 max_connection_age: self.max_connection_age,

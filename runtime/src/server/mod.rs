@@ -67,6 +67,8 @@ struct Shared {
     client_roots: Vec<Certificate>,
     stats: ServerStats,
     max_connections: usize,
+    /// The most connections from one IP address, if limited.
+    max_connections_per_address: Option<usize>,
     handshake_timeout: Duration,
     /// How long a graceful shutdown waits for calls under way.
     drain_timeout: Duration,
@@ -125,9 +127,13 @@ impl Server {
         } = self;
         let shutdown = CancellationToken::new();
         let quic = async {
-            if let Some(endpoint) = quic {
-                serve_quic(endpoint, local_addr, shared.clone(), shutdown.clone()).await;
+            let Some(endpoint) = quic else { return Ok(()) };
+            let result = serve_quic(endpoint, local_addr, shared.clone(), shutdown.clone()).await;
+            // Nor does it go on serving TCP alone when QUIC stops.
+            if result.is_err() {
+                shutdown.cancel();
             }
+            result
         };
         let tcp = async {
             let Some(listener) = tcp else { return Ok(()) };
@@ -142,8 +148,8 @@ impl Server {
                 () = shutdown.cancelled() => {}
             }
         };
-        let ((), tcp, ()) = tokio::join!(quic, tcp, signal);
+        let (quic, tcp, ()) = tokio::join!(quic, tcp, signal);
         info!(%local_addr, "server stopped");
-        tcp
+        quic.and(tcp)
     }
 }

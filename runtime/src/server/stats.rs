@@ -1,7 +1,9 @@
 //! Live connection counts, and the connection limit they enforce.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Transport;
 
@@ -17,7 +19,12 @@ struct Counts {
     quic: AtomicUsize,
     tcp: AtomicUsize,
     quic_handshakes: AtomicUsize,
+    tcp_handshakes: AtomicUsize,
     retries: AtomicUsize,
+    opened: AtomicUsize,
+    /// Open connections per peer address, both transports together; addresses with none
+    /// have no entry.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
     calls: AtomicUsize,
 }
 
@@ -27,9 +34,28 @@ impl ServerStats {
         self.counts.quic.load(Ordering::Acquire)
     }
 
-    /// Open TCP connections (gRPC over HTTP/2), TLS handshakes under way included.
+    /// Open TCP connections (gRPC over HTTP/2) whose TLS handshake has completed. Those
+    /// still handshaking are [`tcp_handshakes`](Self::tcp_handshakes), and do not count
+    /// against the connection limit.
     pub fn tcp_connections(&self) -> usize {
         self.counts.tcp.load(Ordering::Acquire)
+    }
+
+    /// TCP connections accepted whose TLS handshake is under way.
+    pub fn tcp_handshakes(&self) -> usize {
+        self.counts.tcp_handshakes.load(Ordering::Acquire)
+    }
+
+    /// Counts a TCP handshake under way until the guard drops, unless `max` are already
+    /// under way.
+    pub(super) fn tcp_handshake(&self, max: usize) -> Option<TcpHandshakeGuard> {
+        let before = self.counts.tcp_handshakes.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.counts.tcp_handshakes.fetch_sub(1, Ordering::AcqRel);
+            refused(Transport::Tcp, "max_handshakes");
+            return None;
+        }
+        Some(TcpHandshakeGuard(self.clone()))
     }
 
     /// QUIC handshakes under way: connections accepted whose handshake has not completed.
@@ -78,30 +104,77 @@ impl ServerStats {
         }
     }
 
-    /// Counts a new connection, unless the server already has `max` on both transports
-    /// together; the count drops when the guard does.
-    pub(super) fn open(&self, transport: Transport, max: usize) -> Option<ConnectionGuard> {
+    /// Counts a new connection from `peer`, unless the server already has `max` on both
+    /// transports together, or `per_address` from that address; the counts drop when the
+    /// guard does.
+    pub(super) fn open(
+        &self,
+        transport: Transport,
+        max: usize,
+        peer: IpAddr,
+        per_address: Option<usize>,
+    ) -> Option<ConnectionGuard> {
         // Reserve first, then check: concurrent opens cannot overshoot together.
         let counter = self.counter(transport);
         counter.fetch_add(1, Ordering::AcqRel);
         if self.connections() > max {
             counter.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!(
-                "quicrpc_connections_refused_total",
-                "transport" => match transport {
-                    Transport::Quic => "quic",
-                    Transport::Tcp => "tcp",
-                },
-                "reason" => "max_connections"
-            )
-            .increment(1);
+            refused(transport, "max_connections");
             return None;
         }
+        {
+            let mut addresses = self.addresses();
+            let count = addresses.entry(peer).or_insert(0);
+            if per_address.is_some_and(|limit| *count >= limit) {
+                if *count == 0 {
+                    addresses.remove(&peer);
+                }
+                drop(addresses);
+                counter.fetch_sub(1, Ordering::AcqRel);
+                refused(transport, "max_connections_per_address");
+                return None;
+            }
+            *count += 1;
+        }
+        self.counts.opened.fetch_add(1, Ordering::AcqRel);
         Some(ConnectionGuard {
             stats: self.clone(),
             transport,
+            peer,
         })
     }
+
+    /// Connections admitted since the server started, on both transports (those refused
+    /// by a limit not included).
+    pub fn connections_opened(&self) -> usize {
+        self.counts.opened.load(Ordering::Acquire)
+    }
+
+    /// Open connections from `peer`, on both transports.
+    pub fn connections_from(&self, peer: IpAddr) -> usize {
+        self.addresses().get(&peer).copied().unwrap_or(0)
+    }
+
+    fn addresses(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // The map is consistent between statements: a panic elsewhere cannot leave it torn.
+        self.counts
+            .per_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a connection refused for `reason`.
+fn refused(transport: Transport, reason: &'static str) {
+    metrics::counter!(
+        "quicrpc_connections_refused_total",
+        "transport" => match transport {
+            Transport::Quic => "quic",
+            Transport::Tcp => "tcp",
+        },
+        "reason" => reason
+    )
+    .increment(1);
 }
 
 /// One counted connection.
@@ -109,13 +182,33 @@ impl ServerStats {
 pub(super) struct ConnectionGuard {
     stats: ServerStats,
     transport: Transport,
+    peer: IpAddr,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        {
+            let mut addresses = self.stats.addresses();
+            if let Some(count) = addresses.get_mut(&self.peer) {
+                *count -= 1;
+                if *count == 0 {
+                    addresses.remove(&self.peer);
+                }
+            }
+        }
         self.stats
             .counter(self.transport)
             .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One TCP handshake under way.
+#[derive(Debug)]
+pub(super) struct TcpHandshakeGuard(ServerStats);
+
+impl Drop for TcpHandshakeGuard {
+    fn drop(&mut self) {
+        self.0.counts.tcp_handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

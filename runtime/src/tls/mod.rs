@@ -115,11 +115,6 @@ impl Certificate {
         }
     }
 
-    /// Several DER-encoded certificates as one bundle.
-    pub(crate) fn from_ders(certs: Vec<CertificateDer<'static>>) -> Self {
-        Self { certs }
-    }
-
     /// The certificates, DER-encoded.
     pub fn certs(&self) -> &[CertificateDer<'static>] {
         &self.certs

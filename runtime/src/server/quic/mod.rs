@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use self::call::serve_call;
 use super::credit::StreamCredit;
@@ -21,16 +21,18 @@ use crate::telemetry::{Side, sample_connection};
 use crate::tls::PeerCertificates;
 use crate::wire::code::ErrorCode;
 use crate::wire::frame;
-use crate::{Priority, Transport, wire};
+use crate::{Error, Priority, Transport, wire};
 
-/// Accepts QUIC connections until `shutdown`, then drains them.
+/// Accepts QUIC connections until `shutdown`, then drains them. Fails if the endpoint stops
+/// accepting before that.
 pub(super) async fn serve_quic(
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), Error> {
     let connections = TaskTracker::new();
+    let mut result = Ok(());
     info!(%local_addr, "serving QUIC");
     loop {
         tokio::select! {
@@ -45,7 +47,12 @@ pub(super) async fn serve_quic(
                         Err(e) => debug!("cannot send Retry: {e}"),
                     }
                 }
-                Some(incoming) => match shared.stats.open(Transport::Quic, shared.max_connections) {
+                Some(incoming) => match shared.stats.open(
+                    Transport::Quic,
+                    shared.max_connections,
+                    incoming.remote_address().ip().to_canonical(),
+                    shared.max_connections_per_address,
+                ) {
                     Some(guard) => {
                         let serving = serve_connection(incoming, shared.clone(), shutdown.clone());
                         connections.spawn(async move {
@@ -58,7 +65,11 @@ pub(super) async fn serve_quic(
                         incoming.refuse();
                     }
                 },
-                None => break,
+                None => {
+                    error!(%local_addr, "QUIC: the endpoint stopped accepting connections");
+                    result = Err(Error::QuicStopped);
+                    break;
+                }
             },
         }
     }
@@ -79,6 +90,7 @@ pub(super) async fn serve_quic(
     // Closes every connection left, which ends their calls.
     endpoint.close(quic_code(ErrorCode::NoError), b"server shut down");
     let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+    result
 }
 
 /// A connection's handshake while it may still be under way: calls are accepted during it

@@ -15,6 +15,9 @@ use tracing::{Instrument, debug, info};
 use tokio::time::Instant;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+mod incoming;
+
+use self::incoming::{Admission, TlsIncoming};
 use super::ServerStats;
 use super::Shared;
 use super::stats::{CallGuard, ConnectionGuard};
@@ -31,21 +34,11 @@ pub(super) async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().ok();
-    let mut tls = tonic::transport::ServerTlsConfig::new()
-        .identity(identity.to_tonic())
-        .timeout(shared.handshake_timeout);
-    if !shared.client_roots.is_empty() {
-        // One bundle of every CA: tonic's `client_ca_root` replaces the roots it had.
-        let bundle: Vec<_> = shared
-            .client_roots
-            .iter()
-            .flat_map(|ca| ca.certs().iter().cloned())
-            .collect();
-        tls = tls.client_ca_root(crate::tls::Certificate::from_ders(bundle).to_tonic());
-    }
+    // quicrpc's own TLS rather than tonic's: TLS 1.3 only and the ring provider, as on QUIC
+    // (tonic's takes the process-wide default provider and allows TLS 1.2), every client CA
+    // in one verifier, and handshakes that count against no limit until they complete.
+    let tls = crate::tls::server_config(identity, &[b"h2"], false, &shared.client_roots)?;
     let mut server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .map_err(|e| Error::tls_caused("TCP side", e))?
         .max_concurrent_streams(shared.config.max_concurrent_streams)
         .http2_max_header_list_size(
             u32::try_from(shared.config.max_header_list_size).unwrap_or(u32::MAX),
@@ -70,32 +63,32 @@ pub(super) async fn serve_tcp(
         .max_connection_age
         .map(|age| age + shared.drain_timeout);
     info!(?local_addr, "serving gRPC over TCP (HTTP/2, TLS)");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let stats = shared.stats.clone();
-    let max = shared.max_connections;
     let idle_timeout = shared.config.idle_timeout;
     // Cancelled once a shutdown has waited the drain timeout: ends the connections left.
     let kill = CancellationToken::new();
     let killer = kill.clone();
-    let incoming = futures_util::StreamExt::filter_map(incoming, move |accepted| {
-        let counted = match accepted {
-            Ok(stream) => match stats.open(Transport::Tcp, max) {
-                Some(guard) => Some(Ok(Counted {
+    let incoming = TlsIncoming::new(
+        listener,
+        tls,
+        Admission {
+            stats: shared.stats.clone(),
+            max_connections: shared.max_connections,
+            per_address: shared.max_connections_per_address,
+            handshake_timeout: shared.handshake_timeout,
+            counted: Box::new(move |stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!("cannot set TCP_NODELAY: {e}");
+                }
+                Counted {
                     stream,
-                    _guard: guard,
+                    _guard: None,
                     idle: Idle::new(idle_timeout),
                     killed: Box::pin(killer.clone().cancelled_owned()),
                     end_of_life: end_of_life.map(|life| Box::pin(tokio::time::sleep(life))),
-                })),
-                None => {
-                    debug!(peer = ?stream.peer_addr().ok(), "closed: too many connections");
-                    None
                 }
-            },
-            Err(e) => Some(Err(e)),
-        };
-        std::future::ready(counted)
-    });
+            }),
+        },
+    );
     let serve = server
         .add_routes(shared.routes.clone())
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
@@ -121,7 +114,8 @@ const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(1)
 /// HTTP/2 PINGs count as bytes: a client that keeps its connection alive keeps it.
 struct Counted {
     stream: tokio::net::TcpStream,
-    _guard: ConnectionGuard,
+    /// Set once the TLS handshake has completed and the connection was admitted.
+    _guard: Option<ConnectionGuard>,
     idle: Idle,
     /// Resolves when a shutdown's drain timeout has passed: the connection is ended.
     killed: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
@@ -137,6 +131,13 @@ struct Idle {
     last: Instant,
     /// Set for `last + timeout` when it was armed; pushed on, not reset per byte.
     timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Counted {
+    /// The connection completed its handshake and was admitted: it counts until it closes.
+    fn admitted(&mut self, guard: ConnectionGuard) {
+        self._guard = Some(guard);
+    }
 }
 
 impl Idle {
