@@ -5,7 +5,7 @@ use quicrpc::{NoZeroRtt, ZeroRtt};
 use quicrpc_tests::pb::EchoReply;
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::raw::{self, RawClient, RecordingRelay};
-use quicrpc_tests::{Run, TestOptions, TestServer, echo, within};
+use quicrpc_tests::{Run, TestOptions, TestServer, echo, until, within};
 use quicrpc_wire::code::ErrorCode;
 
 const UNARY: &str = "/quicrpc.testing.Echo/Unary";
@@ -266,5 +266,74 @@ async fn replayed_early_data_runs_nothing() {
         after[before.len()..],
         [run("Lookup", false)],
         "replayed calls ran: {after:?}"
+    );
+}
+
+/// A connection that closes during its handshake runs none of its early calls that are not
+/// replay-safe. quinn calls a stream accepted after the connection closed not 0-RTT, so an
+/// attacker who replays a client's first flight (ClientHello and a 0-RTT call) followed by
+/// its CONNECTION_CLOSE would otherwise have the call run: the server decides from whether
+/// the handshake completed.
+#[tokio::test]
+async fn early_calls_of_a_connection_closed_during_its_handshake_do_not_run() {
+    let server = TestServer::start().await;
+    let config = raw_config_with_ticket(&server).await;
+    let before = server.runs();
+
+    // The client's datagrams go to a socket that never answers: its first flight, with a
+    // call as 0-RTT data, and then its CONNECTION_CLOSE, sent in the Initial space.
+    let hole = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let connecting = endpoint
+        .connect_with(config, hole.local_addr().expect("address"), "localhost")
+        .expect("connect");
+    let Ok((conn, _accepted)) = connecting.into_0rtt() else {
+        panic!("no session ticket to resume with");
+    };
+    let (mut send, _recv) = conn.open_bi().await.expect("open stream");
+    let mut call = raw::request_head(UNARY, &[]).to_vec();
+    call.extend_from_slice(&raw::data_message(&echo("replayable")));
+    send.write_all(&call).await.expect("write");
+    send.finish().expect("finish");
+    let mut buf = vec![0; 65536];
+    let (n, _) = within("first flight", hole.recv_from(&mut buf))
+        .await
+        .expect("first flight");
+    let mut datagrams = vec![buf[..n].to_vec()];
+    conn.close(0u32.into(), b"gone");
+    // The close is out once the endpoint is idle; loopback has delivered everything by then.
+    within("client idle", endpoint.wait_idle()).await;
+    while let Ok((n, _)) = hole.try_recv_from(&mut buf) {
+        datagrams.push(buf[..n].to_vec());
+    }
+    assert!(datagrams.len() >= 2, "the first flight and the close");
+
+    // The attacker sends them all to the server at once.
+    let opened = server.stats.connections_opened();
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    for datagram in &datagrams {
+        attacker
+            .send_to(datagram, server.addr)
+            .await
+            .expect("replay");
+    }
+    // The server has taken the connection...
+    until(
+        "connection taken",
+        || server.stats.connections_opened(),
+        opened + 1,
+    )
+    .await;
+    // ...and has dropped it, and finished every call it took from it.
+    until("connection gone", || server.stats.quic_connections(), 0).await;
+    until("calls done", || server.stats.calls(), 0).await;
+    assert_eq!(
+        server.runs()[before.len()..],
+        [],
+        "an early call ran after its connection closed during the handshake"
     );
 }

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use tracing::{Instrument, debug};
 
 use super::super::Shared;
+use super::super::stats::CallGuard;
 use crate::status::{Peer, malformed, normalize_status, status_code};
 use crate::stream::{HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, read_head, send_body};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
@@ -25,19 +26,21 @@ use crate::zero_rtt::replay_safe;
 use crate::{MethodInfo, Transport, ZeroRtt, deadline, method_info, priority};
 
 /// Serves one call until it is done or the client cancels it (STOP_SENDING, or the connection
-/// is lost), which drops the handler.
+/// is lost), which drops the handler. `early`: the stream was accepted before the
+/// connection's handshake had completed successfully. `_call` counts the call while it runs.
 pub(super) async fn serve_call(
     mut send: SendHalf,
     recv: quinn::RecvStream,
     shared: Arc<Shared>,
     remote: SocketAddr,
     peer: Option<PeerCertificates>,
+    early: bool,
+    _call: CallGuard,
 ) {
-    let _call = shared.stats.call();
     let cancelled = send.stopped();
     tokio::select! {
         biased;
-        () = handle_call(&mut send, recv, &shared, remote, peer) => {}
+        () = handle_call(&mut send, recv, &shared, remote, peer, early) => {}
         () = cancelled => {
             // The client stopped the call or vanished: dropping the call drops the handler.
             // The drop of `send` resets the stream.
@@ -56,11 +59,13 @@ async fn handle_call(
     shared: &Shared,
     remote: SocketAddr,
     peer: Option<PeerCertificates>,
+    early: bool,
 ) {
     let stream_id = VarInt::from(recv.id()).into_inner();
     // Accepted before the handshake completed: its data came as 0-RTT early data, which an
-    // attacker may have replayed.
-    let early = recv.is_0rtt();
+    // attacker may have replayed. quinn's own flag alone is not enough: it calls a stream
+    // accepted after the connection closed during its handshake not 0-RTT.
+    let early = early || recv.is_0rtt();
     let mut recv = RecvHalf::new(recv);
     let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
     let mut buf = BytesMut::new();

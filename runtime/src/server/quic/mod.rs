@@ -229,7 +229,16 @@ async fn serve_connection(
                 break;
             }
             // A handshake still under way (0-RTT path) must finish in time.
-            () = handshake.done(), if handshake.pending.is_some() => handshake.completed(),
+            () = handshake.done(), if handshake.pending.is_some() => {
+                // Resolved by a close too: a connection that closed during its handshake
+                // never completed it, so the streams it left are not served (their data may
+                // be replayed early data).
+                if let Some(reason) = conn.close_reason() {
+                    debug!(%remote, "connection closed during its handshake: {reason}");
+                    break;
+                }
+                handshake.completed();
+            }
             () = tokio::time::sleep_until(handshake_deadline), if handshake.pending.is_some() => {
                 debug!(%remote, "handshake timed out");
                 close_quietly(&conn, "handshake timed out");
@@ -246,7 +255,12 @@ async fn serve_connection(
                     // The address now, not at accept: the client may have migrated.
                     let remote = conn.remote_address();
                     let send = SendHalf::new(send, gate.clone());
-                    calls.spawn(serve_call(send, recv, shared.clone(), remote, peer.clone()));
+                    // Early unless the handshake has completed successfully.
+                    let early = handshake.pending.is_some();
+                    // Counted from here, so the count covers the task before it first runs.
+                    let call = shared.stats.call();
+                    let peer = peer.clone();
+                    calls.spawn(serve_call(send, recv, shared.clone(), remote, peer, early, call));
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }
