@@ -16,6 +16,7 @@ pub mod link;
 pub mod local_metrics;
 pub mod netns;
 pub mod raw;
+pub mod upload;
 
 /// Generated code for `proto/testing/echo.proto`.
 #[allow(missing_docs, unreachable_pub)]

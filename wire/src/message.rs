@@ -12,6 +12,8 @@ pub struct MessageLimiter {
     prefix: [u8; PREFIX_LEN],
     prefix_len: usize,
     body_remaining: u64,
+    /// The declared length of the message whose body is under way.
+    body_len: u64,
 }
 
 /// A message whose prefix declares more bytes than the receiver accepts.
@@ -32,6 +34,18 @@ impl MessageLimiter {
             prefix: [0; PREFIX_LEN],
             prefix_len: 0,
             body_remaining: 0,
+            body_len: 0,
+        }
+    }
+
+    /// The bytes of the message under way at this point of the stream, as a receiver that
+    /// buffers each message whole holds them: its prefix and declared length once its prefix
+    /// is complete, the part of its prefix seen so far before that, 0 at a boundary.
+    pub fn pending_message_bytes(&self) -> usize {
+        if self.body_remaining > 0 {
+            usize::try_from(self.body_len).map_or(usize::MAX, |len| len.saturating_add(PREFIX_LEN))
+        } else {
+            self.prefix_len
         }
     }
 
@@ -69,6 +83,7 @@ impl MessageLimiter {
                     });
                 }
                 self.body_remaining = len;
+                self.body_len = len;
             }
         }
         Ok(())
@@ -101,6 +116,27 @@ mod tests {
         let mut limiter = MessageLimiter::new(10);
         limiter.observe(&stream[..4]).unwrap();
         assert!(!limiter.at_message_boundary());
+    }
+
+    #[test]
+    fn pending_message_bytes_follow_the_message_under_way() {
+        let mut limiter = MessageLimiter::new(100);
+        assert_eq!(limiter.pending_message_bytes(), 0);
+        limiter.observe(&[0, 0, 0]).unwrap();
+        assert_eq!(limiter.pending_message_bytes(), 3);
+        limiter.observe(&[0, 50, 1, 2]).unwrap();
+        assert_eq!(
+            limiter.pending_message_bytes(),
+            55,
+            "declared, not received"
+        );
+        limiter.observe(&[0; 48]).unwrap();
+        assert_eq!(limiter.pending_message_bytes(), 0, "complete");
+        // A whole message and the start of the next in one piece.
+        let mut piece = message(4);
+        piece.extend_from_slice(&[0, 0, 0, 0, 9, 7]);
+        limiter.observe(&piece).unwrap();
+        assert_eq!(limiter.pending_message_bytes(), 14);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tracing::debug;
 
+use super::budget;
 use super::credit::StreamCredit;
 use super::layers::{self, HttpRequest, LayerFn, LayeredService};
 use super::{AddressValidation, Server, ServerStats, Shared};
@@ -30,6 +31,8 @@ pub struct ServerBuilder {
     layers: Vec<LayerFn>,
     max_connections: usize,
     max_connections_per_address: Option<usize>,
+    request_buffer_per_connection: usize,
+    request_buffer_total: usize,
     handshake_timeout: Duration,
     drain_timeout: Duration,
     max_connection_age: Option<Duration>,
@@ -38,6 +41,12 @@ pub struct ServerBuilder {
 
 /// Default limit on open connections, QUIC and TCP together.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default memory for incomplete request messages, per connection: eight messages at the
+/// default receive limit.
+const DEFAULT_REQUEST_BUFFER_PER_CONNECTION: usize = 32 << 20;
+/// Default memory for incomplete request messages, all connections together.
+const DEFAULT_REQUEST_BUFFER_TOTAL: usize = 512 << 20;
 
 /// Default time a client has to complete its TLS handshake.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +75,8 @@ impl ServerBuilder {
             layers: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: None,
+            request_buffer_per_connection: DEFAULT_REQUEST_BUFFER_PER_CONNECTION,
+            request_buffer_total: DEFAULT_REQUEST_BUFFER_TOTAL,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connection_age: None,
@@ -162,6 +173,28 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_connections_per_address(mut self, connections: usize) -> Self {
         self.max_connections_per_address = Some(connections);
+        self
+    }
+
+    /// How much memory incomplete request messages may hold on one connection. A request
+    /// message is buffered whole before its handler sees it, and room for it is taken when
+    /// its 5-byte prefix declares its length; from then until its last byte has come it
+    /// counts at that length against this budget and against
+    /// [`request_buffer_total`](Self::request_buffer_total). A call whose message does not
+    /// fit ends with RESOURCE_EXHAUSTED; the others go on. Messages that arrive in one piece
+    /// never count. Default: 32 MiB; never less than one message at the receive limit.
+    #[must_use]
+    pub fn request_buffer_per_connection(mut self, bytes: usize) -> Self {
+        self.request_buffer_per_connection = bytes;
+        self
+    }
+
+    /// How much memory incomplete request messages may hold on all connections together,
+    /// on both transports, as [`request_buffer_per_connection`](Self::request_buffer_per_connection)
+    /// counts it. Default: 512 MiB; never less than the per-connection budget.
+    #[must_use]
+    pub fn request_buffer_total(mut self, bytes: usize) -> Self {
+        self.request_buffer_total = bytes;
         self
     }
 
@@ -384,6 +417,15 @@ impl ServerBuilder {
             None => None,
         };
         let routes = self.routes.routes().prepare();
+        // One message at the receive limit always fits, prefix included.
+        let one_message = self
+            .config
+            .max_receive_message_size
+            .saturating_add(crate::wire::message::PREFIX_LEN);
+        let per_connection = self.request_buffer_per_connection.max(one_message);
+        let total = self.request_buffer_total.max(per_connection);
+        let stats = ServerStats::default();
+        let request_buffers = budget::RequestBuffers::new(per_connection, total, stats.clone());
         Ok(Server {
             quic,
             tcp,
@@ -394,9 +436,10 @@ impl ServerBuilder {
                 layers: self.layers,
                 config: self.config,
                 client_roots: self.client_roots,
-                stats: ServerStats::default(),
+                stats,
                 max_connections: self.max_connections,
                 max_connections_per_address: self.max_connections_per_address,
+                request_buffers,
                 handshake_timeout: self.handshake_timeout,
                 drain_timeout: self.drain_timeout,
                 max_connection_age: self.max_connection_age,

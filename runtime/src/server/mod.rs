@@ -1,6 +1,7 @@
 //! The server: tonic services over QUIC (one stream per call) and over gRPC on TCP, on the
 //! same port number.
 
+pub(crate) mod budget;
 mod builder;
 mod credit;
 mod layers;
@@ -67,6 +68,8 @@ struct Shared {
     client_roots: Vec<Certificate>,
     stats: ServerStats,
     max_connections: usize,
+    /// What incomplete request messages may hold, per connection and in all.
+    request_buffers: Arc<budget::RequestBuffers>,
     /// The most connections from one IP address, if limited.
     max_connections_per_address: Option<usize>,
     handshake_timeout: Duration,

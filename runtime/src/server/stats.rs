@@ -22,6 +22,7 @@ struct Counts {
     tcp_handshakes: AtomicUsize,
     retries: AtomicUsize,
     opened: AtomicUsize,
+    buffered: AtomicUsize,
     /// Open connections per peer address, both transports together; addresses with none
     /// have no entry.
     per_address: Mutex<HashMap<IpAddr, usize>>,
@@ -148,6 +149,16 @@ impl ServerStats {
     /// by a limit not included).
     pub fn connections_opened(&self) -> usize {
         self.counts.opened.load(Ordering::Acquire)
+    }
+
+    /// Bytes that incomplete request messages hold, counted at their declared sizes, on both
+    /// transports (see [`ServerBuilder::request_buffer_per_connection`](crate::ServerBuilder::request_buffer_per_connection)).
+    pub fn buffered_request_bytes(&self) -> usize {
+        self.counts.buffered.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_buffered_request_bytes(&self, bytes: usize) {
+        self.counts.buffered.store(bytes, Ordering::Release);
     }
 
     /// Open connections from `peer`, on both transports.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tonic::Status;
 
 use super::{AbortOnDrop, RecvHalf};
+use crate::server::budget::Charge;
 use crate::status::{Peer, check_status_fields, malformed, read_status};
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -42,6 +43,9 @@ pub(crate) struct RecvBody {
     /// without a copy through `buf`.
     chunk: Bytes,
     limiter: MessageLimiter,
+    /// On the server: what the request's message under way holds of the server's budget.
+    /// Boxed, so that the body (and the client body enum it is a variant of) stays small.
+    charge: Option<Box<Charge>>,
     role: Role,
     done: bool,
     request_error: Option<oneshot::Receiver<Status>>,
@@ -73,15 +77,18 @@ impl RecvBody {
         decoder: FrameDecoder,
         buf: BytesMut,
         max_message: usize,
+        charge: Charge,
     ) -> Self {
-        Self::new(
+        let mut body = Self::new(
             recv,
             decoder,
             buf,
             max_message,
             Role::Server,
             ClientCallParts::default(),
-        )
+        );
+        body.charge = Some(Box::new(charge));
+        body
     }
 
     pub(crate) fn client(
@@ -111,6 +118,7 @@ impl RecvBody {
             buf,
             chunk: Bytes::new(),
             limiter: MessageLimiter::new(max_message),
+            charge: None,
             role,
             done: false,
             request_error: parts.request_error,
@@ -137,6 +145,11 @@ impl RecvBody {
         if let Err(e) = self.limiter.observe(&data) {
             let status = Status::resource_exhausted(format!("received {e}"));
             return self.fail(status, ErrorCode::MessageTooLarge);
+        }
+        if let Some(charge) = &mut self.charge
+            && let Err(exceeded) = charge.set(self.limiter.pending_message_bytes())
+        {
+            return self.fail(exceeded.status(), ErrorCode::MessageTooLarge);
         }
         Poll::Ready(Some(Ok(BodyFrame::data(data))))
     }

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use tracing::{Instrument, debug};
 
 use super::super::Shared;
+use super::super::budget::ConnectionKey;
 use super::super::stats::CallGuard;
 use crate::status::{Peer, malformed, normalize_status, status_code};
 use crate::stream::{HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, read_head, send_body};
@@ -25,22 +26,32 @@ use crate::wire::frame::{self, FrameDecoder};
 use crate::zero_rtt::replay_safe;
 use crate::{MethodInfo, Transport, ZeroRtt, deadline, method_info, priority};
 
+/// What a call's connection knows of it.
+pub(super) struct Origin {
+    /// The client's address when the call arrived.
+    pub(super) remote: SocketAddr,
+    /// The client's verified certificate chain (mutual TLS).
+    pub(super) peer: Option<PeerCertificates>,
+    /// Whether the stream was accepted before the handshake had completed successfully.
+    pub(super) early: bool,
+    /// The connection's quinn stable id.
+    pub(super) connection: usize,
+}
+
 /// Serves one call until it is done or the client cancels it (STOP_SENDING, or the connection
-/// is lost), which drops the handler. `early`: the stream was accepted before the
-/// connection's handshake had completed successfully. `_call` counts the call while it runs.
+/// is lost), which drops the handler. `_call` counts the call while it runs.
 pub(super) async fn serve_call(
     mut send: SendHalf,
     recv: quinn::RecvStream,
     shared: Arc<Shared>,
-    remote: SocketAddr,
-    peer: Option<PeerCertificates>,
-    early: bool,
+    origin: Origin,
     _call: CallGuard,
 ) {
     let cancelled = send.stopped();
+    let remote = origin.remote;
     tokio::select! {
         biased;
-        () = handle_call(&mut send, recv, &shared, remote, peer, early) => {}
+        () = handle_call(&mut send, recv, &shared, origin) => {}
         () = cancelled => {
             // The client stopped the call or vanished: dropping the call drops the handler.
             // The drop of `send` resets the stream.
@@ -57,10 +68,14 @@ async fn handle_call(
     send: &mut SendHalf,
     recv: quinn::RecvStream,
     shared: &Shared,
-    remote: SocketAddr,
-    peer: Option<PeerCertificates>,
-    early: bool,
+    origin: Origin,
 ) {
+    let Origin {
+        remote,
+        peer,
+        early,
+        connection,
+    } = origin;
     let stream_id = VarInt::from(recv.id()).into_inner();
     // Accepted before the handshake completed: its data came as 0-RTT early data, which an
     // attacker may have replayed. quinn's own flag alone is not enough: it calls a stream
@@ -114,7 +129,16 @@ async fn handle_call(
         Some(priority),
         Some(stream_id),
     );
-    let body = RecvBody::server(recv, decoder, buf, shared.config.max_receive_message_size);
+    let charge = shared
+        .request_buffers
+        .charge(ConnectionKey::Quic(connection));
+    let body = RecvBody::server(
+        recv,
+        decoder,
+        buf,
+        shared.config.max_receive_message_size,
+        charge,
+    );
     let mut request = Request::new(TonicBody::new(body));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
-use self::call::serve_call;
+use self::call::{Origin, serve_call};
 use super::credit::StreamCredit;
 use super::stats::HandshakeGuard;
 use super::{CLOSE_LINGER, Shared};
@@ -255,12 +255,16 @@ async fn serve_connection(
                     // The address now, not at accept: the client may have migrated.
                     let remote = conn.remote_address();
                     let send = SendHalf::new(send, gate.clone());
-                    // Early unless the handshake has completed successfully.
-                    let early = handshake.pending.is_some();
+                    let origin = Origin {
+                        remote,
+                        peer: peer.clone(),
+                        // Early unless the handshake has completed successfully.
+                        early: handshake.pending.is_some(),
+                        connection: conn.stable_id(),
+                    };
                     // Counted from here, so the count covers the task before it first runs.
                     let call = shared.stats.call();
-                    let peer = peer.clone();
-                    calls.spawn(serve_call(send, recv, shared.clone(), remote, peer, early, call));
+                    calls.spawn(serve_call(send, recv, shared.clone(), origin, call));
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ mod incoming;
 use self::incoming::{Admission, TlsIncoming};
 use super::ServerStats;
 use super::Shared;
+use super::budget::{BudgetedBody, ConnectionKey, RequestBuffers};
 use super::stats::{CallGuard, ConnectionGuard};
 use crate::status::{normalize_status, status_code};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
@@ -46,8 +48,12 @@ pub(super) async fn serve_tcp(
         .http2_keepalive_interval(shared.config.keep_alive_interval)
         .tcp_nodelay(true)
         .layer(tower::layer::layer_fn({
-            let stats = shared.stats.clone();
-            move |inner| CallDuties(inner, stats.clone())
+            let duties = Duties {
+                stats: shared.stats.clone(),
+                request_buffers: shared.request_buffers.clone(),
+                max_message: shared.config.max_receive_message_size,
+            };
+            move |inner| CallDuties(inner, duties.clone())
         }))
         // The user's layers, inside quicrpc's own, around the same services as on QUIC.
         .layer(tower::layer::layer_fn({
@@ -261,15 +267,25 @@ impl tokio::io::AsyncWrite for Counted {
 /// - the call is counted in [`ServerStats::calls`] while it runs, and traced and measured
 ///   ([`CallTelemetry`]);
 /// - its deadline ends it with DEADLINE_EXCEEDED ([`tcp_deadline`]);
-/// - its status is normalised ([`normalize_status`]) in the head and in the trailers.
+/// - its status is normalised ([`normalize_status`]) in the head and in the trailers;
+/// - its request's message under way counts against the request buffers
+///   ([`BudgetedBody`]).
 #[derive(Clone, Debug)]
-struct CallDuties<S>(S, ServerStats);
+struct CallDuties<S>(S, Duties);
+
+/// What [`CallDuties`] needs of the server.
+#[derive(Clone, Debug)]
+struct Duties {
+    stats: ServerStats,
+    request_buffers: Arc<RequestBuffers>,
+    max_message: usize,
+}
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower_service::Service<Request<B>> for CallDuties<S>
+impl<S> tower_service::Service<Request<TonicBody>> for CallDuties<S>
 where
-    S: tower_service::Service<Request<B>, Response = Response<TonicBody>>,
+    S: tower_service::Service<Request<TonicBody>, Response = Response<TonicBody>>,
     S::Future: Send + 'static,
 {
     type Response = Response<TonicBody>;
@@ -280,14 +296,28 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<TonicBody>) -> Self::Future {
         if let Some(peer) = peer_certificates(&request) {
             request.extensions_mut().insert(peer);
+        }
+        // Keyed by the peer's address, unique among open connections.
+        let connection = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.get_ref().remote_addr());
+        if let Some(connection) = connection {
+            let charge = self
+                .1
+                .request_buffers
+                .charge(ConnectionKey::Tcp(connection));
+            let max_message = self.1.max_message;
+            request =
+                request.map(|body| TonicBody::new(BudgetedBody::new(body, max_message, charge)));
         }
         let path = request.uri().path();
         let method = server_method_label(path, crate::method_info(path));
         let telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
-        let call = self.1.call();
+        let call = self.1.stats.call();
         let deadline = tcp_deadline(&request);
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
