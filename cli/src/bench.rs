@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::call::{CallSpec, Invocation, invoke, parse_priority};
 use crate::error::{CliError, code_name};
-use crate::input::parse_duration;
+use crate::input::{parse_duration, parse_rate};
 use crate::schema::SchemaArgs;
 use crate::target::TargetArgs;
 
@@ -28,10 +28,11 @@ Examples:
 
 Closed loop (the default): --concurrency calls are kept in flight, each started as the last
 one ends. Open loop (--rate R): calls start at R per second whatever the server's pace, up to
---concurrency in flight; a call that has to wait for a free slot counts its latency from when
-it was due, so the wait counts too. The summary goes to standard output; the progress bar, shown only on a
-terminal, to standard error. The exit code is 0 once the test has run, whatever the calls'
-statuses (see the status table).")]
+--concurrency in flight, until -z is over (calls still due then are not made); a call that
+has to wait for a free slot counts its latency from when it was due, so the wait counts too.
+The summary goes to standard output; the progress bar, shown only on a terminal, to standard
+error. The exit code is 0 once the test has run, whatever the calls' statuses (see the status
+table).")]
 pub(crate) struct BenchArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -57,15 +58,16 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     connections: u32,
 
-    /// How long to send calls for, e.g. 10s or 1m.
+    /// How long to send calls for, e.g. 10s or 1m; at most 8760h (365 days).
     #[arg(short = 'z', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
 
-    /// Open loop: start this many calls per second.
-    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    /// Open loop: start this many calls per second (a positive number; fractions such as
+    /// 0.5 allowed, down to one call in 365 days).
+    #[arg(long, value_name = "CALLS_PER_SECOND", value_parser = parse_rate)]
     rate: Option<f64>,
 
-    /// Each call's deadline.
+    /// Each call's deadline; at most 8760h (365 days).
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     timeout: Duration,
 
@@ -133,13 +135,6 @@ impl Load {
 
 /// Runs `quicrpc bench`.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
-    if let Some(rate) = args.rate
-        && !(rate.is_finite() && rate > 0.0)
-    {
-        return Err(CliError::Usage(format!(
-            "--rate {rate}: must be a positive number of calls per second"
-        )));
-    }
     let spec = CallSpec {
         method: &args.method,
         data: args.data.as_deref(),
@@ -168,7 +163,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), CliError> {
 
     let bar = progress_bar(args.duration);
     let start = Instant::now();
-    let end = start + args.duration;
+    // -z is at most a year (see `parse_duration`), so this holds; checked all the same.
+    let end = start.checked_add(args.duration).ok_or_else(|| {
+        CliError::Usage(format!("-z {:?}: too long for the clock", args.duration))
+    })?;
     let ticker = tokio::spawn(tick(bar.clone(), load.clone(), start, end));
     match args.rate {
         None => closed_loop(&load, args.concurrency, end).await,
@@ -220,19 +218,29 @@ async fn closed_loop(load: &Arc<Load>, concurrency: u32, end: Instant) {
 /// had to wait for a free slot counts its latency from when it was due (the server is
 /// behind, and the wait is part of what a client would see); others from when they were
 /// sent, so the timer's own lateness (up to a millisecond) is not counted against the
-/// server.
+/// server. Sending stops at `end` even when the calls are behind their schedule (a rate
+/// the server cannot keep up with): the calls still due then are not made.
 async fn open_loop(load: &Arc<Load>, concurrency: u32, rate: f64, start: Instant, end: Instant) {
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
     let mut calls = JoinSet::new();
     for n in 0u64.. {
-        let due = start + Duration::from_secs_f64(n as f64 / rate);
-        if due >= end {
+        // `rate` is at least one call a year and `n / rate` stops past `end`, a year at
+        // most after `start` (see `parse_rate`), so neither step fails; ending is the
+        // safe answer if one does.
+        let due = Duration::try_from_secs_f64(n as f64 / rate)
+            .ok()
+            .and_then(|offset| start.checked_add(offset));
+        let Some(due) = due.filter(|due| *due < end) else {
+            break;
+        };
+        if Instant::now() >= end {
             break;
         }
         tokio::time::sleep_until(due).await;
         let (slot, started) = match slots.clone().try_acquire_owned() {
             Ok(slot) => (slot, Instant::now()),
             Err(_) => match slots.clone().acquire_owned().await {
+                Ok(_) if Instant::now() >= end => break,
                 Ok(slot) => (slot, due),
                 Err(_) => break,
             },

@@ -51,7 +51,8 @@ pub(crate) struct CallArgs {
     #[arg(short = 'H', long = "header", value_name = "KEY: VALUE")]
     pub(crate) headers: Vec<String>,
 
-    /// The call's deadline (sent as grpc-timeout), e.g. 5s or 200ms.
+    /// The call's deadline (sent as grpc-timeout), e.g. 5s or 200ms; at most 8760h (365
+    /// days).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
 

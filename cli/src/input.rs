@@ -9,7 +9,16 @@ use tonic::metadata::{AsciiMetadataKey, BinaryMetadataKey, MetadataMap, Metadata
 
 use crate::error::CliError;
 
-/// Parses `1.5s`, `500ms`, `250us`, `2m`, `1h`; a bare number is seconds.
+/// The longest duration any option takes: 365 days (8760h).
+///
+/// Far beyond any real deadline, connect timeout or load test, and it keeps every timer the
+/// tool sets from it (a deadline, twice the connect timeout and a second) inside tokio's
+/// timer range (about 2.2 years) and far from where `Instant + Duration` overflows and
+/// panics.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Parses `1.5s`, `500ms`, `250us`, `2m`, `1h`; a bare number is seconds. At most
+/// [`MAX_DURATION`].
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -31,7 +40,37 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    let too_long = || format!("{text:?} is too long: the most is 8760h (365 days)");
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| match seconds > 0.0 {
+        // Past what a `Duration` holds (or infinite): too long all the same.
+        true => too_long(),
+        false => format!("{text:?}: {e}"),
+    })?;
+    if duration > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// Parses `--rate`: calls per second, a positive number, at least one call per
+/// [`MAX_DURATION`] (so the time between calls is a duration like any other).
+pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of calls per second"))?;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!(
+            "{text:?}: must be a positive number of calls per second"
+        ));
+    }
+    let slowest = 1.0 / MAX_DURATION.as_secs_f64();
+    if rate < slowest {
+        return Err(format!(
+            "{text:?} is too slow: the least is one call in 365 days ({slowest:.2e} calls/s)"
+        ));
+    }
+    Ok(rate)
 }
 
 /// Request metadata from `-H 'key: value'` arguments. Keys ending in `-bin` take base64
@@ -136,8 +175,25 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("20us"), Ok(Duration::from_micros(20)));
-        for bad in ["", "s", "ten", "5 parsecs", "-1s"] {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for bad in ["", "s", "ten", "5 parsecs", "-1s", "nan", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        // Past the bound, and past what a `Duration` (or an `f64`) holds.
+        let huge = format!("1{}s", "0".repeat(400));
+        for long in ["8761h", "10000000000000000000", "100000000h", huge.as_str()] {
+            let error = parse_duration(long).expect_err(long);
+            assert!(error.contains("too long"), "{long:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("100"), Ok(100.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert_eq!(parse_rate("1e-7"), Ok(1e-7));
+        for bad in ["", "fast", "0", "-1", "NaN", "inf", "1e-300", "1e-8"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
         }
     }
 

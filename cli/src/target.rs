@@ -37,7 +37,7 @@ pub(crate) struct TargetArgs {
     pub(crate) server_name: Option<String>,
 
     /// How long connecting (QUIC handshake, or TCP connect and TLS) may take, e.g. 10s or
-    /// 500ms.
+    /// 500ms; at most 8760h (365 days).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
 }
@@ -91,7 +91,12 @@ impl TargetArgs {
         let builder = self.builder()?;
         // The builder bounds each handshake; this bounds everything else too (name
         // resolution, a QUIC attempt followed by a TCP one).
-        let limit = self.connect_timeout * 2 + Duration::from_secs(1);
+        // Saturating, though --connect-timeout is at most a year (see `parse_duration`): a
+        // timeout must never be what panics.
+        let limit = self
+            .connect_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1));
         match tokio::time::timeout(limit, builder.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
             Ok(Err(e)) => Err(self.unreachable(&e.to_string())),

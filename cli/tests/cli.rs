@@ -626,6 +626,63 @@ async fn local_mistakes_have_their_own_exit_codes() {
         .stdout_has("0-RTT");
 }
 
+/// Durations and rates the clock cannot hold are refused as the arguments are read: exit 64
+/// with the reason and the bound, never a panic from a `Duration` or `Instant` that overflows
+/// once connected. The server is real, so a value that slipped through would reach the code
+/// that overflows.
+#[tokio::test(flavor = "multi_thread")]
+async fn extreme_durations_and_rates_are_usage_errors() {
+    let f = Fixture::start().await;
+    // Seconds: fits a `Duration`, not an `Instant` or twice itself.
+    const HUGE: &str = "10000000000000000000";
+    for (subcommand, rest, reason) in [
+        ("call", &[UNARY, "--connect-timeout", HUGE][..], "8760h"),
+        ("list", &["--connect-timeout", HUGE], "8760h"),
+        // Past gRPC's longest grpc-timeout (99999999 hours).
+        ("call", &[UNARY, "--timeout", "100000000h"], "8760h"),
+        ("call", &[UNARY, "--timeout", "8761h"], "8760h"),
+        ("bench", &[UNARY, "-z", HUGE], "8760h"),
+        ("bench", &[UNARY, "--timeout", HUGE], "8760h"),
+        (
+            "bench",
+            &[UNARY, "--rate", "1e-300"],
+            "one call in 365 days",
+        ),
+        ("bench", &[UNARY, "--rate", "NaN"], "positive number"),
+        ("bench", &[UNARY, "--rate", "inf"], "positive number"),
+        ("bench", &[UNARY, "--rate=-5"], "positive number"),
+    ] {
+        let run = f.run(subcommand, rest).await;
+        assert!(!run.stderr.contains("panicked"), "{run:#?}");
+        run.expect_code(64).stderr_has(reason);
+    }
+    // The bound itself is accepted: a deadline a year away still lets the call finish.
+    f.call(&[UNARY, "--timeout", "8760h", "--connect-timeout", "8760h"])
+        .await
+        .expect_code(0);
+}
+
+/// An open-loop rate far beyond what the server can answer (here every call is due at once)
+/// still ends the test after -z: sending stops at the end however far behind the calls are.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_with_an_impossible_rate_stops_after_its_duration() {
+    let f = Fixture::start().await;
+    let started = Instant::now();
+    f.run(
+        "bench",
+        &[UNARY, "--rate", "1e300", "-z", "500ms", "-c", "2"],
+    )
+    .await
+    .expect_code(0)
+    .stdout_has("calls/s offered (open loop, at most 2 in flight)")
+    .stdout_has("OK (0)");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// `certs --force` writes the key readable by its owner only whatever mode the old file had,
 /// and never writes through a link at one of its paths: without `--force` a link (even a
 /// dangling one) counts as an existing file, and with it the link is replaced, not followed.
