@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::call::{CallSpec, Invocation, invoke, parse_priority};
 use crate::error::{CliError, code_name};
+use crate::escape::escape;
 use crate::input::{parse_duration, parse_rate};
 use crate::schema::SchemaArgs;
 use crate::target::TargetArgs;
@@ -311,7 +312,7 @@ fn summary(
         let name = format!("{} ({})", code_name(code), code as i32);
         text.push_str(&format!("  {name:<24} {count:>10}"));
         if let Some(message) = stats.first_message.get(&(code as i32)) {
-            text.push_str(&format!("   first: {message}"));
+            text.push_str(&format!("   first: {}", escape(message)));
         }
         text.push('\n');
     }

@@ -15,6 +15,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::codec::DynamicCodec;
 use crate::error::CliError;
+use crate::escape::escape;
 use crate::input::{parse_duration, parse_headers, parse_messages, read_data};
 use crate::schema::{Schema, SchemaArgs, split_method};
 use crate::target::TargetArgs;
@@ -399,7 +400,8 @@ fn print_outcome(outcome: &Outcome) {
     }
 }
 
-/// Metadata on standard error, without gRPC's own fields (the status is printed anyway).
+/// Metadata on standard error, without gRPC's own fields (the status is printed anyway),
+/// escaped: the server chose it.
 fn print_metadata(what: &str, metadata: &MetadataMap) {
     const GRPC_FIELDS: [&str; 4] = [
         "content-type",
@@ -412,6 +414,6 @@ fn print_metadata(what: &str, metadata: &MetadataMap) {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes());
-        eprintln!("{what}: {key}: {value}");
+        eprintln!("{what}: {}: {}", escape(key.as_str()), escape(&value));
     }
 }

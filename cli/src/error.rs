@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::escape::escape;
+
 /// Exit code: bad command-line arguments or option values (an address, a header, a
 /// duration). `EX_USAGE`.
 pub(crate) const EXIT_USAGE: u8 = 64;
@@ -104,12 +106,13 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// `NOT_FOUND (5): no such thing`, or `OK (0)`.
+/// `NOT_FOUND (5): no such thing`, or `OK (0)`. The message is the server's, so it is
+/// escaped (see [`escape`]): one line, nothing a terminal acts on.
 fn write_status(f: &mut fmt::Formatter<'_>, status: &tonic::Status) -> fmt::Result {
     let code = status.code();
     write!(f, "{} ({})", code_name(code), code as i32)?;
     if !status.message().is_empty() {
-        write!(f, ": {}", status.message())?;
+        write!(f, ": {}", escape(status.message()))?;
     }
     Ok(())
 }

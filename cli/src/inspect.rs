@@ -10,6 +10,7 @@ use prost_reflect::{
 };
 
 use crate::error::CliError;
+use crate::escape::{escape, escape_keeping_lines};
 use crate::schema::{Schema, SchemaArgs, Symbol};
 use crate::target::TargetArgs;
 
@@ -74,8 +75,9 @@ pub(crate) async fn list(args: ListArgs) -> Result<(), CliError> {
                 .collect()
         }
     };
+    // Names from the server's reflection: whatever it chose to send.
     for line in lines {
-        println!("{line}");
+        println!("{}", escape(&line));
     }
     Ok(())
 }
@@ -95,7 +97,8 @@ pub(crate) async fn describe(args: DescribeArgs) -> Result<(), CliError> {
         Symbol::Message(message) => message_text(&message),
         Symbol::Enum(e) => enum_text(&e),
     };
-    print!("{text}");
+    // The names in it may be the server's, and descriptors do not check them.
+    print!("{}", escape_keeping_lines(&text));
     Ok(())
 }
 

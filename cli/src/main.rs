@@ -7,6 +7,7 @@ mod call;
 mod certs;
 mod codec;
 mod error;
+mod escape;
 mod input;
 mod inspect;
 mod schema;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::error::{CliError, EXIT_USAGE};
+use crate::escape::escape_keeping_lines;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -99,9 +101,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A message may quote the server (its status message, a name it sent, a
+            // connection error); each part that does is escaped where it is quoted, and
+            // this catches what is not.
+            let message = e.to_string();
+            let message = escape_keeping_lines(&message);
             match &e {
-                CliError::Status(_) => eprintln!("status: {e}"),
-                _ => eprintln!("error: {e}"),
+                CliError::Status(_) => eprintln!("status: {message}"),
+                _ => eprintln!("error: {message}"),
             }
             ExitCode::from(e.exit_code())
         }

@@ -1,7 +1,7 @@
 //! Where message types come from: `.proto` files compiled at run time (protox), or the
 //! server's reflection service (grpc.reflection.v1), asked only for what is needed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -17,6 +17,16 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ErrorResponse, ServerReflectionRequest};
 
 use crate::error::CliError;
+use crate::escape::escape;
+
+/// The most file descriptors the server's reflection service may send in one run: far more
+/// than a real service's imports, and a bound on a server that answers each request for an
+/// import with a file that imports yet another one.
+const MAX_REFLECTED_FILES: usize = 1_000;
+
+/// Files the server sent, not yet in the pool: each one's encoding and the files it imports,
+/// by name.
+type PendingFiles = HashMap<String, (Vec<u8>, Vec<String>)>;
 
 /// `--proto` and `--import-path`.
 #[derive(Clone, Debug, Args)]
@@ -54,6 +64,8 @@ pub(crate) enum Symbol {
 pub(crate) struct Schema {
     pool: DescriptorPool,
     reflection: Option<ServerReflectionClient<Channel>>,
+    /// File descriptors the reflection service has sent so far; see [`MAX_REFLECTED_FILES`].
+    reflected_files: usize,
 }
 
 impl Schema {
@@ -63,6 +75,7 @@ impl Schema {
             return Ok(Self {
                 pool: compile(args)?,
                 reflection: None,
+                reflected_files: 0,
             });
         }
         let channel = channel.ok_or_else(|| {
@@ -71,6 +84,7 @@ impl Schema {
         Ok(Self {
             pool: DescriptorPool::new(),
             reflection: Some(ServerReflectionClient::new(channel)),
+            reflected_files: 0,
         })
     }
 
@@ -173,37 +187,46 @@ impl Schema {
     }
 
     /// Adds encoded file descriptors from the server, with whatever files they import that
-    /// the pool lacks (asked for by name), dependencies first.
+    /// the pool lacks (asked for by name), dependencies first. Each answer must hold the
+    /// file asked for, and at most [`MAX_REFLECTED_FILES`] files come in all: a server that
+    /// answers with other files, or with ever more imports, cannot keep the tool asking.
     async fn add_files(&mut self, files: Vec<Vec<u8>>) -> Result<(), CliError> {
-        let mut pending: HashMap<String, (Vec<u8>, Vec<String>)> = HashMap::new();
-        let mut queue = files;
-        while !queue.is_empty() {
-            for bytes in std::mem::take(&mut queue) {
-                let file =
-                    prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
-                        CliError::Data(format!("the server sent a bad file descriptor: {e}"))
-                    })?;
-                pending.insert(file.name().to_owned(), (bytes, file.dependency));
-            }
-            let missing: Vec<String> = pending
+        let mut pending = PendingFiles::new();
+        self.receive_files(files, &mut pending)?;
+        loop {
+            let missing: BTreeSet<String> = pending
                 .values()
                 .flat_map(|(_, deps)| deps)
                 .filter(|d| !pending.contains_key(*d) && self.pool.get_file_by_name(d).is_none())
                 .cloned()
                 .collect();
+            if missing.is_empty() {
+                break;
+            }
             for name in missing {
-                match self
+                let files = match self
                     .ask(MessageRequest::FileByFilename(name.clone()))
                     .await?
                 {
-                    MessageResponse::FileDescriptorResponse(more) => {
-                        queue.extend(more.file_descriptor_proto);
-                    }
+                    MessageResponse::FileDescriptorResponse(more) => more.file_descriptor_proto,
                     _ => {
                         return Err(CliError::Data(format!(
-                            "the server's descriptors import {name}, which it does not serve"
+                            "the server's descriptors import {}, which it does not serve",
+                            escape(&name)
                         )));
                     }
+                };
+                let received = self.receive_files(files, &mut pending)?;
+                if !received.contains(&name) {
+                    let sent: Vec<_> = received.iter().map(|n| escape(n)).collect();
+                    return Err(CliError::Data(format!(
+                        "the server's reflection service, asked for {}, sent {} instead",
+                        escape(&name),
+                        match sent.is_empty() {
+                            true => "no file".to_owned(),
+                            false => sent.join(", "),
+                        }
+                    )));
                 }
             }
         }
@@ -229,12 +252,41 @@ impl Schema {
                     self.pool
                         .decode_file_descriptor_proto(bytes.as_slice())
                         .map_err(|e| {
-                            CliError::Data(format!("the server's descriptor of {name}: {e}"))
+                            CliError::Data(format!(
+                                "the server's descriptor of {}: {e}",
+                                escape(&name)
+                            ))
                         })?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Decodes files the reflection service sent into `pending`, counting them against
+    /// [`MAX_REFLECTED_FILES`]. Returns their names.
+    fn receive_files(
+        &mut self,
+        files: Vec<Vec<u8>>,
+        pending: &mut PendingFiles,
+    ) -> Result<Vec<String>, CliError> {
+        self.reflected_files = self.reflected_files.saturating_add(files.len());
+        if self.reflected_files > MAX_REFLECTED_FILES {
+            return Err(CliError::Data(format!(
+                "the server's reflection service sent more than {MAX_REFLECTED_FILES} file \
+                 descriptors, as if its imports never end; pass the .proto files with \
+                 --proto instead"
+            )));
+        }
+        let mut names = Vec::with_capacity(files.len());
+        for bytes in files {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
+                CliError::Data(format!("the server sent a bad file descriptor: {e}"))
+            })?;
+            names.push(file.name().to_owned());
+            pending.insert(file.name().to_owned(), (bytes, file.dependency));
+        }
+        Ok(names)
     }
 
     /// One request to the reflection service, one response.
@@ -365,7 +417,8 @@ fn unexpected(response: &MessageResponse) -> CliError {
     )))
 }
 
-/// `; did you mean `x`? (services: a, b, c)` for an unknown `name` among `known`.
+/// `; did you mean `x`? (services: a, b, c)` for an unknown `name` among `known`, which are
+/// escaped: they may be the server's.
 pub(crate) fn suggestions(name: &str, known: &[String], what: &str) -> String {
     let mut text = String::new();
     let lower = name.to_ascii_lowercase();
@@ -375,12 +428,13 @@ pub(crate) fn suggestions(name: &str, known: &[String], what: &str) -> String {
     if let Some(close) = close {
         let d = distance(&lower, &close.to_ascii_lowercase());
         if d <= (name.len() / 3).max(2) {
-            text.push_str(&format!("; did you mean `{close}`?"));
+            text.push_str(&format!("; did you mean `{}`?", escape(close)));
         }
     }
     if known.is_empty() {
         text.push_str(&format!(" (there are no {what})"));
     } else {
+        let known: Vec<_> = known.iter().map(|k| escape(k)).collect();
         text.push_str(&format!(" ({what}: {})", known.join(", ")));
     }
     text

@@ -2,12 +2,27 @@
 //! health, over QUIC and TCP): every subcommand, the error cases and the exit codes.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quicrpc_tests::TestServer;
+use futures_util::{Stream, StreamExt as _};
+use prost::Message as _;
+use prost_types::{
+    DescriptorProto, FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto,
+};
+use quicrpc_tests::{TestOptions, TestServer};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::server_reflection_server::{
+    ServerReflection, ServerReflectionServer,
+};
+use tonic_reflection::pb::v1::{
+    ErrorResponse, FileDescriptorResponse, ListServiceResponse, ServerReflectionRequest,
+    ServerReflectionResponse, ServiceResponse,
+};
 
 /// Bound on one run of the binary.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -681,6 +696,298 @@ async fn bench_with_an_impossible_rate_stops_after_its_duration() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Asserts that `text` (a run's standard output or error) holds nothing a terminal would act
+/// on: no ESC, BEL, carriage return or C1 control such as CSI (U+009B).
+#[track_caller]
+fn assert_no_terminal_controls(text: &str, run: &Run) {
+    let found: Vec<char> = text
+        .chars()
+        .filter(|&c| c.is_control() && c != '\n')
+        .collect();
+    assert!(
+        found.is_empty(),
+        "raw control characters {found:?}: {run:#?}"
+    );
+}
+
+/// What a hostile server puts in its free text: a colour, a window title (ending in BEL), a
+/// carriage return and a line that looks like the tool's own.
+const HOSTILE_TEXT: &str = "\x1b[31mred\x1b]0;pwned\x07\r\nstatus: OK (0)";
+
+/// A server's status message and metadata reach the terminal with their control characters
+/// escaped (`\u{1b}`), on standard error (`call`, `-v`) and in `bench`'s summary on standard
+/// output, over both transports; the JSON of response messages is serde_json's business.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_from_the_server_are_escaped() {
+    /// Refuses every Echo call with [`HOSTILE_TEXT`], and a trailer holding a C1 control
+    /// (CSI, U+009B, as UTF-8: http allows such bytes in a header value).
+    fn refuse(_: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let value = tonic::metadata::MetadataValue::try_from(&b"\xc2\x9b2Jcleared"[..])
+            .expect("obs-text is a valid header value");
+        metadata.insert("x-hostile", value);
+        Err(tonic::Status::with_metadata(
+            tonic::Code::PermissionDenied,
+            HOSTILE_TEXT,
+            metadata,
+        ))
+    }
+    let server = TestServer::start_with(
+        TestOptions {
+            interceptor: Some(refuse),
+            ..Default::default()
+        },
+        |b| b,
+    )
+    .await;
+    let dir = TempDir::new();
+    let ca = dir.file("ca.pem", server.cert.ca_pem());
+    let addr = format!("localhost:{}", server.addr.port());
+    for transport in ["quic", "tcp"] {
+        let run = quicrpc(&[
+            "call",
+            &addr,
+            UNARY,
+            "--ca",
+            &ca,
+            "--transport",
+            transport,
+            "-v",
+        ])
+        .await;
+        run.expect_code(7)
+            .stderr_has(
+                "status: PERMISSION_DENIED (7): \\u{1b}[31mred\\u{1b}]0;pwned\\u{7}\\u{d}\\u{a}status: OK (0)",
+            )
+            .stderr_has("trailer: x-hostile: \\u{9b}2Jcleared");
+        assert_no_terminal_controls(&run.stderr, &run);
+        let status_lines = run.stderr.lines().filter(|l| l.starts_with("status:"));
+        assert_eq!(status_lines.count(), 1, "a forged status line: {run:#?}");
+
+        let run = quicrpc(&[
+            "bench",
+            &addr,
+            UNARY,
+            "--ca",
+            &ca,
+            "--transport",
+            transport,
+            "-c",
+            "1",
+            "-z",
+            "100ms",
+        ])
+        .await;
+        run.expect_code(0)
+            .stdout_has("PERMISSION_DENIED (7)")
+            .stdout_has("first: \\u{1b}[31mred");
+        assert_no_terminal_controls(&run.stdout, &run);
+    }
+}
+
+/// A reflection service that lies: it lists service names with terminal escapes in them,
+/// answers any `evil.` symbol with a file that imports `dep.proto`, and answers a request
+/// for a file by name with a file of another name. An `ok.` symbol is in a file that
+/// resolves, with terminal escapes in a message's name. A `chain.` symbol is in
+/// `chain-0.proto`, and each `chain-N.proto` it serves imports `chain-N+1.proto`, without
+/// end. Other symbols are NOT_FOUND, except `denied.` ones: PERMISSION_DENIED with
+/// [`HOSTILE_TEXT`].
+#[derive(Debug)]
+struct LyingReflection;
+
+#[tonic::async_trait]
+impl ServerReflection for LyingReflection {
+    type ServerReflectionInfoStream =
+        Pin<Box<dyn Stream<Item = Result<ServerReflectionResponse, tonic::Status>> + Send>>;
+
+    async fn server_reflection_info(
+        &self,
+        request: tonic::Request<tonic::Streaming<ServerReflectionRequest>>,
+    ) -> Result<tonic::Response<Self::ServerReflectionInfoStream>, tonic::Status> {
+        let answers = request.into_inner().map(|r| r.map(lie));
+        Ok(tonic::Response::new(Box::pin(answers)))
+    }
+}
+
+/// [`LyingReflection`]'s answer to one request.
+fn lie(request: ServerReflectionRequest) -> ServerReflectionResponse {
+    let files = |files: Vec<FileDescriptorProto>| {
+        MessageResponse::FileDescriptorResponse(FileDescriptorResponse {
+            file_descriptor_proto: files.iter().map(|f| f.encode_to_vec()).collect(),
+        })
+    };
+    let error = |code: tonic::Code, message: &str| {
+        MessageResponse::ErrorResponse(ErrorResponse {
+            error_code: code as i32,
+            error_message: message.to_owned(),
+        })
+    };
+    let answer = match &request.message_request {
+        Some(MessageRequest::ListServices(_)) => {
+            MessageResponse::ListServicesResponse(ListServiceResponse {
+                service: ["evil.Svc", "evil.\x1b[31mRed\x1b]0;pwned\x07"]
+                    .into_iter()
+                    .map(|name| ServiceResponse { name: name.into() })
+                    .collect(),
+            })
+        }
+        Some(MessageRequest::FileContainingSymbol(symbol)) if symbol.starts_with("evil.") => {
+            files(vec![service_file("evil", "M", &["dep.proto"])])
+        }
+        Some(MessageRequest::FileContainingSymbol(symbol)) if symbol.starts_with("ok.") => {
+            files(vec![service_file("ok", "\x1b[31mM\x1b]0;pwned\x07", &[])])
+        }
+        Some(MessageRequest::FileContainingSymbol(symbol)) if symbol.starts_with("chain.") => {
+            files(vec![chain_file(0)])
+        }
+        Some(MessageRequest::FileByFilename(name)) if name.starts_with("chain-") => {
+            let n = name
+                .trim_start_matches("chain-")
+                .trim_end_matches(".proto")
+                .parse()
+                .expect("a chain file's number");
+            files(vec![chain_file(n)])
+        }
+        Some(MessageRequest::FileContainingSymbol(symbol)) if symbol.starts_with("denied.") => {
+            error(tonic::Code::PermissionDenied, HOSTILE_TEXT)
+        }
+        Some(MessageRequest::FileByFilename(name)) => files(vec![FileDescriptorProto {
+            name: Some(format!("\x1b[2Jnot-{name}")),
+            package: Some("dep".into()),
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        }]),
+        _ => error(tonic::Code::NotFound, "no \x1b[5msuch\x1b[0m thing"),
+    };
+    ServerReflectionResponse {
+        valid_host: String::new(),
+        original_request: Some(request),
+        message_response: Some(answer),
+    }
+}
+
+/// `PACKAGE.proto`: `service PACKAGE.Svc { rpc Call(PACKAGE.MESSAGE) returns
+/// (PACKAGE.MESSAGE); }`, importing `imports`.
+fn service_file(package: &str, message: &str, imports: &[&str]) -> FileDescriptorProto {
+    let message_type = format!(".{package}.{message}");
+    FileDescriptorProto {
+        name: Some(format!("{package}.proto")),
+        package: Some(package.into()),
+        dependency: imports.iter().map(|i| (*i).to_owned()).collect(),
+        message_type: vec![DescriptorProto {
+            name: Some(message.into()),
+            ..Default::default()
+        }],
+        service: vec![ServiceDescriptorProto {
+            name: Some("Svc".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Call".into()),
+                input_type: Some(message_type.clone()),
+                output_type: Some(message_type),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// `chain-N.proto`, importing `chain-N+1.proto`.
+fn chain_file(n: u64) -> FileDescriptorProto {
+    FileDescriptorProto {
+        name: Some(format!("chain-{n}.proto")),
+        package: Some("chain".into()),
+        dependency: vec![format!("chain-{}.proto", n + 1)],
+        syntax: Some("proto3".into()),
+        ..Default::default()
+    }
+}
+
+/// A server that offers only [`LyingReflection`], on both transports; stopped when dropped.
+struct LyingServer {
+    addr: String,
+    ca: String,
+    _dir: TempDir,
+    serving: tokio::task::JoinHandle<Result<(), quicrpc::Error>>,
+}
+
+impl LyingServer {
+    async fn start() -> Self {
+        let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+        let server = quicrpc::Server::builder()
+            .identity(cert.identity())
+            .add_service(ServerReflectionServer::new(LyingReflection))
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("localhost:{}", server.local_addr().port());
+        let dir = TempDir::new();
+        let ca = dir.file("ca.pem", cert.ca_pem());
+        Self {
+            addr,
+            ca,
+            _dir: dir,
+            serving: tokio::spawn(server.serve()),
+        }
+    }
+
+    /// `quicrpc SUBCOMMAND ADDR --ca CA REST...`.
+    async fn run(&self, subcommand: &str, rest: &[&str]) -> Run {
+        let mut args = vec![subcommand, self.addr.as_str(), "--ca", self.ca.as_str()];
+        args.extend_from_slice(rest);
+        quicrpc(&args).await
+    }
+}
+
+impl Drop for LyingServer {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// A reflection service that answers a request for one file with another fails the run
+/// (exit 65, naming both files) rather than being asked again forever, and so does one
+/// whose imports never end, once it has sent a thousand files; nothing it names reaches
+/// the terminal unescaped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_reflection_service_ends_the_run() {
+    let server = LyingServer::start().await;
+    for (subcommand, rest) in [
+        ("describe", &["evil.Svc"][..]),
+        ("call", &["evil.Svc/Call"]),
+        ("list", &["evil.Svc"]),
+    ] {
+        let run = server.run(subcommand, rest).await;
+        run.expect_code(65)
+            .stderr_has("asked for dep.proto")
+            .stderr_has("\\u{1b}[2Jnot-dep.proto");
+        assert_no_terminal_controls(&run.stderr, &run);
+    }
+    let run = server.run("describe", &["chain.Thing"]).await;
+    run.expect_code(65)
+        .stderr_has("sent more than 1000 file descriptors");
+    // Its descriptors' names.
+    let run = server.run("describe", &["ok.Svc"]).await;
+    run.expect_code(0)
+        .stdout_has("rpc Call(ok.\\u{1b}[31mM\\u{1b}]0;pwned\\u{7}) returns");
+    assert_no_terminal_controls(&run.stdout, &run);
+    // Its service names, listed and suggested.
+    let run = server.run("list", &[]).await;
+    run.expect_code(0)
+        .stdout_has("evil.\\u{1b}[31mRed\\u{1b}]0;pwned\\u{7}\n");
+    assert_no_terminal_controls(&run.stdout, &run);
+    let run = server.run("describe", &["nope.Thing"]).await;
+    run.expect_code(67)
+        .stderr_has("unknown symbol `nope.Thing`")
+        .stderr_has("evil.\\u{1b}[31mRed");
+    assert_no_terminal_controls(&run.stderr, &run);
+    // Its error messages.
+    let run = server.run("describe", &["denied.Thing"]).await;
+    run.expect_code(13).stderr_has("\\u{1b}[31mred");
+    assert_no_terminal_controls(&run.stderr, &run);
 }
 
 /// `certs --force` writes the key readable by its owner only whatever mode the old file had,
