@@ -331,3 +331,25 @@ async fn max_connections_per_address_holds_on_both_transports() {
     assert_eq!(server.stats.connections_from(loopback), 1);
     first_call(tcp).await.expect("room again");
 }
+
+/// Neither transport can take every place: with room for 10 connections, TCP gets at most
+/// 9, and a QUIC client still gets in.
+#[tokio::test]
+async fn one_transport_cannot_take_every_connection_place() {
+    let server = TestServer::start_with(TestOptions::default(), |b| b.max_connections(10)).await;
+    let tcp = server.any_transport_builder().fallback(Fallback::TcpOnly);
+    let mut held = Vec::new();
+    for n in 0..9 {
+        let channel = tcp.clone().connect_lazy().expect("channel");
+        first_call_on(&channel)
+            .await
+            .unwrap_or_else(|s| panic!("TCP connection {n}: {s:?}"));
+        held.push(channel);
+    }
+    let status = first_call(tcp).await.expect_err("TCP past its share");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    first_call(server.channel_builder())
+        .await
+        .expect("QUIC has room");
+    assert_eq!(server.stats.tcp_connections(), 9);
+}

@@ -157,8 +157,10 @@ impl ServerBuilder {
 
     /// The most connections the server keeps open, QUIC and TCP together. Default: 10,000.
     /// Past it, a new QUIC connection attempt is refused at once (the client sees its
-    /// connection refused: UNAVAILABLE) and a new TCP connection is closed as soon as it is
-    /// accepted. See [`Server::stats`] for the counts.
+    /// connection refused: UNAVAILABLE) and a new TCP connection is closed once its TLS
+    /// handshake completes (TCP connections count from then). Either transport may hold at
+    /// most nine tenths of them, so that the other always has room. See [`Server::stats`]
+    /// for the counts.
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;

@@ -117,10 +117,15 @@ impl ServerStats {
     ) -> Option<ConnectionGuard> {
         // Reserve first, then check: concurrent opens cannot overshoot together.
         let counter = self.counter(transport);
-        counter.fetch_add(1, Ordering::AcqRel);
+        let on_this_transport = counter.fetch_add(1, Ordering::AcqRel) + 1;
         if self.connections() > max {
             counter.fetch_sub(1, Ordering::AcqRel);
             refused(transport, "max_connections");
+            return None;
+        }
+        if on_this_transport > transport_share(max) {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            refused(transport, "transport_share");
             return None;
         }
         {
@@ -173,6 +178,12 @@ impl ServerStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The most connections one transport may hold of `max`: a tenth is kept for the other, so
+/// that a flood on one (cheap TCP connections, say) cannot lock clients out of both.
+fn transport_share(max: usize) -> usize {
+    max - max / 10
 }
 
 /// Counts a connection refused for `reason`.
