@@ -136,7 +136,9 @@ impl CallSpec<'_> {
         };
         let local = match self.schema.has_protos() {
             true => {
-                let method = Schema::open(self.schema, None)?.method(self.method).await?;
+                let method = Schema::open(self.schema, None, target.connect_timeout)?
+                    .method(self.method)
+                    .await?;
                 Some(self.requests(method, text.as_deref())?)
             }
             false => None,
@@ -145,7 +147,8 @@ impl CallSpec<'_> {
         let (method, messages, from_stdin) = match local {
             Some(requests) => requests,
             None => {
-                let mut schema = Schema::open(self.schema, Some(channel.clone()))?;
+                let mut schema =
+                    Schema::open(self.schema, Some(channel.clone()), target.connect_timeout)?;
                 let method = schema.method(self.method).await?;
                 self.requests(method, text.as_deref())?
             }

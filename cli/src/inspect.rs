@@ -57,9 +57,9 @@ pub(crate) struct DescribeArgs {
 async fn open(target: &TargetArgs, args: &SchemaArgs) -> Result<Schema, CliError> {
     target.uri()?;
     if args.has_protos() {
-        return Schema::open(args, None);
+        return Schema::open(args, None, target.connect_timeout);
     }
-    Schema::open(args, Some(target.connect().await?))
+    Schema::open(args, Some(target.connect().await?), target.connect_timeout)
 }
 
 /// Runs `quicrpc list`.

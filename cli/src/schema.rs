@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use prost::Message as _;
@@ -64,17 +65,25 @@ pub(crate) enum Symbol {
 pub(crate) struct Schema {
     pool: DescriptorPool,
     reflection: Option<ServerReflectionClient<Channel>>,
+    /// How long the reflection service has to answer each request.
+    answer_within: Duration,
     /// File descriptors the reflection service has sent so far; see [`MAX_REFLECTED_FILES`].
     reflected_files: usize,
 }
 
 impl Schema {
-    /// Compiles the `--proto` files, or, without any, asks `channel`'s reflection service.
-    pub(crate) fn open(args: &SchemaArgs, channel: Option<Channel>) -> Result<Self, CliError> {
+    /// Compiles the `--proto` files, or, without any, asks `channel`'s reflection service,
+    /// which has `answer_within` to answer each request.
+    pub(crate) fn open(
+        args: &SchemaArgs,
+        channel: Option<Channel>,
+        answer_within: Duration,
+    ) -> Result<Self, CliError> {
         if args.has_protos() {
             return Ok(Self {
                 pool: compile(args)?,
                 reflection: None,
+                answer_within,
                 reflected_files: 0,
             });
         }
@@ -84,6 +93,7 @@ impl Schema {
         Ok(Self {
             pool: DescriptorPool::new(),
             reflection: Some(ServerReflectionClient::new(channel)),
+            answer_within,
             reflected_files: 0,
         })
     }
@@ -298,14 +308,26 @@ impl Schema {
             host: String::new(),
             message_request: Some(request),
         };
+        let mut request = tonic::Request::new(futures_util::stream::iter([request]));
+        request.set_timeout(self.answer_within);
         let answer = async {
-            let mut responses = client
-                .server_reflection_info(futures_util::stream::iter([request]))
-                .await?
-                .into_inner();
+            let mut responses = client.server_reflection_info(request).await?.into_inner();
             responses.message().await
         };
-        let response = match answer.await {
+        // The deadline goes to the server, and the channel keeps it too; a server that
+        // ignores it is not waited for all the same.
+        let late = || {
+            Status::deadline_exceeded(format!(
+                "the reflection service did not answer within {:?} (--connect-timeout)",
+                self.answer_within
+            ))
+        };
+        let answer = match tokio::time::timeout(self.answer_within, answer).await {
+            Err(_) => Err(late()),
+            Ok(Err(status)) if status.code() == Code::DeadlineExceeded => Err(late()),
+            Ok(answer) => answer,
+        };
+        let response = match answer {
             Ok(response) => response,
             // tonic-reflection answers an unknown name with a status rather than an
             // ErrorResponse: the same thing.

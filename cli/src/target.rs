@@ -37,7 +37,8 @@ pub(crate) struct TargetArgs {
     pub(crate) server_name: Option<String>,
 
     /// How long connecting (QUIC handshake, or TCP connect and TLS) may take, e.g. 10s or
-    /// 500ms; at most 8760h (365 days).
+    /// 500ms; also how long the server's reflection service has to answer each request. At
+    /// most 8760h (365 days).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
 }

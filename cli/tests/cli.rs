@@ -806,7 +806,19 @@ impl ServerReflection for LyingReflection {
         &self,
         request: tonic::Request<tonic::Streaming<ServerReflectionRequest>>,
     ) -> Result<tonic::Response<Self::ServerReflectionInfoStream>, tonic::Status> {
-        let answers = request.into_inner().map(|r| r.map(lie));
+        // A request about `silent.` gets no answer, and the stream stays open.
+        let answers = request
+            .into_inner()
+            .filter(|r| {
+                let silent = matches!(
+                    r.as_ref().map(|r| &r.message_request),
+                    Ok(Some(MessageRequest::FileContainingSymbol(symbol)))
+                        if symbol.starts_with("silent.")
+                );
+                std::future::ready(!silent)
+            })
+            .map(|r| r.map(lie))
+            .chain(futures_util::stream::pending());
         Ok(tonic::Response::new(Box::pin(answers)))
     }
 }
@@ -984,6 +996,11 @@ async fn a_lying_reflection_service_ends_the_run() {
         .stderr_has("unknown symbol `nope.Thing`")
         .stderr_has("evil.\\u{1b}[31mRed");
     assert_no_terminal_controls(&run.stderr, &run);
+    // A request it never answers: the run ends once the connect timeout has passed.
+    let run = server
+        .run("describe", &["silent.Thing", "--connect-timeout", "300ms"])
+        .await;
+    run.expect_code(4).stderr_has("did not answer within 300ms");
     // Its error messages.
     let run = server.run("describe", &["denied.Thing"]).await;
     run.expect_code(13).stderr_has("\\u{1b}[31mred");
