@@ -189,3 +189,47 @@ async fn tls_1_2_is_refused_on_tcp() {
         .await
         .expect("served");
 }
+
+/// The client's TCP side speaks TLS 1.3 only too: against a server that offers only TLS 1.2
+/// its call fails with UNAVAILABLE, naming the protocol version, rather than settling for
+/// 1.2.
+#[tokio::test]
+async fn the_tcp_client_refuses_tls_1_2() {
+    use rustls::pki_types::pem::PemObject as _;
+
+    let cert = SelfSigned::new(["localhost"]).expect("certificate");
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem().as_bytes()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(cert.identity().chain().to_vec(), key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        acceptor.accept(tcp).await.map(drop)
+    });
+
+    let builder = quicrpc::Channel::builder(format!("https://localhost:{port}"))
+        .ca_certificate(cert.ca_certificate())
+        .fallback(Fallback::TcpOnly);
+    let status = first_call_status(builder).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let server_side = within("server's handshake", server)
+        .await
+        .expect("server task");
+    let error = server_side.expect_err("the handshake must fail");
+    println!("client: {}; server: {error}", status.message());
+    assert!(
+        status.message().contains("ProtocolVersion"),
+        "the client names the protocol version: {status:?}"
+    );
+}

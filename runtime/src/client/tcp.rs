@@ -19,22 +19,22 @@ use super::{Call, CallSettings, ResponseBody};
 use crate::config::ConnectionConfig;
 use crate::error::chain;
 use crate::sync::lock;
-use crate::tls::{ClientTls, ServerVerification};
+use crate::tls::ClientTls;
 use crate::{Error, Transport};
 
 /// Everything needed to open gRPC-over-TCP connections to one server.
 #[derive(Clone, Debug)]
 pub(super) struct TcpConnector {
     endpoint: tonic::transport::Endpoint,
-    /// Set when certificates are not verified
-    /// ([`ChannelBuilder::danger_accept_invalid_certificates`](crate::ChannelBuilder::danger_accept_invalid_certificates)):
-    /// tonic's TLS cannot be told not to verify, so TLS is done here and tonic gets a
-    /// connection it sees as plain.
-    unverified: Option<UnverifiedTls>,
+    /// TLS is done here, with quicrpc's own rustls config (TLS 1.3 only, the ring provider,
+    /// verification as the builder says), and tonic gets a connection it sees as plain:
+    /// tonic's TLS would take the process-default provider, allow TLS 1.2, and cannot be
+    /// told not to verify.
+    tls: TcpTls,
 }
 
 #[derive(Clone, Debug)]
-struct UnverifiedTls {
+struct TcpTls {
     config: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
 }
@@ -48,40 +48,24 @@ impl TcpConnector {
         connect_timeout: Duration,
     ) -> Result<Self, Error> {
         let server_name = &target.server_name;
-        let unverified = match tls.verify {
-            ServerVerification::Verified => None,
-            ServerVerification::AcceptAny => {
-                let tls = ClientTls {
-                    sessions: 0,
-                    early_data: false,
-                    ..tls.clone()
-                };
-                Some(UnverifiedTls {
-                    config: Arc::new(tls.config(b"h2")?),
-                    server_name: ServerName::try_from(server_name.clone()).map_err(|e| {
-                        Error::tls_caused(format!("server name {server_name:?}"), e)
-                    })?,
-                })
-            }
+        // Sessions resume (a shorter handshake on reconnect); TCP has no early data.
+        let tcp_tls = ClientTls {
+            early_data: false,
+            ..tls.clone()
         };
-        // Without tonic's TLS the endpoint's scheme must be http, or tonic refuses to connect.
-        let scheme = if unverified.is_some() {
-            "http"
-        } else {
-            "https"
+        let tls = TcpTls {
+            config: Arc::new(tcp_tls.config(b"h2")?),
+            server_name: ServerName::try_from(server_name.clone())
+                .map_err(|e| Error::tls_caused(format!("server name {server_name:?}"), e))?,
         };
+        // Without tonic's TLS the endpoint's scheme must be http, or tonic refuses to
+        // connect; the connection is TLS all the same.
         let authority = &target.authority;
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| Error::InvalidUri {
-            uri: authority.clone(),
-            reason: e.to_string(),
-        })?;
-        let endpoint = match unverified {
-            Some(_) => endpoint,
-            None => endpoint
-                .tls_config(tonic_tls(tls, server_name))
-                .map_err(|e| Error::tls_caused("TCP side", e))?,
-        };
+                uri: authority.clone(),
+                reason: e.to_string(),
+            })?;
         let endpoint = endpoint
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
@@ -93,32 +77,23 @@ impl TcpConnector {
             Some(interval) => endpoint.http2_keep_alive_interval(interval),
             None => endpoint,
         };
-        Ok(Self {
-            endpoint,
-            unverified,
-        })
+        Ok(Self { endpoint, tls })
     }
 
     /// Connects: TCP, TLS, HTTP/2.
     ///
     /// Not cancel-safe: cancelling it abandons the attempt (what the race does to the loser).
     pub(super) async fn connect(&self) -> Result<tonic::transport::Channel, Error> {
-        let Some(unverified) = self.unverified.clone() else {
-            return self
-                .endpoint
-                .connect()
-                .await
-                .map_err(|source| Error::TcpConnect { source });
-        };
+        let tls = self.tls.clone();
         let connector = tower::service_fn(move |uri: Uri| {
-            let unverified = unverified.clone();
+            let tls = tls.clone();
             async move {
                 let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
                 let port = uri.port_u16().unwrap_or(443);
                 let tcp = tokio::net::TcpStream::connect((host, port)).await?;
                 tcp.set_nodelay(true)?;
-                let tls = tokio_rustls::TlsConnector::from(unverified.config)
-                    .connect(unverified.server_name, tcp)
+                let tls = tokio_rustls::TlsConnector::from(tls.config)
+                    .connect(tls.server_name, tcp)
                     .await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
@@ -127,22 +102,6 @@ impl TcpConnector {
             .connect_with_connector(connector)
             .await
             .map_err(|source| Error::TcpConnect { source })
-    }
-}
-
-/// tonic's TLS settings: the same roots (or the Mozilla roots), server name and identity as
-/// the QUIC side.
-fn tonic_tls(tls: &ClientTls, server_name: &str) -> tonic::transport::ClientTlsConfig {
-    let mut config = tonic::transport::ClientTlsConfig::new().domain_name(server_name);
-    if let Some(identity) = &tls.identity {
-        config = config.identity(identity.to_tonic());
-    }
-    if tls.roots.is_empty() {
-        config.with_webpki_roots()
-    } else {
-        tls.roots.iter().fold(config, |config, root| {
-            config.ca_certificate(root.to_tonic())
-        })
     }
 }
 

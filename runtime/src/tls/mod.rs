@@ -29,9 +29,6 @@ use crate::Error;
 pub struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    // The PEM text as given, for the TCP side (tonic takes PEM).
-    chain_pem: Vec<u8>,
-    key_pem: Vec<u8>,
 }
 
 impl Identity {
@@ -44,15 +41,9 @@ impl Identity {
         if chain.is_empty() {
             return Err(Error::tls("certificate PEM holds no certificate"));
         }
-        let key_pem = key.as_ref().to_vec();
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        let key = PrivateKeyDer::from_pem_slice(key.as_ref())
             .map_err(|e| Error::tls_caused("reading private key PEM", e))?;
-        Ok(Self {
-            chain_pem: to_pem_bundle(&chain),
-            chain,
-            key,
-            key_pem,
-        })
+        Ok(Self { chain, key })
     }
 
     /// The certificate chain, leaf first, DER-encoded.
@@ -63,11 +54,6 @@ impl Identity {
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()
     }
-
-    /// The identity in tonic's form, for the TCP side.
-    pub(crate) fn to_tonic(&self) -> tonic::transport::Identity {
-        tonic::transport::Identity::from_pem(&self.chain_pem, &self.key_pem)
-    }
 }
 
 impl Clone for Identity {
@@ -75,8 +61,6 @@ impl Clone for Identity {
         Self {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
-            chain_pem: self.chain_pem.clone(),
-            key_pem: self.key_pem.clone(),
         }
     }
 }
@@ -119,28 +103,6 @@ impl Certificate {
     pub fn certs(&self) -> &[CertificateDer<'static>] {
         &self.certs
     }
-
-    /// The certificates in tonic's form, for the TCP side.
-    pub(crate) fn to_tonic(&self) -> tonic::transport::Certificate {
-        tonic::transport::Certificate::from_pem(to_pem_bundle(&self.certs))
-    }
-}
-
-/// PEM text for DER certificates.
-fn to_pem_bundle(certs: &[CertificateDer<'static>]) -> Vec<u8> {
-    use base64::Engine as _;
-    let mut pem = String::new();
-    for cert in certs {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        for line in b64.as_bytes().chunks(64) {
-            // base64 output is ASCII.
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    pem.into_bytes()
 }
 
 /// The certificate chain a client presented and the server verified (mutual TLS), end-entity
