@@ -1,0 +1,261 @@
+//! One unary call through each layer of the stack, both ends in one process on loopback, one
+//! call at a time on one thread: what each layer adds to a call's cost, sockets and TLS
+//! included. Each step down the list adds one layer to the one above it:
+//!
+//! - `quinn stream`: bare quinn, a bidirectional stream per call carrying the gRPC-sized
+//!   request and reply bytes, no framing (the transport's own cost);
+//! - `quicrpc QUIC`: the same call as gRPC through quicrpc's channel and server over QUIC
+//!   (tonic's codec and service, quicrpc's frames, heads, bodies, limits and telemetry);
+//! - `quicrpc TCP`: the same through quicrpc's TCP side (tonic's HTTP/2, quicrpc's TLS and
+//!   layers);
+//! - `tonic`: plain tonic, client and server, TCP and TLS.
+//!
+//! ```text
+//! cargo bench -p quicrpc-benches --bench layers -- --warm-up-time 1 --measurement-time 3
+//! ```
+#![allow(missing_docs)]
+
+#[allow(unreachable_pub)] // generated code
+mod helloworld {
+    quicrpc::include_proto!("helloworld");
+}
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use prost::Message;
+use quicrpc::tls::SelfSigned;
+use rustls::pki_types::pem::PemObject as _;
+use tonic::{Request, Response, Status};
+
+use helloworld::greeter_client::GreeterClient;
+use helloworld::greeter_server::{Greeter, GreeterServer};
+use helloworld::{HelloReply, HelloRequest};
+
+const ALPN: &[u8] = b"bench-echo";
+
+#[derive(Debug, Default)]
+struct Hello;
+
+#[tonic::async_trait]
+impl Greeter for Hello {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        Ok(Response::new(HelloReply {
+            message: request.into_inner().name,
+        }))
+    }
+}
+
+fn request() -> HelloRequest {
+    HelloRequest {
+        name: "x".repeat(16),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A bare quinn echo server: each stream's bytes, read to the end, written back.
+fn quinn_server(cert: &SelfSigned) -> quinn::Endpoint {
+    let identity = cert.identity();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem().as_bytes()).expect("key");
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(identity.chain().to_vec(), key)
+        .expect("server TLS");
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint =
+        quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("bind");
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let bytes = recv.read_to_end(1 << 20).await.expect("request");
+                        send.write_all(&bytes).await.expect("reply");
+                        let _ = send.finish();
+                    });
+                }
+            });
+        }
+    });
+    endpoint
+}
+
+async fn quinn_client(cert: &SelfSigned, addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cert.ca_certificate().certs() {
+        roots.add(ca.clone()).expect("CA");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let conn = endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(crypto)),
+            addr,
+            "localhost",
+        )
+        .expect("connect")
+        .await
+        .expect("handshake");
+    (endpoint, conn)
+}
+
+/// One call's bytes over a bare quinn stream: the gRPC-sized request, then its echo.
+async fn quinn_call(conn: &quinn::Connection, bytes: &[u8]) {
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(bytes).await.expect("write");
+    send.finish().expect("finish");
+    let reply = recv.read_to_end(1 << 20).await.expect("reply");
+    assert_eq!(reply.len(), bytes.len());
+}
+
+async fn quicrpc_server(cert: &SelfSigned) -> SocketAddr {
+    let server = quicrpc::Server::builder()
+        .identity(cert.identity())
+        .add_service(GreeterServer::new(Hello))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    addr
+}
+
+async fn tonic_server(cert: &SelfSigned) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(cert.cert_pem(), cert.key_pem()),
+    );
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("TLS")
+        .tcp_nodelay(true)
+        .add_service(GreeterServer::new(Hello))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        );
+    tokio::spawn(server);
+    addr
+}
+
+/// Times `iters` calls of `call`, one after another.
+fn timed<F: Future<Output = ()>>(
+    runtime: &tokio::runtime::Runtime,
+    iters: u64,
+    mut call: impl FnMut() -> F,
+) -> Duration {
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            call().await;
+        }
+        start.elapsed()
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cert = SelfSigned::new(["localhost"]).expect("certificate");
+    let _guard = runtime.enter();
+
+    let quinn_endpoint = quinn_server(&cert);
+    let quinn_addr = quinn_endpoint.local_addr().expect("address");
+    let (_client_endpoint, quinn_conn) = runtime.block_on(quinn_client(&cert, quinn_addr));
+    // As many bytes as the gRPC request (5-byte prefix and message); the echo is as long
+    // as the gRPC reply.
+    let message = request().encode_to_vec();
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    bytes.extend_from_slice(&message);
+
+    let quicrpc_addr = runtime.block_on(quicrpc_server(&cert));
+    let channel = |fallback| {
+        let builder =
+            quicrpc::Channel::builder(format!("https://localhost:{}", quicrpc_addr.port()))
+                .ca_certificate(cert.ca_certificate())
+                .fallback(fallback);
+        runtime.block_on(builder.connect()).expect("connect")
+    };
+    let quic = GreeterClient::new(channel(quicrpc::Fallback::QuicOnly));
+    let tcp = GreeterClient::new(channel(quicrpc::Fallback::TcpOnly));
+
+    let tonic_addr = runtime.block_on(tonic_server(&cert));
+    let tonic_channel = runtime.block_on(
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", tonic_addr.port()))
+            .expect("URI")
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(cert.ca_pem()))
+                    .domain_name("localhost"),
+            )
+            .expect("TLS")
+            .tcp_nodelay(true)
+            .connect(),
+    );
+    let tonic = GreeterClient::new(tonic_channel.expect("connect"));
+
+    let mut group = c.benchmark_group("unary call, both ends, one thread");
+    group.bench_function("quinn stream", |b| {
+        b.iter_custom(|iters| timed(&runtime, iters, || quinn_call(&quinn_conn, &bytes)));
+    });
+    group.bench_function("quicrpc QUIC", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                let mut client = quic.clone();
+                async move {
+                    client.say_hello(request()).await.expect("call");
+                }
+            })
+        });
+    });
+    group.bench_function("quicrpc TCP", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                let mut client = tcp.clone();
+                async move {
+                    client.say_hello(request()).await.expect("call");
+                }
+            })
+        });
+    });
+    group.bench_function("tonic", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                let mut client = tonic.clone();
+                async move {
+                    client.say_hello(request()).await.expect("call");
+                }
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(layers, benches);
+criterion_main!(layers);
