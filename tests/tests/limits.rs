@@ -236,3 +236,24 @@ async fn a_compressed_message_over_the_limit_once_decompressed_is_refused_on_bot
             .unwrap_or_else(|s| panic!("{policy:?}: {s:?}"));
     }
 }
+
+/// The server's receive limit holds on its TCP side too, not only tonic's own 4 MiB.
+#[tokio::test]
+async fn the_server_receive_limit_holds_over_tcp() {
+    let server =
+        TestServer::start_with(Default::default(), |b| b.max_receive_message_size(1024)).await;
+    let mut client = server.client_over(quicrpc::Fallback::TcpOnly).await;
+    let status = within(
+        "request",
+        client.unary(EchoRequest {
+            payload: vec![1; 2000],
+            ..echo("")
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    within("a small one", client.unary(echo("fits")))
+        .await
+        .expect("served");
+}

@@ -147,14 +147,13 @@ impl Drop for Charge {
     }
 }
 
-/// A TCP request body whose message in progress is charged against the budget. (On QUIC the
-/// body does this itself, with the limiter it already has.)
+/// A request body that is not the native wire's (TCP, HTTP/3) held to what the native wire's
+/// body does itself: each message against the server's receive limit from its prefix, and the
+/// message in progress charged against the budget.
 pub(crate) struct BudgetedBody<B> {
     body: B,
     limiter: MessageLimiter,
     charge: Charge,
-    /// Off once a message is over the receive limit: tonic's own limit refuses it.
-    tracking: bool,
     failed: bool,
 }
 
@@ -164,7 +163,6 @@ impl<B> BudgetedBody<B> {
             body,
             limiter: MessageLimiter::new(max_message),
             charge,
-            tracking: true,
             failed: false,
         }
     }
@@ -191,19 +189,19 @@ where
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             None => return Poll::Ready(None),
         };
-        if let Some(data) = frame.data_ref()
-            && this.tracking
-        {
-            let charged = match this.limiter.observe(data) {
-                Ok(()) => this.charge.set(this.limiter.pending_message_bytes()),
-                Err(_) => {
-                    this.tracking = false;
-                    this.charge.set(0)
-                }
+        if let Some(data) = frame.data_ref() {
+            let checked = match this.limiter.observe(data) {
+                Ok(()) => this
+                    .charge
+                    .set(this.limiter.pending_message_bytes())
+                    .map_err(|exceeded| exceeded.status()),
+                // As the native wire answers it.
+                Err(e) => Err(Status::resource_exhausted(format!("received {e}"))),
             };
-            if let Err(exceeded) = charged {
+            if let Err(status) = checked {
                 this.failed = true;
-                return Poll::Ready(Some(Err(Box::new(exceeded.status()))));
+                let _ = this.charge.set(0);
+                return Poll::Ready(Some(Err(Box::new(status))));
             }
         }
         Poll::Ready(Some(Ok(frame)))
