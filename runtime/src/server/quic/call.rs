@@ -32,8 +32,9 @@ pub(super) struct Origin {
     pub(super) remote: SocketAddr,
     /// The client's verified certificate chain (mutual TLS).
     pub(super) peer: Option<PeerCertificates>,
-    /// Whether the stream was accepted before the handshake had completed successfully.
-    pub(super) early: bool,
+    /// Whether the connection's handshake completed successfully: `None` while it is under
+    /// way; the sender goes away with the connection.
+    pub(super) handshake: tokio::sync::watch::Receiver<Option<bool>>,
     /// The connection's quinn stable id.
     pub(super) connection: usize,
 }
@@ -73,14 +74,15 @@ async fn handle_call(
     let Origin {
         remote,
         peer,
-        early,
+        handshake,
         connection,
     } = origin;
     let stream_id = VarInt::from(recv.id()).into_inner();
     // Accepted before the handshake completed: its data came as 0-RTT early data, which an
     // attacker may have replayed. quinn's own flag alone is not enough: it calls a stream
-    // accepted after the connection closed during its handshake not 0-RTT.
-    let early = early || recv.is_0rtt();
+    // accepted after the connection closed during its handshake not 0-RTT. So a stream that
+    // quinn calls 1-RTT is early unless the handshake completed successfully.
+    let early = recv.is_0rtt() || !handshake_completed(handshake).await;
     let mut recv = RecvHalf::new(recv);
     let mut decoder = FrameDecoder::new(shared.config.max_header_list_size);
     let mut buf = BytesMut::new();
@@ -210,6 +212,16 @@ fn decode_head(
     let uri = http::Uri::try_from(head.path.as_str())
         .map_err(|_| Status::internal("protocol error: invalid :path"))?;
     Ok((head, uri))
+}
+
+/// Whether the connection's handshake completed successfully, once that is known: at once
+/// for a stream that arrived after it, within a driver pass for one that arrived with the
+/// client's Finished, and `false` if the connection ended without completing it.
+async fn handshake_completed(mut verdict: tokio::sync::watch::Receiver<Option<bool>>) -> bool {
+    match verdict.wait_for(Option::is_some).await {
+        Ok(verdict) => *verdict == Some(true),
+        Err(_) => false,
+    }
 }
 
 /// Whether a call that arrived as 0-RTT early data, which an attacker may have replayed, may

@@ -195,6 +195,11 @@ async fn serve_connection(
         shared.config.send_window,
     ));
     let gate = WriteGate::new(&conn, Side::Server);
+    // Whether the handshake completed successfully: unknown (None) while it is under way.
+    let (verdict, handshake_verdict) = tokio::sync::watch::channel(match handshake.pending {
+        Some(_) => None,
+        None => Some(true),
+    });
     let calls = TaskTracker::new();
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let handshake_deadline = handshake.deadline;
@@ -230,17 +235,20 @@ async fn serve_connection(
             }
             // A handshake still under way (0-RTT path) must finish in time.
             () = handshake.done(), if handshake.pending.is_some() => {
-                // Resolved by a close too: a connection that closed during its handshake
-                // never completed it, so the streams it left are not served (their data may
-                // be replayed early data).
+                // Resolved by a close too (quinn records the close first): a connection
+                // that closed during its handshake never completed it, so the streams it
+                // left are not served (their data may be replayed early data).
                 if let Some(reason) = conn.close_reason() {
                     debug!(%remote, "connection closed during its handshake: {reason}");
+                    verdict.send_replace(Some(false));
                     break;
                 }
+                verdict.send_replace(Some(true));
                 handshake.completed();
             }
             () = tokio::time::sleep_until(handshake_deadline), if handshake.pending.is_some() => {
                 debug!(%remote, "handshake timed out");
+                verdict.send_replace(Some(false));
                 close_quietly(&conn, "handshake timed out");
                 break;
             }
@@ -258,8 +266,7 @@ async fn serve_connection(
                     let origin = Origin {
                         remote,
                         peer: peer.clone(),
-                        // Early unless the handshake has completed successfully.
-                        early: handshake.pending.is_some(),
+                        handshake: handshake_verdict.clone(),
                         connection: conn.stable_id(),
                     };
                     // Counted from here, so the count covers the task before it first runs.
