@@ -11,14 +11,18 @@ pub enum Transport {
     Quic,
     /// Plain gRPC over HTTP/2 over TCP, with TLS (tonic): the fallback.
     Tcp,
+    /// gRPC over HTTP/3 (gRFC G2), which a quicrpc server speaks on its QUIC endpoint
+    /// beside the native wire, for gRPC clients in other languages.
+    Http3,
 }
 
 impl Transport {
-    /// The transport's name as metrics label it: `quic` or `tcp`.
+    /// The transport's name as metrics label it: `quic`, `tcp` or `h3`.
     pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::Quic => "quic",
             Self::Tcp => "tcp",
+            Self::Http3 => "h3",
         }
     }
 }
@@ -28,6 +32,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Self::Quic => "QUIC",
             Self::Tcp => "TCP",
+            Self::Http3 => "HTTP/3",
         })
     }
 }

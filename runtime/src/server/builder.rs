@@ -103,14 +103,15 @@ impl ServerBuilder {
     }
 
     /// Which transports to serve. Default: both QUIC (on UDP) and gRPC over HTTP/2 (on TCP),
-    /// on the same port number.
+    /// on the same port number. The QUIC endpoint speaks quicrpc's native wire and gRPC over
+    /// HTTP/3 alike, so [`Transport::Http3`] also serves QUIC.
     #[must_use]
     pub fn transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
         self.quic = false;
         self.tcp = false;
         for transport in transports {
             match transport {
-                Transport::Quic => self.quic = true,
+                Transport::Quic | Transport::Http3 => self.quic = true,
                 Transport::Tcp => self.tcp = true,
             }
         }
@@ -386,7 +387,7 @@ impl ServerBuilder {
             Some(udp) => {
                 let tls = tls::server_config(
                     &identity,
-                    &[wire::ALPN],
+                    &[wire::ALPN, super::h3::ALPN],
                     self.zero_rtt,
                     &self.client_roots,
                 )?;

@@ -4,6 +4,7 @@
 pub(crate) mod budget;
 mod builder;
 mod credit;
+mod h3;
 mod layers;
 mod quic;
 mod stats;

@@ -100,7 +100,8 @@ impl ServerStats {
 
     fn counter(&self, transport: Transport) -> &AtomicUsize {
         match transport {
-            Transport::Quic => &self.counts.quic,
+            // An HTTP/3 connection is a QUIC connection on the same endpoint.
+            Transport::Quic | Transport::Http3 => &self.counts.quic,
             Transport::Tcp => &self.counts.tcp,
         }
     }
@@ -191,7 +192,7 @@ fn refused(transport: Transport, reason: &'static str) {
     metrics::counter!(
         "quicrpc_connections_refused_total",
         "transport" => match transport {
-            Transport::Quic => "quic",
+            Transport::Quic | Transport::Http3 => "quic",
             Transport::Tcp => "tcp",
         },
         "reason" => reason

@@ -187,6 +187,20 @@ async fn serve_connection(
     let Some((conn, mut handshake)) = handshake(incoming, &shared).await else {
         return;
     };
+    if negotiated_alpn(&conn).as_deref() == Some(super::h3::ALPN) {
+        // No 0-RTT on HTTP/3 yet: its requests wait for the handshake.
+        if handshake.pending.is_some() {
+            let done = tokio::time::timeout_at(handshake.deadline, handshake.done()).await;
+            if done.is_err() || conn.close_reason().is_some() {
+                debug!(%remote, "HTTP/3 handshake did not complete");
+                close_quietly(&conn, "handshake timed out");
+                return;
+            }
+            handshake.completed();
+        }
+        let peer = peer_certificates(&conn);
+        return super::h3::serve_connection(conn, shared, shutdown, peer).await;
+    }
     let peer = peer_certificates(&conn);
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
@@ -286,7 +300,7 @@ async fn serve_connection(
 }
 
 /// Sleeps until `at`, or for ever without one.
-async fn sleep_until_some(at: Option<Instant>) {
+pub(super) async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -309,6 +323,14 @@ fn accept(
         return Ok(incoming.accept_with(Arc::new(config))?);
     }
     Ok(incoming.accept()?)
+}
+
+/// The application protocol the handshake settled on.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// The client's verified certificate chain, when it presented one (mutual TLS).

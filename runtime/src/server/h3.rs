@@ -1,0 +1,338 @@
+//! gRPC over HTTP/3 (gRFC G2) on the server's QUIC endpoint: connections that negotiated
+//! ALPN `h3` get the same services, layers, limits and TLS rules as the native wire, through
+//! the hyperium `h3` crates. Any gRPC-over-HTTP/3 client can call them.
+//!
+//! Not yet here: 0-RTT (an `h3` connection is served once its handshake has completed) and
+//! RFC 9218's `priority` header (calls get their method's priority in the telemetry only).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
+use tonic::body::Body as TonicBody;
+use tower::ServiceExt as _;
+use tracing::{Instrument as _, debug};
+
+use super::Shared;
+use super::budget::{BudgetedBody, ConnectionKey};
+use super::quic::sleep_until_some;
+use super::stats::CallGuard;
+use crate::status::{normalize_status, status_code};
+use crate::telemetry::{CallTelemetry, Side, server_method_label};
+use crate::tls::PeerCertificates;
+use crate::{Transport, ZeroRtt, deadline, method_info, priority};
+
+/// The ALPN of HTTP/3.
+pub(crate) const ALPN: &[u8] = b"h3";
+
+/// Unidirectional streams an HTTP/3 client may open: its control stream, QPACK's encoder
+/// and decoder streams, and room for a reserved ("grease") stream or two. quicrpc/1
+/// connections are allowed none.
+const UNI_STREAMS: u32 = 5;
+
+type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+
+/// What a call's connection knows of it.
+#[derive(Clone)]
+struct Origin {
+    remote: SocketAddr,
+    peer: Option<PeerCertificates>,
+    connection: usize,
+}
+
+/// Serves one HTTP/3 connection's requests until it closes, or until `shutdown`, when it
+/// says GOAWAY and closes once the requests under way are done (or the drain timeout has
+/// passed).
+pub(super) async fn serve_connection(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    peer: Option<PeerCertificates>,
+) {
+    let remote = conn.remote_address();
+    conn.set_max_concurrent_uni_streams(UNI_STREAMS.into());
+    let max_field_section = u64::try_from(shared.config.max_header_list_size).unwrap_or(u64::MAX);
+    let built = h3::server::builder()
+        .max_field_section_size(max_field_section)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            debug!(%remote, "HTTP/3 connection failed to start: {e}");
+            return;
+        }
+    };
+    debug!(%remote, "HTTP/3 connection accepted");
+    let calls = TaskTracker::new();
+    let origin = Origin {
+        remote,
+        peer,
+        connection: conn.stable_id(),
+    };
+    let mut drained_by = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if drained_by.is_none() => {
+                drained_by = Some(Instant::now() + shared.drain_timeout);
+                calls.close();
+                // GOAWAY: no new requests; those under way go on.
+                if let Err(e) = h3.shutdown(0).await {
+                    debug!(%remote, "HTTP/3 GOAWAY failed: {e}");
+                    break;
+                }
+            }
+            () = calls.wait(), if drained_by.is_some() => break,
+            () = sleep_until_some(drained_by) => {
+                debug!(%remote, calls = calls.len(), "drain timeout: closing the HTTP/3 connection");
+                break;
+            }
+            accepted = h3.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let call = shared.stats.call();
+                    calls.spawn(serve_call(resolver, shared.clone(), origin.clone(), call));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(%remote, "HTTP/3 connection closed: {e}");
+                    break;
+                }
+            },
+        }
+    }
+    conn.close(h3_code(h3::error::Code::H3_NO_ERROR), b"");
+}
+
+fn h3_code(code: h3::error::Code) -> quinn::VarInt {
+    quinn::VarInt::from_u64(code.value()).unwrap_or(quinn::VarInt::MAX)
+}
+
+/// One request: its head, then its service, its response and its trailers.
+async fn serve_call(
+    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    shared: Arc<Shared>,
+    origin: Origin,
+    _call: CallGuard,
+) {
+    let remote = origin.remote;
+    let head = tokio::time::timeout(shared.handshake_timeout, resolver.resolve_request()).await;
+    let (request, stream) = match head {
+        Ok(Ok(resolved)) => resolved,
+        Ok(Err(e)) => {
+            debug!(%remote, "HTTP/3 request without a valid head: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%remote, "HTTP/3 request head not complete within {:?}", shared.handshake_timeout);
+            return;
+        }
+    };
+    let (send, recv): (H3Send, H3Recv) = split(stream);
+    let (parts, ()) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let info = method_info(&path);
+    let priority = priority::resolve(None, info);
+    let telemetry = CallTelemetry::start(
+        Side::Server,
+        server_method_label(&path, info),
+        Transport::Http3,
+        Some(priority),
+        None,
+    );
+    let mut send = send;
+    let deadline = match deadline::from_headers(&parts.headers) {
+        Ok(deadline) => deadline,
+        Err(status) => {
+            finish_with_status(&mut send, &status, telemetry).await;
+            return;
+        }
+    };
+    let charge = shared
+        .request_buffers
+        .charge(ConnectionKey::Quic(origin.connection));
+    let body = BudgetedBody::new(
+        request_body(recv),
+        shared.config.max_receive_message_size,
+        charge,
+    );
+    let mut request = Request::from_parts(parts, TonicBody::new(body));
+    *request.version_mut() = http::Version::HTTP_2;
+    let extensions = request.extensions_mut();
+    extensions.insert(priority);
+    if let Some(peer) = origin.peer {
+        extensions.insert(peer);
+    }
+    extensions.insert(ZeroRtt::NotUsed);
+    extensions.insert(tonic::transport::server::TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(remote),
+    });
+    respond(&mut send, &shared, request, deadline, telemetry).await;
+}
+
+/// The two halves of a request stream: responses go out on one while the body comes in on
+/// the other.
+fn split(stream: H3Stream) -> (H3Send, H3Recv) {
+    stream.split()
+}
+
+/// How long a request stream whose body the call no longer wants is read on, so that it can
+/// be stopped with H3_NO_ERROR once the read under way has ended.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The request's DATA as a body, then its trailers if it has any, read by a task of its own.
+///
+/// When the call drops the body before the request's end (it answered first, or failed), the
+/// task asks the client to stop sending with H3_NO_ERROR, as RFC 9114 (4.1) has a server do:
+/// clients treat anything else as an error. h3-quinn's `stop_sending` panics while a read is
+/// under way, so the task first lets that read end (for at most [`STOP_GRACE`]; after it,
+/// quinn's drop stops the stream with code 0, which RFC 9114 (8.1) also reads as no error).
+fn request_body(recv: H3Recv) -> impl http_body::Body<Data = Bytes, Error = Status> + Send + Unpin {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(pump(recv, tx));
+    http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+async fn pump(mut recv: H3Recv, tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Status>>) {
+    loop {
+        let read = tokio::select! {
+            read = recv.recv_data() => read,
+            () = tx.closed() => {
+                // The same read, resumed: h3 keeps it in the stream.
+                if tokio::time::timeout(STOP_GRACE, recv.recv_data()).await.is_ok() {
+                    recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+                }
+                return;
+            }
+        };
+        let frame = match read {
+            Ok(Some(mut data)) => Ok(Frame::data(data.copy_to_bytes(data.remaining()))),
+            Ok(None) => {
+                match recv.recv_trailers().await {
+                    Ok(Some(trailers)) => {
+                        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(stream_status(&e))).await;
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(stream_status(&e))).await;
+                return;
+            }
+        };
+        if tx.send(frame).await.is_err() {
+            // Between reads: nothing is under way, so stopping is safe.
+            recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+            return;
+        }
+    }
+}
+
+/// The status a failed request stream gives the handler.
+fn stream_status(e: &h3::error::StreamError) -> Status {
+    Status::cancelled(format!("HTTP/3 request stream failed: {e}"))
+}
+
+/// Runs the service and sends its response, or DEADLINE_EXCEEDED when the deadline passes
+/// first (dropping the handler).
+async fn respond(
+    send: &mut H3Send,
+    shared: &Shared,
+    request: Request<TonicBody>,
+    deadline: Option<Instant>,
+    mut telemetry: CallTelemetry,
+) {
+    let span = telemetry.span().clone();
+    let respond = async {
+        let response = match shared.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        send_response(send, response).await
+    }
+    .instrument(span);
+    let outcome = match deadline {
+        None => respond.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline, respond).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Status::deadline_exceeded("deadline exceeded")),
+        },
+    };
+    match outcome {
+        Ok(code) => telemetry.finish(code),
+        Err(status) => finish_with_status(send, &status, telemetry).await,
+    }
+}
+
+/// Sends `response`: its head, its DATA, its trailers. The status code it ended with, or
+/// the status to end the call with if it failed before its trailers.
+async fn send_response(
+    send: &mut H3Send,
+    response: Response<TonicBody>,
+) -> Result<tonic::Code, Status> {
+    let (mut parts, mut body) = response.into_parts();
+    normalize_status(&mut parts.headers);
+    let trailers_only = status_code(&parts.headers);
+    send.send_response(Response::from_parts(parts, ()))
+        .await
+        .map_err(|e| Status::cancelled(format!("sending the response head: {e}")))?;
+    if let Some(code) = trailers_only {
+        let _ = send.finish().await;
+        return Ok(code);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => send
+                .send_data(data)
+                .await
+                .map_err(|e| Status::cancelled(format!("sending the response: {e}")))?,
+            Err(frame) => {
+                if let Ok(mut trailers) = frame.into_trailers() {
+                    normalize_status(&mut trailers);
+                    let code = status_code(&trailers).unwrap_or(tonic::Code::Unknown);
+                    send.send_trailers(trailers)
+                        .await
+                        .map_err(|e| Status::cancelled(format!("sending trailers: {e}")))?;
+                    let _ = send.finish().await;
+                    return Ok(code);
+                }
+            }
+        }
+    }
+    Err(Status::internal("the response ended without a status"))
+}
+
+/// Ends the call with `status`: as trailers-only if nothing has been sent, as trailers
+/// otherwise (h3 refuses a second head, and then the trailers carry it).
+async fn finish_with_status(send: &mut H3Send, status: &Status, mut telemetry: CallTelemetry) {
+    let mut fields = http::HeaderMap::new();
+    if status.add_header(&mut fields).is_err() {
+        fields.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    }
+    fields.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let mut head = Response::new(());
+    *head.headers_mut() = fields.clone();
+    if send.send_response(head).await.is_err() {
+        let _ = send.send_trailers(fields).await;
+    }
+    let _ = send.finish().await;
+    telemetry.finish(status.code());
+}

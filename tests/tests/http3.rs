@@ -1,0 +1,301 @@
+//! gRPC over HTTP/3 (gRFC G2) on the server's QUIC endpoint, beside the native wire: calls
+//! from an HTTP/3 client that is not quicrpc's (the hyperium `h3` crate over quinn), with
+//! gRPC's framing, metadata and trailers.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use quicrpc_tests::pb::{EchoReply, EchoRequest};
+use quicrpc_tests::{TestServer, echo, raw, within};
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// An HTTP/3 connection to `server`, with its driver running.
+async fn h3_client(server: &TestServer) -> (quinn::Endpoint, SendRequest) {
+    let config = raw::client_config_offering(&server.cert.ca_certificate(), b"h3");
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let conn = within(
+        "QUIC handshake",
+        endpoint
+            .connect_with(config, server.addr, "localhost")
+            .expect("connect"),
+    )
+    .await
+    .expect("handshake");
+    let (mut driver, send_request) = within(
+        "HTTP/3 set-up",
+        h3::client::new(h3_quinn::Connection::new(conn)),
+    )
+    .await
+    .expect("HTTP/3 connection");
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    (endpoint, send_request)
+}
+
+/// What came back for one call.
+#[derive(Debug)]
+struct Answer {
+    head: http::Response<()>,
+    messages: Vec<EchoReply>,
+    trailers: Option<http::HeaderMap>,
+    /// Why sending the request stopped early, if it did.
+    stopped: Option<String>,
+}
+
+impl Answer {
+    /// The gRPC status code: from the trailers, or from the head of a trailers-only answer.
+    fn code(&self) -> i32 {
+        let fields = self.trailers.as_ref().unwrap_or(self.head.headers());
+        fields
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no grpc-status: {self:?}"))
+    }
+
+    /// The status message, percent-decoded as gRPC encodes it.
+    fn message(&self) -> String {
+        let fields = self.trailers.as_ref().unwrap_or(self.head.headers());
+        tonic::Status::from_header_map(fields)
+            .map(|status| status.message().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// One gRPC call to `path` with `requests`, each as a length-prefixed message, and `extra`
+/// request metadata.
+async fn call(
+    send_request: &mut SendRequest,
+    path: &str,
+    requests: &[EchoRequest],
+    extra: &[(&'static str, &str)],
+) -> Answer {
+    let mut request = http::Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let mut stream = send_request
+        .send_request(request.body(()).expect("request"))
+        .await
+        .expect("send the head");
+    let mut stopped = None;
+    for message in requests {
+        let body = message.encode_to_vec();
+        let mut framed = BytesMut::new();
+        framed.put_u8(0);
+        framed.put_u32(u32::try_from(body.len()).expect("small"));
+        framed.put_slice(&body);
+        // The server may answer (and stop the request) before it has read everything; the
+        // request is then over (h3 takes no more writes on the stream, a finish included).
+        if let Err(e) = stream.send_data(framed.freeze()).await {
+            stopped = Some(e);
+            break;
+        }
+    }
+    if stopped.is_none() {
+        stream.finish().await.expect("finish");
+    }
+    let head = stream.recv_response().await.expect("response head");
+    let mut data = BytesMut::new();
+    while let Some(mut chunk) = stream.recv_data().await.expect("response data") {
+        data.put(chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let trailers = stream.recv_trailers().await.expect("trailers");
+    let mut messages = Vec::new();
+    let mut data = data.freeze();
+    while data.has_remaining() {
+        assert_eq!(data.get_u8(), 0, "uncompressed");
+        let len = data.get_u32() as usize;
+        messages.push(EchoReply::decode(data.split_to(len)).expect("a reply"));
+    }
+    Answer {
+        head,
+        messages,
+        trailers,
+        stopped: stopped.map(|e| e.to_string()),
+    }
+}
+
+const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+
+#[tokio::test]
+async fn unary_calls_over_http3_beside_the_native_wire() {
+    let server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let answer = within(
+        "unary over HTTP/3",
+        call(&mut h3, UNARY, &[echo("over h3")], &[("x-note", "kept")]),
+    )
+    .await;
+    assert_eq!(answer.head.status(), http::StatusCode::OK);
+    assert_eq!(answer.code(), 0, "{answer:?}");
+    assert_eq!(answer.messages.len(), 1);
+    assert_eq!(answer.messages[0].message, "over h3");
+    // A native client on the same port, at the same time.
+    let mut native = server.client().await;
+    let reply = within("native call", native.unary(echo("native")))
+        .await
+        .expect("native call");
+    assert_eq!(reply.get_ref().message, "native");
+    // Another HTTP/3 call on the same connection.
+    let again = within("second call", call(&mut h3, UNARY, &[echo("again")], &[])).await;
+    assert_eq!(again.messages[0].message, "again");
+}
+
+#[tokio::test]
+async fn statuses_streams_and_deadlines_over_http3() {
+    let server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+
+    // An error: trailers-only, its code and message in the head.
+    let failing = EchoRequest {
+        fail_code: tonic::Code::PermissionDenied as i32,
+        fail_message: "not you".into(),
+        ..echo("x")
+    };
+    let answer = within("failing call", call(&mut h3, UNARY, &[failing], &[])).await;
+    assert_eq!(
+        answer.code(),
+        tonic::Code::PermissionDenied as i32,
+        "{answer:?}"
+    );
+    assert_eq!(answer.message(), "not you");
+    assert!(answer.messages.is_empty());
+
+    // An unknown method.
+    let answer = within(
+        "unknown method",
+        call(&mut h3, "/quicrpc.testing.Echo/Nope", &[echo("x")], &[]),
+    )
+    .await;
+    assert_eq!(
+        answer.code(),
+        tonic::Code::Unimplemented as i32,
+        "{answer:?}"
+    );
+
+    // A server stream.
+    let streaming = EchoRequest {
+        response_count: 3,
+        ..echo("s")
+    };
+    let answer = within(
+        "server stream",
+        call(
+            &mut h3,
+            "/quicrpc.testing.Echo/ServerStream",
+            &[streaming],
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(answer.code(), 0, "{answer:?}");
+    assert_eq!(answer.messages.len(), 3);
+
+    // A client stream.
+    let answer = within(
+        "client stream",
+        call(
+            &mut h3,
+            "/quicrpc.testing.Echo/ClientStream",
+            &[echo("a"), echo("b")],
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(answer.code(), 0, "{answer:?}");
+    assert_eq!(answer.messages[0].message, "ab");
+
+    // A deadline: the server ends a call that never answers.
+    let answer = within(
+        "deadline",
+        call(
+            &mut h3,
+            "/quicrpc.testing.Echo/Hang",
+            &[echo("wait")],
+            &[("grpc-timeout", "200m")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        answer.code(),
+        tonic::Code::DeadlineExceeded as i32,
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn limits_hold_over_http3_and_the_connection_carries_on() {
+    let server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let oversized = EchoRequest {
+        payload: vec![7; 5 << 20],
+        ..echo("big")
+    };
+    let answer = within("oversized request", call(&mut h3, UNARY, &[oversized], &[])).await;
+    assert_eq!(
+        answer.code(),
+        tonic::Code::ResourceExhausted as i32,
+        "{answer:?}"
+    );
+    // Stopped with H3_NO_ERROR (0x100), as a server that answers early does.
+    let stopped = answer.stopped.as_deref().expect("the request was stopped");
+    assert!(stopped.contains("H3_NO_ERROR"), "{stopped}");
+    let answer = within("after it", call(&mut h3, UNARY, &[echo("fine")], &[])).await;
+    assert_eq!(answer.messages[0].message, "fine");
+    assert_eq!(
+        server.stats.quic_connections(),
+        1,
+        "an HTTP/3 connection is a QUIC one"
+    );
+}
+
+/// A graceful shutdown says GOAWAY over HTTP/3 too: the call under way finishes, and the
+/// server stops.
+#[tokio::test]
+async fn graceful_shutdown_lets_an_http3_call_finish() {
+    let mut server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let request = http::Request::post("https://localhost/quicrpc.testing.Echo/ServerStream")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let mut stream = h3.send_request(request).await.expect("send the head");
+    let slow = EchoRequest {
+        response_count: 3,
+        delay_ms: 100,
+        ..echo("slow")
+    };
+    let body = slow.encode_to_vec();
+    let mut framed = BytesMut::new();
+    framed.put_u8(0);
+    framed.put_u32(u32::try_from(body.len()).expect("small"));
+    framed.put_slice(&body);
+    stream.send_data(framed.freeze()).await.expect("send");
+    stream.finish().await.expect("finish");
+    let head = within("response head", stream.recv_response())
+        .await
+        .expect("head");
+    assert_eq!(head.status(), http::StatusCode::OK);
+
+    let serving = server.begin_shutdown();
+    let mut bytes = 0;
+    while let Some(chunk) = within("data", stream.recv_data()).await.expect("data") {
+        bytes += chunk.remaining();
+    }
+    let trailers = within("trailers", stream.recv_trailers())
+        .await
+        .expect("trailers")
+        .expect("some");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert!(bytes > 0, "the replies came");
+    within("server stopped", serving)
+        .await
+        .expect("serve task")
+        .expect("clean shutdown");
+}
