@@ -73,6 +73,10 @@ pub(crate) struct ConnectionConfig {
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
 }
 
+/// Unidirectional streams a client may open towards the server: an HTTP/3 client's control
+/// stream, QPACK's encoder and decoder streams, and room for reserved ("grease") streams.
+const SERVER_UNI_STREAMS: u32 = 5;
+
 impl ConnectionConfig {
     pub(crate) fn client_default() -> Self {
         Self {
@@ -148,10 +152,12 @@ impl ConnectionConfig {
         self.transport(self.max_concurrent_streams, 2)
     }
 
-    /// The server accepts calls only, `streams` of them at a time to begin with (it raises
-    /// the limit as a connection gets busy).
+    /// The server accepts calls, `streams` of them at a time to begin with (it raises the
+    /// limit as a connection gets busy), and the few unidirectional streams an HTTP/3 client
+    /// opens at once after its handshake (control and QPACK; quicrpc/1 connections stop any
+    /// they are sent). Transport parameters go out before ALPN is settled, so both get them.
     pub(crate) fn server_transport(&self, streams: u32) -> Result<quinn::TransportConfig, Error> {
-        self.transport(streams, 0)
+        self.transport(streams, SERVER_UNI_STREAMS)
     }
 }
 

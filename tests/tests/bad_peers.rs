@@ -528,3 +528,27 @@ async fn unknown_frames_before_the_head_are_bounded() {
     let after = exchange(&client, &call(100), true).await;
     assert_eq!(after.code(), Some(Code::Ok), "{after:?}");
 }
+
+/// The transport parameters allow a client a few unidirectional streams (an HTTP/3 client on
+/// the same endpoint needs them), but a quicrpc/1 client has no use for one: the server stops
+/// it with PROTOCOL_ERROR, and the connection carries on.
+#[tokio::test]
+async fn a_unidirectional_stream_from_a_quicrpc_client_is_stopped() {
+    let server = TestServer::start().await;
+    let client = RawClient::connect(server.addr, &server.cert.ca_certificate()).await;
+    let mut uni = client
+        .conn
+        .open_uni()
+        .await
+        .expect("the server allows some");
+    // A stream exists for the peer once a frame of it is sent.
+    uni.write_all(b"x").await.expect("write");
+    let stopped = within("stopped", uni.stopped()).await.expect("stopped");
+    assert_eq!(
+        stopped,
+        Some(quicrpc_wire::code::ErrorCode::ProtocolError.to_u32().into())
+    );
+    let (_send, recv) = client.call(UNARY, &echo("still here")).await;
+    let response = within("call", read_response(recv)).await;
+    assert_eq!(response.code(), Some(Code::Ok));
+}

@@ -32,11 +32,6 @@ use crate::{Transport, ZeroRtt, deadline, method_info, priority};
 /// The ALPN of HTTP/3.
 pub(crate) const ALPN: &[u8] = b"h3";
 
-/// Unidirectional streams an HTTP/3 client may open: its control stream, QPACK's encoder
-/// and decoder streams, and room for a reserved ("grease") stream or two. quicrpc/1
-/// connections are allowed none.
-const UNI_STREAMS: u32 = 5;
-
 type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
@@ -59,7 +54,6 @@ pub(super) async fn serve_connection(
     peer: Option<PeerCertificates>,
 ) {
     let remote = conn.remote_address();
-    conn.set_max_concurrent_uni_streams(UNI_STREAMS.into());
     let max_field_section = u64::try_from(shared.config.max_header_list_size).unwrap_or(u64::MAX);
     let built = h3::server::builder()
         .max_field_section_size(max_field_section)

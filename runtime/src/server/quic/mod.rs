@@ -129,7 +129,7 @@ async fn handshake(
 ) -> Option<(quinn::Connection, Handshake)> {
     let remote = incoming.remote_address();
     let guard = shared.stats.handshake();
-    let connecting = match accept(incoming, shared) {
+    let mut connecting = match accept(incoming, shared) {
         Ok(connecting) => connecting,
         Err(e) => {
             debug!(%remote, "refused: {e}");
@@ -137,6 +137,20 @@ async fn handshake(
         }
     };
     let deadline = Instant::now() + shared.handshake_timeout;
+    // The whole ClientHello first, and with it the ALPN that says which wire this connection
+    // speaks: a large ClientHello (post-quantum key shares) spans several Initial packets,
+    // and until the last has come the protocol is unknown.
+    match tokio::time::timeout_at(deadline, connecting.handshake_data()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            debug!(%remote, "handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            debug!(%remote, "handshake timed out");
+            return None;
+        }
+    }
     // Calls are accepted while the handshake is still under way, so that a resumed client's
     // 0-RTT calls are answered at once; `handle_call` decides which of them may run. On a
     // server this conversion always succeeds. With mutual TLS the client is authenticated
@@ -266,6 +280,15 @@ async fn serve_connection(
                 close_quietly(&conn, "handshake timed out");
                 break;
             }
+            // quicrpc/1 clients open no unidirectional streams (the transport parameters
+            // allow a few, for HTTP/3 clients on the same endpoint): stopped at once.
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => RecvHalf::new(recv).stop(ErrorCode::ProtocolError),
+                Err(e) => {
+                    debug!(%remote, "connection closed: {e}");
+                    break;
+                }
+            },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) if draining => {
                     // Not processed: the client may safely retry it elsewhere.
