@@ -299,3 +299,140 @@ async fn graceful_shutdown_lets_an_http3_call_finish() {
         .expect("serve task")
         .expect("clean shutdown");
 }
+
+/// `buf curl` (Buf's CLI, from npm `@bufbuild/buf`: a Go program on connect-go and quic-go,
+/// written by nobody here), installed in `tests/node` by `.ci/run`.
+fn buf_binary() -> std::path::PathBuf {
+    let buf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules/.bin/buf");
+    assert!(
+        buf.exists(),
+        "THIS TEST DID NOT RUN: {} is missing; run `npm ci` in tests/node (.ci/run does)",
+        buf.display()
+    );
+    buf
+}
+
+/// What one `buf curl` run did.
+#[derive(Debug)]
+struct BufRun {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// `buf curl --http3 --protocol grpc` against `server`, trusting its CA, with `args` before
+/// the URL of `method`; bounded by the test timeout.
+async fn buf_curl(server: &TestServer, method: &str, args: &[&str]) -> BufRun {
+    let dir = std::env::temp_dir().join(format!(
+        "quicrpc-buf-{}-{}",
+        std::process::id(),
+        server.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.cert.ca_pem()).expect("write CA");
+    let mut command = std::process::Command::new(buf_binary());
+    command
+        .args([
+            "curl",
+            "--http3",
+            "--protocol",
+            "grpc",
+            "--timeout",
+            "15s",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args(args)
+        .arg(format!("https://localhost:{}/{method}", server.addr.port()));
+    // buf's own --timeout ends the run; `within` bounds the wait all the same.
+    let output = within(
+        "buf curl",
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("buf curl thread")
+    .expect("buf curl runs");
+    let run = BufRun {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    println!("buf curl {method} {args:?}: {run:#?}");
+    run
+}
+
+/// A gRPC-over-HTTP/3 client nobody here wrote: `buf curl --http3`, with the schema from the
+/// server's reflection service (itself called over HTTP/3).
+#[tokio::test]
+async fn buf_curl_calls_over_http3() {
+    let server = TestServer::start().await;
+
+    let run = buf_curl(
+        &server,
+        "quicrpc.testing.Echo/Unary",
+        &["-d", r#"{"message": "from buf"}"#],
+    )
+    .await;
+    assert!(run.success, "{run:#?}");
+    assert!(run.stdout.contains(r#""message": "from buf""#), "{run:#?}");
+
+    let run = buf_curl(
+        &server,
+        "quicrpc.testing.Echo/ServerStream",
+        &["-d", r#"{"message": "s", "responseCount": 3}"#],
+    )
+    .await;
+    assert!(run.success, "{run:#?}");
+    assert_eq!(run.stdout.matches("\"message\"").count(), 3, "{run:#?}");
+
+    // Metadata both ways: a request header the server echoes into the response head.
+    let run = buf_curl(
+        &server,
+        "quicrpc.testing.Echo/Unary",
+        &[
+            "-v",
+            "-H",
+            "x-echo-header: kept",
+            "-d",
+            r#"{"message": "m"}"#,
+        ],
+    )
+    .await;
+    assert!(run.success, "{run:#?}");
+    assert!(
+        run.stderr.contains("X-Echo-Header: kept"),
+        "the header came back: {run:#?}"
+    );
+
+    // An error status with its message.
+    let run = buf_curl(
+        &server,
+        "quicrpc.testing.Echo/Unary",
+        &["-d", r#"{"failCode": 7, "failMessage": "not for buf"}"#],
+    )
+    .await;
+    assert!(!run.success, "{run:#?}");
+    assert!(
+        run.stdout.contains("permission_denied") || run.stderr.contains("permission_denied"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("not for buf") || run.stderr.contains("not for buf"),
+        "{run:#?}"
+    );
+
+    // A deadline: the call that never answers ends at it (buf sends its --timeout as
+    // grpc-timeout; the later flag wins).
+    let run = buf_curl(
+        &server,
+        "quicrpc.testing.Echo/Hang",
+        &["--timeout", "300ms", "-d", r#"{"message": "wait"}"#],
+    )
+    .await;
+    assert!(!run.success, "{run:#?}");
+    assert!(
+        run.stdout.contains("deadline_exceeded") || run.stderr.contains("deadline_exceeded"),
+        "{run:#?}"
+    );
+}
