@@ -8,6 +8,8 @@
 //!   (tonic's codec and service, quicrpc's frames, heads, bodies, limits and telemetry);
 //! - `quicrpc TCP`: the same through quicrpc's TCP side (tonic's HTTP/2, quicrpc's TLS and
 //!   layers);
+//! - `quicrpc HTTP/3`: the same gRPC call from the hyperium `h3` client to quicrpc's server
+//!   over HTTP/3 (gRFC G2), on the same QUIC endpoint;
 //! - `tonic`: plain tonic, client and server, TCP and TLS.
 //!
 //! ```text
@@ -96,6 +98,14 @@ fn quinn_server(cert: &SelfSigned) -> quinn::Endpoint {
 }
 
 async fn quinn_client(cert: &SelfSigned, addr: SocketAddr) -> (quinn::Endpoint, quinn::Connection) {
+    quinn_client_offering(cert, addr, ALPN).await
+}
+
+async fn quinn_client_offering(
+    cert: &SelfSigned,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> (quinn::Endpoint, quinn::Connection) {
     let mut roots = rustls::RootCertStore::empty();
     for ca in cert.ca_certificate().certs() {
         roots.add(ca.clone()).expect("CA");
@@ -105,7 +115,7 @@ async fn quinn_client(cert: &SelfSigned, addr: SocketAddr) -> (quinn::Endpoint, 
         .expect("TLS 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
     let conn = endpoint
@@ -127,6 +137,35 @@ async fn quinn_call(conn: &quinn::Connection, bytes: &[u8]) {
     send.finish().expect("finish");
     let reply = recv.read_to_end(1 << 20).await.expect("reply");
     assert_eq!(reply.len(), bytes.len());
+}
+
+type H3Requests = h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>;
+
+/// An HTTP/3 client connection to quicrpc's server, its driver running.
+async fn h3_client(cert: &SelfSigned, addr: SocketAddr) -> (quinn::Endpoint, H3Requests) {
+    let (endpoint, conn) = quinn_client_offering(cert, addr, b"h3").await;
+    let (mut driver, requests) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .expect("HTTP/3");
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    (endpoint, requests)
+}
+
+/// One gRPC unary call over HTTP/3: head, the framed request, then the response to its
+/// trailers.
+async fn h3_call(mut requests: H3Requests, body: bytes::Bytes) {
+    let request = http::Request::post("https://localhost/helloworld.Greeter/SayHello")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let mut stream = requests.send_request(request).await.expect("head");
+    stream.send_data(body).await.expect("message");
+    stream.finish().await.expect("finish");
+    stream.recv_response().await.expect("response");
+    while stream.recv_data().await.expect("data").is_some() {}
+    let trailers = stream.recv_trailers().await.expect("trailers");
+    assert!(trailers.is_some(), "a status");
 }
 
 async fn quicrpc_server(cert: &SelfSigned) -> SocketAddr {
@@ -203,6 +242,7 @@ fn benches(c: &mut Criterion) {
         runtime.block_on(builder.connect()).expect("connect")
     };
     let quic = GreeterClient::new(channel(quicrpc::Fallback::QuicOnly));
+    let (_h3_endpoint, h3_requests) = runtime.block_on(h3_client(&cert, quicrpc_addr));
     let tcp = GreeterClient::new(channel(quicrpc::Fallback::TcpOnly));
 
     let tonic_addr = runtime.block_on(tonic_server(&cert));
@@ -241,6 +281,14 @@ fn benches(c: &mut Criterion) {
                 async move {
                     client.say_hello(request()).await.expect("call");
                 }
+            })
+        });
+    });
+    let grpc_request = bytes::Bytes::from(bytes.clone());
+    group.bench_function("quicrpc HTTP/3", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                h3_call(h3_requests.clone(), grpc_request.clone())
             })
         });
     });
