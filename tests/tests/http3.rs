@@ -64,6 +64,16 @@ async fn h3_client_with(
     (endpoint, send_request)
 }
 
+/// `message` as gRPC frames it: uncompressed, with its 5-byte length prefix.
+fn framed(message: &EchoRequest) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut framed = BytesMut::new();
+    framed.put_u8(0);
+    framed.put_u32(u32::try_from(body.len()).expect("small"));
+    framed.put_slice(&body);
+    framed.freeze()
+}
+
 /// What came back for one call.
 #[derive(Debug)]
 struct Answer {
@@ -114,14 +124,9 @@ async fn call(
         .expect("send the head");
     let mut stopped = None;
     for message in requests {
-        let body = message.encode_to_vec();
-        let mut framed = BytesMut::new();
-        framed.put_u8(0);
-        framed.put_u32(u32::try_from(body.len()).expect("small"));
-        framed.put_slice(&body);
         // The server may answer (and stop the request) before it has read everything; the
         // request is then over (h3 takes no more writes on the stream, a finish included).
-        if let Err(e) = stream.send_data(framed.freeze()).await {
+        if let Err(e) = stream.send_data(framed(message)).await {
             stopped = Some(e);
             break;
         }
@@ -301,12 +306,7 @@ async fn graceful_shutdown_lets_an_http3_call_finish() {
         delay_ms: 100,
         ..echo("slow")
     };
-    let body = slow.encode_to_vec();
-    let mut framed = BytesMut::new();
-    framed.put_u8(0);
-    framed.put_u32(u32::try_from(body.len()).expect("small"));
-    framed.put_slice(&body);
-    stream.send_data(framed.freeze()).await.expect("send");
+    stream.send_data(framed(&slow)).await.expect("send");
     stream.finish().await.expect("finish");
     let head = within("response head", stream.recv_response())
         .await
@@ -508,4 +508,102 @@ async fn mutual_tls_over_http3() {
     .await
     .expect_err("no certificate, no connection");
     println!("without a certificate: {refused}");
+}
+
+/// RFC 9218's `priority` header sets a call's priority over HTTP/3 (urgency 0 is CRITICAL);
+/// without it, the method's own applies, as on the native wire.
+#[tokio::test]
+async fn the_priority_header_and_method_priorities_hold_over_http3() {
+    let server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let cases = [
+        (UNARY, None, "normal"),
+        (UNARY, Some("u=0"), "critical"),
+        (UNARY, Some("u=6, i"), "bulk"),
+        ("/quicrpc.testing.Echo/Urgent", None, "critical"),
+    ];
+    for (path, header, expected) in cases {
+        let extra: Vec<(&'static str, &str)> =
+            header.map(|h| ("priority", h)).into_iter().collect();
+        let answer = within("call", call(&mut h3, path, &[echo("p")], &extra)).await;
+        assert_eq!(answer.code(), 0, "{answer:?}");
+        assert_eq!(answer.messages[0].priority, expected, "{path} {header:?}");
+    }
+}
+
+/// A client that cancels an HTTP/3 call (STOP_SENDING and a reset, as RFC 9114 has it) ends
+/// its handler, as on the native wire.
+#[tokio::test]
+async fn a_cancelled_http3_call_drops_its_handler() {
+    let server = TestServer::start().await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let request = http::Request::post("https://localhost/quicrpc.testing.Echo/Hang")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let mut stream = h3.send_request(request).await.expect("send the head");
+    stream.send_data(framed(&echo("hang"))).await.expect("send");
+    stream.finish().await.expect("finish");
+    assert_eq!(
+        within("handler started", server.next_event()).await,
+        quicrpc_tests::Event::HangStarted
+    );
+    stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+    drop(stream);
+    assert_eq!(
+        within("handler dropped", server.next_event()).await,
+        quicrpc_tests::Event::HangDropped
+    );
+}
+
+/// 0-RTT over HTTP/3 follows the native wire's rule: a resumed client's replay-safe call
+/// runs from early data; any other is answered 425 Too Early, not run.
+#[tokio::test]
+async fn zero_rtt_over_http3_runs_only_replay_safe_calls() {
+    let server = TestServer::start().await;
+    let config = raw::client_config_offering(&server.cert.ca_certificate(), b"h3");
+    {
+        // A first connection, for a session ticket.
+        let (endpoint, mut h3) = h3_client_with(&server, config.clone()).await;
+        let answer = within("first call", call(&mut h3, UNARY, &[echo("warm")], &[])).await;
+        assert_eq!(answer.code(), 0);
+        drop(h3);
+        endpoint.close(0u32.into(), b"done");
+    }
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let connecting = endpoint
+        .connect_with(config, server.addr, "localhost")
+        .expect("connect");
+    let Ok((conn, accepted)) = connecting.into_0rtt() else {
+        panic!("no session ticket: 0-RTT impossible");
+    };
+    let (mut driver, mut h3) = within(
+        "HTTP/3 set-up in 0-RTT",
+        h3::client::new(h3_quinn::Connection::new(conn)),
+    )
+    .await
+    .expect("HTTP/3");
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    // Both requests go out before the handshake is done.
+    let mut other = h3.clone();
+    let (safe, not_safe) = ([echo("safe")], [echo("not safe")]);
+    let lookup = call(&mut h3, "/quicrpc.testing.Echo/Lookup", &safe, &[]);
+    let unary = call(&mut other, UNARY, &not_safe, &[]);
+    let (lookup, unary) = within("early calls", futures_util::future::join(lookup, unary)).await;
+    assert!(within("0-RTT verdict", accepted).await, "0-RTT accepted");
+    assert_eq!(lookup.code(), 0, "{lookup:?}");
+    assert!(
+        lookup.messages[0].early_data,
+        "ran from early data: {lookup:?}"
+    );
+    assert_eq!(unary.head.status().as_u16(), 425, "{unary:?}");
+    assert!(
+        server
+            .runs()
+            .iter()
+            .all(|run| run.method != "Unary" || !run.early_data),
+        "a non-replay-safe call ran from early data: {:?}",
+        server.runs()
+    );
 }

@@ -146,20 +146,7 @@ async fn handle_call(
     *request.uri_mut() = uri;
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = head.fields;
-    let extensions = request.extensions_mut();
-    extensions.insert(priority);
-    if let Some(peer) = peer {
-        extensions.insert(peer);
-    }
-    extensions.insert(if early {
-        ZeroRtt::Accepted
-    } else {
-        ZeroRtt::NotUsed
-    });
-    extensions.insert(tonic::transport::server::TcpConnectInfo {
-        local_addr: None,
-        remote_addr: Some(remote),
-    });
+    call_extensions(request.extensions_mut(), priority, peer, early, remote);
     respond(send, shared, request, deadline, telemetry).await;
 }
 
@@ -214,10 +201,37 @@ fn decode_head(
     Ok((head, uri))
 }
 
+/// What handlers find in a QUIC call's request extensions, on either QUIC wire: its priority,
+/// the client's verified certificates, whether it came as 0-RTT early data, and the client's
+/// address (where tonic's `Request::remote_addr` looks).
+pub(in crate::server) fn call_extensions(
+    extensions: &mut http::Extensions,
+    priority: crate::Priority,
+    peer: Option<PeerCertificates>,
+    early: bool,
+    remote: SocketAddr,
+) {
+    extensions.insert(priority);
+    if let Some(peer) = peer {
+        extensions.insert(peer);
+    }
+    extensions.insert(if early {
+        ZeroRtt::Accepted
+    } else {
+        ZeroRtt::NotUsed
+    });
+    extensions.insert(tonic::transport::server::TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(remote),
+    });
+}
+
 /// Whether the connection's handshake completed successfully, once that is known: at once
 /// for a stream that arrived after it, within a driver pass for one that arrived with the
 /// client's Finished, and `false` if the connection ended without completing it.
-async fn handshake_completed(mut verdict: tokio::sync::watch::Receiver<Option<bool>>) -> bool {
+pub(in crate::server) async fn handshake_completed(
+    mut verdict: tokio::sync::watch::Receiver<Option<bool>>,
+) -> bool {
     match verdict.wait_for(Option::is_some).await {
         Ok(verdict) => *verdict == Some(true),
         Err(_) => false,
@@ -226,7 +240,7 @@ async fn handshake_completed(mut verdict: tokio::sync::watch::Receiver<Option<bo
 
 /// Whether a call that arrived as 0-RTT early data, which an attacker may have replayed, may
 /// run from there: only if its method is replay-safe.
-fn runs_from_early_data(info: Option<&MethodInfo>, path: &str) -> bool {
+pub(in crate::server) fn runs_from_early_data(info: Option<&MethodInfo>, path: &str) -> bool {
     let safe = replay_safe(info);
     let outcome = if safe { "run" } else { "refused" };
     metrics::counter!("quicrpc_server_early_calls_total", "outcome" => outcome).increment(1);

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
 use self::call::{Origin, serve_call};
+pub(super) use self::call::{call_extensions, handshake_completed, runs_from_early_data};
 use super::credit::StreamCredit;
 use super::stats::HandshakeGuard;
 use super::{CLOSE_LINGER, Shared};
@@ -202,18 +203,9 @@ async fn serve_connection(
         return;
     };
     if negotiated_alpn(&conn).as_deref() == Some(super::h3::ALPN) {
-        // No 0-RTT on HTTP/3 yet: its requests wait for the handshake.
-        if handshake.pending.is_some() {
-            let done = tokio::time::timeout_at(handshake.deadline, handshake.done()).await;
-            if done.is_err() || conn.close_reason().is_some() {
-                debug!(%remote, "HTTP/3 handshake did not complete");
-                close_quietly(&conn, "handshake timed out");
-                return;
-            }
-            handshake.completed();
-        }
+        let verdict = watch_handshake(&conn, handshake);
         let peer = peer_certificates(&conn);
-        return super::h3::serve_connection(conn, shared, shutdown, peer).await;
+        return super::h3::serve_connection(conn, shared, shutdown, peer, verdict).await;
     }
     let peer = peer_certificates(&conn);
     debug!(%remote, "connection accepted");
@@ -346,6 +338,30 @@ fn accept(
         return Ok(incoming.accept_with(Arc::new(config))?);
     }
     Ok(incoming.accept()?)
+}
+
+/// Whether `handshake` completes successfully, in time: `None` while it is under way. A
+/// connection whose handshake fails or times out is closed.
+fn watch_handshake(
+    conn: &quinn::Connection,
+    mut handshake: Handshake,
+) -> tokio::sync::watch::Receiver<Option<bool>> {
+    let Some(pending) = handshake.pending.take() else {
+        return tokio::sync::watch::channel(Some(true)).1;
+    };
+    let (verdict, receiver) = tokio::sync::watch::channel(None);
+    let conn = conn.clone();
+    tokio::spawn(async move {
+        let done = tokio::time::timeout_at(handshake.deadline, pending).await;
+        // quinn records a close before it resolves `pending` with it.
+        let completed = done.is_ok() && conn.close_reason().is_none();
+        verdict.send_replace(Some(completed));
+        if !completed {
+            close_quietly(&conn, "handshake timed out");
+        }
+        drop(handshake);
+    });
+    receiver
 }
 
 /// The application protocol the handshake settled on.

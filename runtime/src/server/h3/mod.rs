@@ -2,8 +2,12 @@
 //! ALPN `h3` get the same services, layers, limits and TLS rules as the native wire, through
 //! the hyperium `h3` crates. Any gRPC-over-HTTP/3 client can call them.
 //!
-//! Not yet here: 0-RTT (an `h3` connection is served once its handshake has completed) and
-//! RFC 9218's `priority` header (calls get their method's priority in the telemetry only).
+//! Each request stream keeps, through quicrpc's own adapter ([`quic`]), what the native wire's
+//! streams have: its send priority (RFC 9218's `priority` header, or the method's), whether
+//! it came as 0-RTT early data (only replay-safe methods run from it; others get 425 Too
+//! Early), and the client's cancel (STOP_SENDING) ending its handler.
+
+mod quic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,19 +26,19 @@ use tracing::{Instrument as _, debug};
 
 use super::Shared;
 use super::budget::{BudgetedBody, ConnectionKey};
-use super::quic::sleep_until_some;
+use super::quic::{call_extensions, handshake_completed, runs_from_early_data, sleep_until_some};
 use super::stats::CallGuard;
 use crate::status::{normalize_status, status_code};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::PeerCertificates;
-use crate::{Transport, ZeroRtt, deadline, method_info, priority};
+use crate::{Transport, deadline, method_info, priority};
 
 /// The ALPN of HTTP/3.
 pub(crate) const ALPN: &[u8] = b"h3";
 
-type H3Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
-type H3Send = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type H3Recv = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+type H3Stream = h3::server::RequestStream<quic::BidiStream<Bytes>, Bytes>;
+type H3Send = h3::server::RequestStream<quic::SendStream<Bytes>, Bytes>;
+type H3Recv = h3::server::RequestStream<quic::RecvStream, Bytes>;
 
 /// What a call's connection knows of it.
 #[derive(Clone)]
@@ -42,6 +46,10 @@ struct Origin {
     remote: SocketAddr,
     peer: Option<PeerCertificates>,
     connection: usize,
+    /// Each request stream's handles, by stream id.
+    streams: quic::Streams,
+    /// Whether the handshake completed successfully: `None` while it is under way.
+    handshake: tokio::sync::watch::Receiver<Option<bool>>,
 }
 
 /// Serves one HTTP/3 connection's requests until it closes, or until `shutdown`, when it
@@ -52,12 +60,14 @@ pub(super) async fn serve_connection(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     peer: Option<PeerCertificates>,
+    handshake: tokio::sync::watch::Receiver<Option<bool>>,
 ) {
     let remote = conn.remote_address();
     let max_field_section = u64::try_from(shared.config.max_header_list_size).unwrap_or(u64::MAX);
+    let streams = quic::Streams::default();
     let built = h3::server::builder()
         .max_field_section_size(max_field_section)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .build::<_, Bytes>(quic::Connection::new(conn.clone(), streams.clone()))
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,
@@ -72,6 +82,8 @@ pub(super) async fn serve_connection(
         remote,
         peer,
         connection: conn.stable_id(),
+        streams,
+        handshake,
     };
     let mut drained_by = None;
     loop {
@@ -113,7 +125,7 @@ fn h3_code(code: h3::error::Code) -> quinn::VarInt {
 
 /// One request: its head, then its service, its response and its trailers.
 async fn serve_call(
-    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: h3::server::RequestResolver<quic::Connection, Bytes>,
     shared: Arc<Shared>,
     origin: Origin,
     _call: CallGuard,
@@ -131,19 +143,35 @@ async fn serve_call(
             return;
         }
     };
-    let (send, recv): (H3Send, H3Recv) = split(stream);
+    let stream_id = stream.id().into_inner();
+    let Some(handles) = origin.streams.take(stream_id) else {
+        debug!(%remote, "HTTP/3 request stream without its handles");
+        return;
+    };
+    let (mut send, recv): (H3Send, H3Recv) = split(stream);
     let (parts, ()) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let info = method_info(&path);
-    let priority = priority::resolve(None, info);
+    // As on the native wire: a stream quinn calls 1-RTT is early unless the handshake
+    // completed successfully (a connection closed during its handshake says otherwise).
+    let early = handles.is_0rtt || !handshake_completed(origin.handshake.clone()).await;
+    if early && !runs_from_early_data(info, &path) {
+        // RFC 8470: not run; the client may send it again once the handshake is complete.
+        too_early(&mut send).await;
+        return;
+    }
+    let priority = urgency(&parts.headers).unwrap_or_else(|| priority::resolve(None, info));
+    handles.priority.store(
+        priority::quinn_priority(priority),
+        std::sync::atomic::Ordering::Release,
+    );
     let telemetry = CallTelemetry::start(
         Side::Server,
         server_method_label(&path, info),
         Transport::Http3,
         Some(priority),
-        None,
+        Some(stream_id),
     );
-    let mut send = send;
     let deadline = match deadline::from_headers(&parts.headers) {
         Ok(deadline) => deadline,
         Err(status) => {
@@ -161,17 +189,49 @@ async fn serve_call(
     );
     let mut request = Request::from_parts(parts, TonicBody::new(body));
     *request.version_mut() = http::Version::HTTP_2;
-    let extensions = request.extensions_mut();
-    extensions.insert(priority);
-    if let Some(peer) = origin.peer {
-        extensions.insert(peer);
+    call_extensions(
+        request.extensions_mut(),
+        priority,
+        origin.peer,
+        early,
+        remote,
+    );
+    // The client's cancel (STOP_SENDING on the response) drops the handler, as on the
+    // native wire; the stream is reset when `send` goes.
+    tokio::select! {
+        biased;
+        () = respond(&mut send, &shared, request, deadline, telemetry) => {}
+        () = handles.stopped => debug!(%remote, "HTTP/3 call cancelled by the client"),
     }
-    extensions.insert(ZeroRtt::NotUsed);
-    extensions.insert(tonic::transport::server::TcpConnectInfo {
-        local_addr: None,
-        remote_addr: Some(remote),
-    });
-    respond(&mut send, &shared, request, deadline, telemetry).await;
+}
+
+/// RFC 9218's `priority` header as quicrpc's priority: urgency 0 is CRITICAL, 1 and 2 HIGH,
+/// 3 (HTTP's default) NORMAL, 4 and 5 LOW, 6 and 7 BULK. `None` without an urgency.
+fn urgency(headers: &http::HeaderMap) -> Option<crate::Priority> {
+    let value = headers.get("priority")?.to_str().ok()?;
+    let urgency = value
+        .split(',')
+        .map(str::trim)
+        .find_map(|param| param.strip_prefix("u="))?
+        .parse::<u8>()
+        .ok()?;
+    Some(match urgency {
+        0 => crate::Priority::Critical,
+        1 | 2 => crate::Priority::High,
+        3 => crate::Priority::Normal,
+        4 | 5 => crate::Priority::Low,
+        6 | 7 => crate::Priority::Bulk,
+        _ => return None,
+    })
+}
+
+/// Answers 425 Too Early (RFC 8470) without running the call.
+async fn too_early(send: &mut H3Send) {
+    let mut head = Response::new(());
+    *head.status_mut() = http::StatusCode::from_u16(425).unwrap_or(http::StatusCode::BAD_REQUEST);
+    if send.send_response(head).await.is_ok() {
+        let _ = send.finish().await;
+    }
 }
 
 /// The two halves of a request stream: responses go out on one while the body comes in on
