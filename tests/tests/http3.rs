@@ -607,3 +607,23 @@ async fn zero_rtt_over_http3_runs_only_replay_safe_calls() {
         server.runs()
     );
 }
+
+/// `max_connection_age` ends an HTTP/3 connection as it ends a native one: GOAWAY, then
+/// close once its calls are done.
+#[tokio::test]
+async fn http3_connections_end_at_their_maximum_age() {
+    let server =
+        quicrpc_tests::TestServer::start_with(quicrpc_tests::TestOptions::default(), |b| {
+            b.max_connection_age(std::time::Duration::from_millis(300))
+        })
+        .await;
+    let (_endpoint, mut h3) = h3_client(&server).await;
+    let answer = within("a call", call(&mut h3, UNARY, &[echo("young")], &[])).await;
+    assert_eq!(answer.code(), 0);
+    quicrpc_tests::until(
+        "the aged connection closed",
+        || server.stats.quic_connections(),
+        0,
+    )
+    .await;
+}

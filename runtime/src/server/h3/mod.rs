@@ -26,6 +26,7 @@ use tracing::{Instrument as _, debug};
 
 use super::Shared;
 use super::budget::{BudgetedBody, ConnectionKey};
+use super::credit::StreamCredit;
 use super::quic::{call_extensions, handshake_completed, runs_from_early_data, sleep_until_some};
 use super::stats::CallGuard;
 use crate::status::{normalize_status, status_code};
@@ -52,9 +53,9 @@ struct Origin {
     handshake: tokio::sync::watch::Receiver<Option<bool>>,
 }
 
-/// Serves one HTTP/3 connection's requests until it closes, or until `shutdown`, when it
-/// says GOAWAY and closes once the requests under way are done (or the drain timeout has
-/// passed).
+/// Serves one HTTP/3 connection's requests until it closes, or until `shutdown` or the
+/// connection's maximum age, when it says GOAWAY and closes once the requests under way are
+/// done (or the drain timeout has passed).
 pub(super) async fn serve_connection(
     conn: quinn::Connection,
     shared: Arc<Shared>,
@@ -85,11 +86,21 @@ pub(super) async fn serve_connection(
         streams,
         handshake,
     };
+    let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
+    let aged = shared.max_connection_age.map(|age| Instant::now() + age);
+    // The server's shutdown, or the connection's maximum age: either starts the drain.
+    let drain = async {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = sleep_until_some(aged) => debug!(%remote, "HTTP/3 connection reached its maximum age"),
+        }
+    };
+    tokio::pin!(drain);
     let mut drained_by = None;
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled(), if drained_by.is_none() => {
+            () = &mut drain, if drained_by.is_none() => {
                 drained_by = Some(Instant::now() + shared.drain_timeout);
                 calls.close();
                 // GOAWAY: no new requests; those under way go on.
@@ -107,6 +118,10 @@ pub(super) async fn serve_connection(
                 Ok(Some(resolver)) => {
                     let call = shared.stats.call();
                     calls.spawn(serve_call(resolver, shared.clone(), origin.clone(), call));
+                    // As on the native wire: more request credit as the connection gets busy.
+                    if let Some(limit) = credit.grow(calls.len()) {
+                        conn.set_max_concurrent_bi_streams(limit.into());
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
