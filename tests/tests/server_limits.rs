@@ -353,3 +353,44 @@ async fn one_transport_cannot_take_every_connection_place() {
         .expect("QUIC has room");
     assert_eq!(server.stats.tcp_connections(), 9);
 }
+
+/// The server's accepted TCP sockets have SO_KEEPALIVE on, so the kernel finds a peer that
+/// vanished without a FIN even while a call keeps the connection from being idle. Read off
+/// the kernel's socket table (`/proc/net/tcp`): an idle established socket with keep-alive
+/// has its keep-alive timer armed (`tr` 2).
+#[tokio::test]
+async fn accepted_tcp_sockets_have_keepalive_on() {
+    let server = TestServer::start().await;
+    let channel = server.channel_over(Fallback::TcpOnly).await;
+    let mut client = EchoClient::new(channel);
+    within("a call", client.unary(echo("hello")))
+        .await
+        .expect("served");
+    let port = format!("{:04X}", server.addr.port());
+    // The server's end: local address 127.0.0.1 at the server's port, established (01).
+    let timer_of_server_sockets = || -> Vec<String> {
+        std::fs::read_to_string("/proc/net/tcp")
+            .expect("/proc/net/tcp")
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local = fields.get(1)?;
+                let state = fields.get(3)?;
+                let timer = fields.get(5)?;
+                (local.ends_with(&format!(":{port}")) && *state == "01")
+                    .then(|| timer.split(':').next().unwrap_or_default().to_owned())
+            })
+            .collect()
+    };
+    within("the keep-alive timer armed", async {
+        loop {
+            let timers = timer_of_server_sockets();
+            if timers.iter().any(|timer| timer == "02") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
