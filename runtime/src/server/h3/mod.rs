@@ -10,7 +10,9 @@
 mod quic;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
@@ -37,7 +39,6 @@ use crate::{Transport, deadline, method_info, priority};
 /// The ALPN of HTTP/3.
 pub(crate) const ALPN: &[u8] = b"h3";
 
-type H3Stream = h3::server::RequestStream<quic::BidiStream<Bytes>, Bytes>;
 type H3Send = h3::server::RequestStream<quic::SendStream<Bytes>, Bytes>;
 type H3Recv = h3::server::RequestStream<quic::RecvStream, Bytes>;
 
@@ -163,7 +164,7 @@ async fn serve_call(
         debug!(%remote, "HTTP/3 request stream without its handles");
         return;
     };
-    let (mut send, recv): (H3Send, H3Recv) = split(stream);
+    let (mut send, recv): (H3Send, H3Recv) = stream.split();
     let (parts, ()) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let info = method_info(&path);
@@ -198,7 +199,7 @@ async fn serve_call(
         .request_buffers
         .charge(ConnectionKey::Quic(origin.connection));
     let body = BudgetedBody::new(
-        request_body(recv),
+        RequestBody::new(recv),
         shared.config.max_receive_message_size,
         charge,
     );
@@ -249,64 +250,75 @@ async fn too_early(send: &mut H3Send) {
     }
 }
 
-/// The two halves of a request stream: responses go out on one while the body comes in on
-/// the other.
-fn split(stream: H3Stream) -> (H3Send, H3Recv) {
-    stream.split()
-}
-
-/// How long a request stream whose body the call no longer wants is read on, so that it can
-/// be stopped with H3_NO_ERROR once the read under way has ended.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The request's DATA as a body, then its trailers if it has any, read by a task of its own.
+/// The request's DATA as a body, then its trailers if it has any.
 ///
-/// When the call drops the body before the request's end (it answered first, or failed), the
-/// task asks the client to stop sending with H3_NO_ERROR, as RFC 9114 (4.1) has a server do:
-/// clients treat anything else as an error. h3-quinn's `stop_sending` panics while a read is
-/// under way, so the task first lets that read end (for at most [`STOP_GRACE`]; after it,
-/// quinn's drop stops the stream with code 0, which RFC 9114 (8.1) also reads as no error).
-fn request_body(recv: H3Recv) -> impl http_body::Body<Data = Bytes, Error = Status> + Send + Unpin {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(pump(recv, tx));
-    http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+/// Dropped before the request's end (the call answered first, or failed), it asks the client
+/// to stop sending with H3_NO_ERROR, as RFC 9114 (4.1) has a server do: clients treat any
+/// other code as an error. quicrpc's adapter ([`quic`]) can stop a stream at any time, a
+/// read under way or not.
+struct RequestBody {
+    recv: H3Recv,
+    /// All DATA has come; the trailers are next.
+    data_done: bool,
+    /// The request has ended (or failed): nothing to stop.
+    ended: bool,
 }
 
-async fn pump(mut recv: H3Recv, tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Status>>) {
-    loop {
-        let read = tokio::select! {
-            read = recv.recv_data() => read,
-            () = tx.closed() => {
-                // The same read, resumed: h3 keeps it in the stream.
-                if tokio::time::timeout(STOP_GRACE, recv.recv_data()).await.is_ok() {
-                    recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+impl RequestBody {
+    fn new(recv: H3Recv) -> Self {
+        Self {
+            recv,
+            data_done: false,
+            ended: false,
+        }
+    }
+
+    fn fail(&mut self, e: &h3::error::StreamError) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.ended = true;
+        Poll::Ready(Some(Err(stream_status(e))))
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.recv.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                return;
+                Ok(None) => this.data_done = true,
+                Err(e) => return this.fail(&e),
             }
-        };
-        let frame = match read {
-            Ok(Some(mut data)) => Ok(Frame::data(data.copy_to_bytes(data.remaining()))),
-            Ok(None) => {
-                match recv.recv_trailers().await {
-                    Ok(Some(trailers)) => {
-                        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(stream_status(&e))).await;
-                    }
-                }
-                return;
+        }
+        match ready!(this.recv.poll_recv_trailers(cx)) {
+            Ok(trailers) => {
+                this.ended = true;
+                Poll::Ready(trailers.map(|trailers| Ok(Frame::trailers(trailers))))
             }
-            Err(e) => {
-                let _ = tx.send(Err(stream_status(&e))).await;
-                return;
-            }
-        };
-        if tx.send(frame).await.is_err() {
-            // Between reads: nothing is under way, so stopping is safe.
-            recv.stop_sending(h3::error::Code::H3_NO_ERROR);
-            return;
+            Err(e) => this.fail(&e),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
         }
     }
 }
