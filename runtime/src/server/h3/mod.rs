@@ -29,9 +29,11 @@ use tracing::{Instrument as _, debug};
 use super::Shared;
 use super::budget::{BudgetedBody, ConnectionKey};
 use super::credit::StreamCredit;
-use super::quic::{call_extensions, handshake_completed, runs_from_early_data, sleep_until_some};
+use super::quic::{
+    call_extensions, drain_signal, handshake_completed, runs_from_early_data, sleep_until_some,
+};
 use super::stats::CallGuard;
-use crate::status::{normalize_status, status_code};
+use crate::status::{normalize_status, status_code, status_fields};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::PeerCertificates;
 use crate::{Transport, deadline, method_info, priority};
@@ -88,14 +90,7 @@ pub(super) async fn serve_connection(
         handshake,
     };
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
-    let aged = shared.max_connection_age.map(|age| Instant::now() + age);
-    // The server's shutdown, or the connection's maximum age: either starts the drain.
-    let drain = async {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = sleep_until_some(aged) => debug!(%remote, "HTTP/3 connection reached its maximum age"),
-        }
-    };
+    let drain = drain_signal(&shutdown, shared.max_connection_age, remote);
     tokio::pin!(drain);
     let mut drained_by = None;
     loop {
@@ -244,7 +239,7 @@ fn urgency(headers: &http::HeaderMap) -> Option<crate::Priority> {
 /// Answers 425 Too Early (RFC 8470) without running the call.
 async fn too_early(send: &mut H3Send) {
     let mut head = Response::new(());
-    *head.status_mut() = http::StatusCode::from_u16(425).unwrap_or(http::StatusCode::BAD_REQUEST);
+    *head.status_mut() = http::StatusCode::TOO_EARLY;
     if send.send_response(head).await.is_ok() {
         let _ = send.finish().await;
     }
@@ -401,18 +396,10 @@ async fn send_response(
 /// Ends the call with `status`: as trailers-only if nothing has been sent, as trailers
 /// otherwise (h3 refuses a second head, and then the trailers carry it).
 async fn finish_with_status(send: &mut H3Send, status: &Status, mut telemetry: CallTelemetry) {
-    let mut fields = http::HeaderMap::new();
-    if status.add_header(&mut fields).is_err() {
-        fields.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
-    }
-    fields.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
     let mut head = Response::new(());
-    *head.headers_mut() = fields.clone();
+    *head.headers_mut() = status_fields(status, true);
     if send.send_response(head).await.is_err() {
-        let _ = send.send_trailers(fields).await;
+        let _ = send.send_trailers(status_fields(status, false)).await;
     }
     let _ = send.finish().await;
     telemetry.finish(status.code());

@@ -223,14 +223,7 @@ async fn serve_connection(
     let calls = TaskTracker::new();
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
     let handshake_deadline = handshake.deadline;
-    let aged = shared.max_connection_age.map(|age| Instant::now() + age);
-    // The server's shutdown, or the connection's maximum age: either starts the drain.
-    let drain = async {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = sleep_until_some(aged) => debug!(%remote, "connection reached its maximum age"),
-        }
-    };
+    let drain = drain_signal(&shutdown, shared.max_connection_age, remote);
     tokio::pin!(drain);
     // Once draining: when the calls left are ended anyway.
     let mut drained_by = None;
@@ -311,6 +304,20 @@ async fn serve_connection(
                 }
             },
         }
+    }
+}
+
+/// Resolves when a connection from `remote` should start draining: at the server's
+/// shutdown, or once it is `max_age` old.
+pub(super) async fn drain_signal(
+    shutdown: &CancellationToken,
+    max_age: Option<std::time::Duration>,
+    remote: SocketAddr,
+) {
+    let aged = max_age.map(|age| Instant::now() + age);
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = sleep_until_some(aged) => debug!(%remote, "connection reached its maximum age"),
     }
 }
 
