@@ -73,9 +73,9 @@ pub(crate) struct ConnectionConfig {
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
 }
 
-/// Unidirectional streams a client may open towards the server: an HTTP/3 client's control
+/// Unidirectional streams an HTTP/3 peer may open towards the other: its control
 /// stream, QPACK's encoder and decoder streams, and room for reserved ("grease") streams.
-const SERVER_UNI_STREAMS: u32 = 5;
+const HTTP3_UNI_STREAMS: u32 = 5;
 
 impl ConnectionConfig {
     pub(crate) fn client_default() -> Self {
@@ -147,9 +147,11 @@ impl ConnectionConfig {
         Ok(transport)
     }
 
-    /// The client accepts the server's control stream (and a spare).
-    pub(crate) fn client_transport(&self) -> Result<quinn::TransportConfig, Error> {
-        self.transport(self.max_concurrent_streams, 2)
+    /// The client accepts the server's control stream (and a spare) on the native wire, and,
+    /// where it may speak HTTP/3 (`http3`), the server's HTTP/3 control and QPACK streams.
+    pub(crate) fn client_transport(&self, http3: bool) -> Result<quinn::TransportConfig, Error> {
+        let uni = if http3 { HTTP3_UNI_STREAMS } else { 2 };
+        self.transport(self.max_concurrent_streams, uni)
     }
 
     /// The server accepts calls, `streams` of them at a time to begin with (it raises the
@@ -157,7 +159,7 @@ impl ConnectionConfig {
     /// opens at once after its handshake (control and QPACK; quicrpc/1 connections stop any
     /// they are sent). Transport parameters go out before ALPN is settled, so both get them.
     pub(crate) fn server_transport(&self, streams: u32) -> Result<quinn::TransportConfig, Error> {
-        self.transport(streams, SERVER_UNI_STREAMS)
+        self.transport(streams, HTTP3_UNI_STREAMS)
     }
 }
 
@@ -296,7 +298,7 @@ mod tests {
     fn neither_side_offers_datagrams() {
         let client = format!(
             "{:?}",
-            ConnectionConfig::client_default().client_transport()
+            ConnectionConfig::client_default().client_transport(false)
         );
         let server = format!(
             "{:?}",
@@ -317,7 +319,7 @@ mod tests {
         config.connection_receive_window = 7_654_321;
         config.send_window = Some(98_765_432);
         // quinn's TransportConfig shows its settings only through Debug.
-        let shown = format!("{:?}", config.client_transport().unwrap());
+        let shown = format!("{:?}", config.client_transport(false).unwrap());
         for want in [
             "stream_receive_window: 123457",
             "receive_window: 7654321",

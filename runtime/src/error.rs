@@ -83,6 +83,15 @@ pub enum Error {
         #[source]
         source: quinn::ConnectionError,
     },
+    /// The QUIC handshake completed with ALPN `h3`, but HTTP/3 could not be set up on the
+    /// connection (its control stream, say).
+    #[error("connecting to {addr}: setting up HTTP/3: {reason}")]
+    Http3 {
+        /// The server address.
+        addr: SocketAddr,
+        /// What went wrong, as the `h3` crate says it.
+        reason: String,
+    },
     /// gRPC over TCP could not connect: TCP, TLS or HTTP/2 failed.
     #[error("connecting over TCP: {}", chain(source))]
     TcpConnect {

@@ -55,6 +55,7 @@ mod config;
 mod congestion;
 mod deadline;
 mod error;
+mod http3;
 mod method;
 mod priority;
 #[cfg(feature = "qlog")]
@@ -74,7 +75,7 @@ pub mod tls;
 
 use quicrpc_wire as wire;
 
-pub use client::{Channel, ChannelBuilder, Fallback, ResponseBody, ResponseFuture};
+pub use client::{Channel, ChannelBuilder, Fallback, QuicWire, ResponseBody, ResponseFuture};
 pub use config::CongestionControl;
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, method_info};

@@ -1,5 +1,6 @@
-//! gRPC's interop suite (`grpc.testing`) against quicrpc's TestService, every case over QUIC
-//! and over TCP: one test per case and transport, named `{case}_over_{quic,tcp}`. The cases,
+//! gRPC's interop suite (`grpc.testing`) against quicrpc's TestService, every case over QUIC,
+//! over gRPC over HTTP/3 and over TCP: one test per case and transport, named
+//! `{case}_over_{quic,h3,tcp}`. The cases,
 //! their sizes and checks are in `quicrpc_tests::interop` (the public interop descriptions);
 //! the table of results is in `docs/interop.md`. A Python grpcio client runs the cases its
 //! API can express against the same server's TCP side
@@ -49,7 +50,7 @@ fn every_case_has_a_test_per_transport() {
     // The functions below, by name: a case added to `Case::ALL` must be added here too.
     let source = include_str!("grpc_interop.rs");
     for case in Case::ALL {
-        for transport in ["quic", "tcp"] {
+        for transport in ["quic", "tcp", "h3"] {
             let name = format!("async fn {}_over_{transport}()", case.name());
             assert!(source.contains(&name), "no test {name}");
         }
@@ -67,6 +68,11 @@ async fn empty_unary_over_tcp() {
 }
 
 #[tokio::test]
+async fn empty_unary_over_h3() {
+    run(Case::EmptyUnary, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn large_unary_over_quic() {
     run(Case::LargeUnary, Transport::Quic).await;
 }
@@ -74,6 +80,11 @@ async fn large_unary_over_quic() {
 #[tokio::test]
 async fn large_unary_over_tcp() {
     run(Case::LargeUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn large_unary_over_h3() {
+    run(Case::LargeUnary, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -87,6 +98,11 @@ async fn client_compressed_unary_over_tcp() {
 }
 
 #[tokio::test]
+async fn client_compressed_unary_over_h3() {
+    run(Case::ClientCompressedUnary, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn server_compressed_unary_over_quic() {
     run(Case::ServerCompressedUnary, Transport::Quic).await;
 }
@@ -94,6 +110,11 @@ async fn server_compressed_unary_over_quic() {
 #[tokio::test]
 async fn server_compressed_unary_over_tcp() {
     run(Case::ServerCompressedUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn server_compressed_unary_over_h3() {
+    run(Case::ServerCompressedUnary, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -107,6 +128,11 @@ async fn client_streaming_over_tcp() {
 }
 
 #[tokio::test]
+async fn client_streaming_over_h3() {
+    run(Case::ClientStreaming, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn client_compressed_streaming_over_quic() {
     run(Case::ClientCompressedStreaming, Transport::Quic).await;
 }
@@ -114,6 +140,11 @@ async fn client_compressed_streaming_over_quic() {
 #[tokio::test]
 async fn client_compressed_streaming_over_tcp() {
     run(Case::ClientCompressedStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn client_compressed_streaming_over_h3() {
+    run(Case::ClientCompressedStreaming, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -127,6 +158,11 @@ async fn server_streaming_over_tcp() {
 }
 
 #[tokio::test]
+async fn server_streaming_over_h3() {
+    run(Case::ServerStreaming, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn server_compressed_streaming_over_quic() {
     run(Case::ServerCompressedStreaming, Transport::Quic).await;
 }
@@ -134,6 +170,11 @@ async fn server_compressed_streaming_over_quic() {
 #[tokio::test]
 async fn server_compressed_streaming_over_tcp() {
     run(Case::ServerCompressedStreaming, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn server_compressed_streaming_over_h3() {
+    run(Case::ServerCompressedStreaming, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -147,6 +188,11 @@ async fn ping_pong_over_tcp() {
 }
 
 #[tokio::test]
+async fn ping_pong_over_h3() {
+    run(Case::PingPong, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn empty_stream_over_quic() {
     run(Case::EmptyStream, Transport::Quic).await;
 }
@@ -154,6 +200,11 @@ async fn empty_stream_over_quic() {
 #[tokio::test]
 async fn empty_stream_over_tcp() {
     run(Case::EmptyStream, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn empty_stream_over_h3() {
+    run(Case::EmptyStream, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -167,6 +218,11 @@ async fn custom_metadata_over_tcp() {
 }
 
 #[tokio::test]
+async fn custom_metadata_over_h3() {
+    run(Case::CustomMetadata, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn status_code_and_message_over_quic() {
     run(Case::StatusCodeAndMessage, Transport::Quic).await;
 }
@@ -174,6 +230,11 @@ async fn status_code_and_message_over_quic() {
 #[tokio::test]
 async fn status_code_and_message_over_tcp() {
     run(Case::StatusCodeAndMessage, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn status_code_and_message_over_h3() {
+    run(Case::StatusCodeAndMessage, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -187,6 +248,11 @@ async fn special_status_message_over_tcp() {
 }
 
 #[tokio::test]
+async fn special_status_message_over_h3() {
+    run(Case::SpecialStatusMessage, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn unimplemented_method_over_quic() {
     run(Case::UnimplementedMethod, Transport::Quic).await;
 }
@@ -194,6 +260,11 @@ async fn unimplemented_method_over_quic() {
 #[tokio::test]
 async fn unimplemented_method_over_tcp() {
     run(Case::UnimplementedMethod, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn unimplemented_method_over_h3() {
+    run(Case::UnimplementedMethod, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -207,6 +278,11 @@ async fn unimplemented_service_over_tcp() {
 }
 
 #[tokio::test]
+async fn unimplemented_service_over_h3() {
+    run(Case::UnimplementedService, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn cancel_after_begin_over_quic() {
     run(Case::CancelAfterBegin, Transport::Quic).await;
 }
@@ -214,6 +290,11 @@ async fn cancel_after_begin_over_quic() {
 #[tokio::test]
 async fn cancel_after_begin_over_tcp() {
     run(Case::CancelAfterBegin, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn cancel_after_begin_over_h3() {
+    run(Case::CancelAfterBegin, Transport::Http3).await;
 }
 
 #[tokio::test]
@@ -227,6 +308,11 @@ async fn cancel_after_first_response_over_tcp() {
 }
 
 #[tokio::test]
+async fn cancel_after_first_response_over_h3() {
+    run(Case::CancelAfterFirstResponse, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn timeout_on_sleeping_server_over_quic() {
     run(Case::TimeoutOnSleepingServer, Transport::Quic).await;
 }
@@ -237,6 +323,11 @@ async fn timeout_on_sleeping_server_over_tcp() {
 }
 
 #[tokio::test]
+async fn timeout_on_sleeping_server_over_h3() {
+    run(Case::TimeoutOnSleepingServer, Transport::Http3).await;
+}
+
+#[tokio::test]
 async fn concurrent_large_unary_over_quic() {
     run(Case::ConcurrentLargeUnary, Transport::Quic).await;
 }
@@ -244,4 +335,9 @@ async fn concurrent_large_unary_over_quic() {
 #[tokio::test]
 async fn concurrent_large_unary_over_tcp() {
     run(Case::ConcurrentLargeUnary, Transport::Tcp).await;
+}
+
+#[tokio::test]
+async fn concurrent_large_unary_over_h3() {
+    run(Case::ConcurrentLargeUnary, Transport::Http3).await;
 }

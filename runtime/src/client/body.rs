@@ -8,11 +8,13 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
+use super::quic::H3Body;
 use crate::stream::RecvBody;
 use crate::telemetry::CallTelemetry;
 use crate::wire::message::MessageLimiter;
 
-/// The body of a response received by a [`Channel`](crate::Channel), over QUIC or TCP.
+/// The body of a response received by a [`Channel`](crate::Channel), over QUIC, HTTP/3 or
+/// TCP.
 ///
 /// It yields the response's gRPC message bytes and then its trailers. When the call has a
 /// deadline, the body ends with DEADLINE_EXCEEDED once it passes, on either transport.
@@ -25,6 +27,7 @@ pub struct ResponseBody {
 
 enum Inner {
     Quic(RecvBody),
+    Http3(H3Body),
     /// tonic's body, and the same receive limit the QUIC side applies (tonic's own codec
     /// would report an oversized message as OUT_OF_RANGE).
     Tcp(tonic::body::Body, MessageLimiter),
@@ -35,6 +38,7 @@ impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = match &self.inner {
             Inner::Quic(_) => "QUIC",
+            Inner::Http3(_) => "HTTP/3",
             Inner::Tcp(..) => "TCP",
             Inner::Done => "done",
         };
@@ -59,6 +63,14 @@ impl ResponseBody {
     pub(super) fn quic(body: RecvBody, deadline: Option<Instant>) -> Self {
         Self {
             inner: Inner::Quic(body),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            telemetry: None,
+        }
+    }
+
+    pub(super) fn http3(body: H3Body, deadline: Option<Instant>) -> Self {
+        Self {
+            inner: Inner::Http3(body),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             telemetry: None,
         }
@@ -92,6 +104,7 @@ impl ResponseBody {
         }
         match &mut self.inner {
             Inner::Quic(body) => Pin::new(body).poll_frame(cx),
+            Inner::Http3(body) => Pin::new(body).poll_frame(cx),
             Inner::Tcp(body, limiter) => {
                 let mut frame = ready!(Pin::new(body).poll_frame(cx));
                 if let Some(Ok(frame)) = &mut frame
@@ -155,6 +168,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Quic(body) => body.is_end_stream(),
+            Inner::Http3(body) => body.is_end_stream(),
             Inner::Tcp(body, _) => body.is_end_stream(),
             Inner::Done => true,
         }
@@ -163,6 +177,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Quic(body) => body.size_hint(),
+            Inner::Http3(body) => body.size_hint(),
             Inner::Tcp(body, _) => body.size_hint(),
             Inner::Done => SizeHint::with_exact(0),
         }

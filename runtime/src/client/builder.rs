@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::fallback::{Fallback, FallbackSettings, Router};
-use super::quic::QuicConnector;
+use super::quic::{QuicConnector, QuicWire};
 use super::tcp::TcpConnector;
 use super::{CallSettings, Channel};
 use crate::Error;
@@ -25,6 +25,7 @@ pub struct ChannelBuilder {
     config: ConnectionConfig,
     tls: ClientTls,
     fallback: FallbackSettings,
+    wire: QuicWire,
 }
 
 /// The server a channel talks to, from its URI.
@@ -54,6 +55,7 @@ impl ChannelBuilder {
                 verify: ServerVerification::Verified,
             },
             fallback: FallbackSettings::default(),
+            wire: QuicWire::default(),
         }
     }
 
@@ -106,6 +108,16 @@ impl ChannelBuilder {
     #[must_use]
     pub fn fallback(mut self, policy: Fallback) -> Self {
         self.fallback.policy = policy;
+        self
+    }
+
+    /// Which wire to speak over QUIC: quicrpc's own ([`QuicWire::Native`], the default),
+    /// gRPC over HTTP/3 ([`QuicWire::Http3`]) for a gRPC server that is not quicrpc, or
+    /// whichever the server prefers ([`QuicWire::Auto`]). The fallback to TCP works the same
+    /// from either; [`Channel::transport`] says which wire new calls take.
+    #[must_use]
+    pub fn quic_wire(mut self, wire: QuicWire) -> Self {
+        self.wire = wire;
         self
     }
 
@@ -199,6 +211,7 @@ impl ChannelBuilder {
                 &self.tls,
                 &self.config,
                 self.connect_timeout,
+                self.wire,
             )?),
         };
         let tcp = match policy {

@@ -47,6 +47,7 @@ pub use self::builder::ChannelBuilder;
 pub use self::fallback::Fallback;
 use self::fallback::{Route, Router};
 use self::quic::CallError;
+pub use self::quic::QuicWire;
 use crate::status::status_code;
 use crate::telemetry::{CallTelemetry, Side, method_label};
 use crate::{Error, MethodInfo, Priority, Transport, ZeroRtt, deadline, method_info, priority};
@@ -90,7 +91,10 @@ impl Channel {
     }
 
     /// The transport new calls use: the one connected now, or, when nothing is connected,
-    /// the one the policy tries first.
+    /// the one the policy tries first. Over QUIC it names the wire:
+    /// [`Transport::Quic`] for quicrpc's own, [`Transport::Http3`] for gRPC over HTTP/3
+    /// (see [`ChannelBuilder::quic_wire`]); before a connection with
+    /// [`QuicWire::Auto`](crate::QuicWire::Auto) has settled it, [`Transport::Quic`].
     pub fn transport(&self) -> Transport {
         self.router.transport()
     }
@@ -199,7 +203,7 @@ impl Call {
     /// Starts the call's telemetry when it first gets a transport (and, over QUIC, a
     /// stream).
     fn started(&mut self, transport: Transport, stream_id: Option<u64>) {
-        let priority = (transport == Transport::Quic).then_some(self.priority);
+        let priority = (transport != Transport::Tcp).then_some(self.priority);
         self.telemetry.get_or_insert_with(|| {
             CallTelemetry::start(
                 Side::Client,

@@ -54,7 +54,7 @@ impl TcpConnector {
             ..tls.clone()
         };
         let tls = TcpTls {
-            config: Arc::new(tcp_tls.config(b"h2")?),
+            config: Arc::new(tcp_tls.config(&[b"h2"])?),
             server_name: ServerName::try_from(server_name.clone())
                 .map_err(|e| Error::tls_caused(format!("server name {server_name:?}"), e))?,
         };

@@ -387,7 +387,7 @@ impl ServerBuilder {
             Some(udp) => {
                 let tls = tls::server_config(
                     &identity,
-                    &[wire::ALPN, super::h3::ALPN],
+                    &[wire::ALPN, crate::http3::ALPN],
                     self.zero_rtt,
                     &self.client_roots,
                 )?;

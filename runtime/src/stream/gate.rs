@@ -323,7 +323,7 @@ mod tests {
             early_data: false,
             verify: ServerVerification::Verified,
         };
-        let client_tls = client_tls.config(b"test").unwrap();
+        let client_tls = client_tls.config(&[b"test"]).unwrap();
         let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
         let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_tls)));

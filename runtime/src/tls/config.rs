@@ -86,8 +86,8 @@ pub(crate) enum ServerVerification {
 }
 
 impl ClientTls {
-    /// The rustls config offering `alpn`.
-    pub(crate) fn config(&self, alpn: &[u8]) -> Result<rustls::ClientConfig, Error> {
+    /// The rustls config offering the protocols `alpn`, in order of preference.
+    pub(crate) fn config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::tls_caused("protocol versions", e))?;
@@ -103,7 +103,7 @@ impl ClientTls {
                 .map_err(|e| Error::tls_caused("client certificate and key", e))?,
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![alpn.to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.resumption = match self.sessions {
             0 => rustls::client::Resumption::disabled(),
             servers => rustls::client::Resumption::in_memory_sessions(servers),
@@ -227,14 +227,14 @@ mod tests {
             early_data: true,
             verify: ServerVerification::Verified,
         };
-        tls.config(b"x").unwrap();
+        tls.config(&[b"x"]).unwrap();
         let unverified = ClientTls {
             roots: Vec::new(),
             identity: None,
             verify: ServerVerification::AcceptAny,
             ..tls.clone()
         };
-        unverified.config(b"x").unwrap();
+        unverified.config(&[b"x"]).unwrap();
         assert_eq!(tls, tls.clone());
         assert_ne!(tls, unverified);
     }

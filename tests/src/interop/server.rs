@@ -475,12 +475,14 @@ impl InteropServer {
 
     /// A channel builder aimed at this server that uses `transport` and nothing else.
     pub fn channel_builder(&self, transport: quicrpc::Transport) -> quicrpc::ChannelBuilder {
-        self.server
-            .any_transport_builder()
-            .fallback(match transport {
-                quicrpc::Transport::Tcp => quicrpc::Fallback::TcpOnly,
-                _ => quicrpc::Fallback::QuicOnly,
-            })
+        let builder = self.server.any_transport_builder();
+        match transport {
+            quicrpc::Transport::Tcp => builder.fallback(quicrpc::Fallback::TcpOnly),
+            quicrpc::Transport::Http3 => builder
+                .fallback(quicrpc::Fallback::QuicOnly)
+                .quic_wire(quicrpc::QuicWire::Http3),
+            _ => builder.fallback(quicrpc::Fallback::QuicOnly),
+        }
     }
 
     /// A connected channel that uses `transport` only.

@@ -146,9 +146,12 @@ impl Router {
     pub(super) fn transport(&self) -> Transport {
         let state = lock(&self.state);
         match (&state.quic, &state.tcp, self.settings.policy) {
-            (Some(conn), _, _) if conn.usable() => Transport::Quic,
+            (Some(conn), _, _) if conn.usable() => conn.transport(),
             (_, Some(_), _) | (_, _, Fallback::TcpOnly) => Transport::Tcp,
-            _ => Transport::Quic,
+            _ => self
+                .quic
+                .as_ref()
+                .map_or(Transport::Quic, QuicConnector::transport),
         }
     }
 

@@ -65,6 +65,9 @@ impl Conn {
         call: &mut Call,
         settings: &CallSettings,
     ) -> Result<http::Response<ResponseBody>, CallError> {
+        if let Some(send_request) = &self.h3 {
+            return super::http3::call(self, send_request.clone(), request, call, settings).await;
+        }
         let mut replay: Option<http::Request<Bytes>> = None;
         loop {
             let early = self.in_early_data()
@@ -190,7 +193,7 @@ async fn exchange(
 }
 
 /// Resolves with the request's failure, if the request side reports one. Cancel-safe.
-async fn request_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<Status> {
+pub(super) async fn request_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<Status> {
     let result = match rx {
         Some(rx) => rx.await,
         None => return std::future::pending().await,

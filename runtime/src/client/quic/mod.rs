@@ -1,12 +1,15 @@
 //! The QUIC side of the client: connecting, and what the client knows about a connection.
-//! A call on a connection is [`Conn::call`] (`call.rs`); the server's control stream is
-//! watched by `control.rs`.
+//! A call on a connection is [`Conn::call`] (`call.rs`, or `http3.rs` on a connection that
+//! speaks gRPC over HTTP/3); the native wire's control stream is watched by `control.rs`.
 
 mod call;
 mod control;
+mod http3;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -17,13 +20,45 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub(super) use self::call::CallError;
+pub(super) use self::http3::H3Body;
 use super::builder::Target;
 use crate::config::ConnectionConfig;
 use crate::stream::{WriteGate, close_quietly};
 use crate::sync::lock;
 use crate::telemetry::{Side, sample_connection};
 use crate::tls::ClientTls;
-use crate::{Error, wire};
+use crate::{Error, Transport, wire};
+
+/// Which wire a [`Channel`](crate::Channel) speaks over QUIC. Chosen with
+/// [`ChannelBuilder::quic_wire`](crate::ChannelBuilder::quic_wire); the TCP fallback is the
+/// same whichever it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuicWire {
+    /// quicrpc's own wire (ALPN `quicrpc/1`): one QUIC stream per call, with 0-RTT for
+    /// replay-safe calls. Only a quicrpc server speaks it. The default.
+    #[default]
+    Native,
+    /// gRPC over HTTP/3 (gRFC G2, ALPN `h3`), which any gRPC-over-HTTP/3 server speaks
+    /// (grpc-dotnet, connect-go on quic-go, a quicrpc server). Calls carry their priority as
+    /// RFC 9218's `priority` header. Connections use a full handshake: no 0-RTT.
+    Http3,
+    /// Offers both and speaks the one the server chooses: the native wire with a quicrpc
+    /// server (it prefers it), HTTP/3 with any other. Connections use a full handshake, since
+    /// the wire is known only once it completes: no 0-RTT.
+    Auto,
+}
+
+impl QuicWire {
+    /// The ALPNs offered, in order of preference.
+    fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Self::Native => &[wire::ALPN],
+            Self::Http3 => &[crate::http3::ALPN],
+            Self::Auto => &[wire::ALPN, crate::http3::ALPN],
+        }
+    }
+}
 
 /// Everything needed to open QUIC connections to one server.
 pub(super) struct QuicConnector {
@@ -35,6 +70,9 @@ pub(super) struct QuicConnector {
     connect_timeout: Duration,
     /// The send window the application fixed, if it did.
     send_window: Option<u64>,
+    wire: QuicWire,
+    /// The largest response head accepted over HTTP/3.
+    max_header_list_size: usize,
     /// For connections that need a config of their own (qlog).
     #[cfg(feature = "qlog")]
     config: ConnectionConfig,
@@ -51,12 +89,24 @@ pub(super) struct Conn {
     handshake_over: watch::Receiver<bool>,
     /// Priority at admission into quinn's send buffer, for this connection's calls.
     gate: Arc<WriteGate>,
+    /// Set when the connection speaks gRPC over HTTP/3: what opens its requests.
+    h3: Option<http3::SendRequest>,
 }
 
 impl Conn {
     /// Whether new calls may use this connection.
     pub(super) fn usable(&self) -> bool {
+        // Over HTTP/3, a GOAWAY shows when a call finds the connection closing, which
+        // retires it (`h3` keeps the GOAWAY to itself).
         self.quic.close_reason().is_none() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The wire this connection's calls take.
+    pub(super) fn transport(&self) -> Transport {
+        match self.h3 {
+            Some(_) => Transport::Http3,
+            None => Transport::Quic,
+        }
     }
 
     /// Whether a stream opened now would carry 0-RTT early data.
@@ -93,9 +143,20 @@ impl QuicConnector {
         tls: &ClientTls,
         config: &ConnectionConfig,
         connect_timeout: Duration,
+        wire: QuicWire,
     ) -> Result<Self, Error> {
-        let mut client_config = quinn::ClientConfig::new(shared_tls(tls)?);
-        client_config.transport_config(Arc::new(config.client_transport()?));
+        let tls = match wire {
+            QuicWire::Native => tls.clone(),
+            // Early data would have to be sent before the wire is known (Auto), or be
+            // checked for replay safety by HTTP/3's rules (425): neither is built.
+            QuicWire::Http3 | QuicWire::Auto => ClientTls {
+                early_data: false,
+                ..tls.clone()
+            },
+        };
+        let http3 = wire != QuicWire::Native;
+        let mut client_config = quinn::ClientConfig::new(shared_tls(&tls, wire)?);
+        client_config.transport_config(Arc::new(config.client_transport(http3)?));
         Ok(Self {
             endpoint: bind_client_endpoint()?,
             client_config,
@@ -104,6 +165,8 @@ impl QuicConnector {
             server_name: target.server_name.clone(),
             connect_timeout,
             send_window: config.send_window,
+            wire,
+            max_header_list_size: config.max_header_list_size,
             #[cfg(feature = "qlog")]
             config: config.clone(),
         })
@@ -114,8 +177,12 @@ impl QuicConnector {
     fn client_config_now(&self) -> Result<quinn::ClientConfig, Error> {
         #[cfg(feature = "qlog")]
         if let Some(dir) = &self.config.qlog_dir {
-            let transport =
-                crate::qlog::traced(self.config.client_transport()?, dir, Side::Client)?;
+            let transport = crate::qlog::traced(
+                self.config
+                    .client_transport(self.wire != QuicWire::Native)?,
+                dir,
+                Side::Client,
+            )?;
             let mut config = self.client_config.clone();
             config.transport_config(Arc::new(transport));
             return Ok(config);
@@ -163,7 +230,29 @@ impl QuicConnector {
             None => debug!(remote = %quic.remote_address(), "QUIC connection established"),
         }
         let draining = Arc::new(AtomicBool::new(false));
-        let watch = control::watch(quic.clone(), draining.clone());
+        let speaks_http3 = match self.wire {
+            QuicWire::Native => false,
+            QuicWire::Http3 => true,
+            QuicWire::Auto => negotiated_alpn(&quic).as_deref() == Some(crate::http3::ALPN),
+        };
+        let (h3, watch): (_, Pin<Box<dyn Future<Output = ()> + Send>>) = if speaks_http3 {
+            let setup = http3::start(&quic, self.max_header_list_size);
+            let (send_request, driver) = tokio::time::timeout(self.connect_timeout, setup)
+                .await
+                .map_err(|_| Error::Http3 {
+                addr: quic.remote_address(),
+                reason: "no room to open the control stream in time".into(),
+            })??;
+            let draining = draining.clone();
+            let driver = async move {
+                driver.await;
+                draining.store(true, Ordering::Release);
+            };
+            (Some(send_request), Box::pin(driver))
+        } else {
+            let watch = control::watch(quic.clone(), draining.clone());
+            (None, Box::pin(watch))
+        };
         let stats = sample_connection(quic.clone(), Side::Client);
         let window = crate::window::size_send_window(quic.clone(), self.send_window);
         tokio::spawn(async move {
@@ -177,7 +266,16 @@ impl QuicConnector {
             quic,
             draining,
             handshake_over,
+            h3,
         })
+    }
+
+    /// The wire a new connection will speak, as far as is known before it connects.
+    pub(super) fn transport(&self) -> Transport {
+        match self.wire {
+            QuicWire::Http3 => Transport::Http3,
+            QuicWire::Native | QuicWire::Auto => Transport::Quic,
+        }
     }
 
     /// The local address of the QUIC socket.
@@ -274,6 +372,14 @@ async fn confirm_handshake(
     }
 }
 
+/// The ALPN the handshake settled on, once it has completed.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
 /// Binds a dual-stack client socket where the host has IPv6, an IPv4 one otherwise.
 fn bind_client_endpoint() -> Result<quinn::Endpoint, Error> {
     let v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
@@ -286,33 +392,37 @@ fn bind_client_endpoint() -> Result<quinn::Endpoint, Error> {
         })
 }
 
-/// QUIC client configs, shared by every channel with the same TLS settings: rustls resumes a
-/// session only under the config that made it, so sharing is what lets a new channel to a
-/// server resume an earlier channel's session (and send 0-RTT).
-static SHARED_TLS: LazyLock<Mutex<HashMap<ClientTls, Arc<QuicClientConfig>>>> =
+/// QUIC client configs, shared by every channel with the same TLS settings and wire: rustls
+/// resumes a session only under the config that made it, so sharing is what lets a new
+/// channel to a server resume an earlier channel's session (and send 0-RTT).
+static SHARED_TLS: LazyLock<Mutex<HashMap<TlsKey, Arc<QuicClientConfig>>>> =
     LazyLock::new(Default::default);
 
 type QuicClientConfig = quinn::crypto::rustls::QuicClientConfig;
+
+/// What a shared QUIC client config is made from.
+type TlsKey = (ClientTls, QuicWire);
 
 /// How many QUIC client configs no channel uses any more are kept, for a later channel with
 /// the same TLS settings to resume from. Each holds its TLS settings (a client's private key,
 /// with mutual TLS) and its session tickets.
 const SPARE_TLS_CONFIGS: usize = 64;
 
-/// The shared QUIC config for `tls`, made on first use.
-fn shared_tls(tls: &ClientTls) -> Result<Arc<QuicClientConfig>, Error> {
+/// The shared QUIC config for `tls` and `wire`, made on first use.
+fn shared_tls(tls: &ClientTls, wire: QuicWire) -> Result<Arc<QuicClientConfig>, Error> {
+    let key = (tls.clone(), wire);
     let mut shared = lock(&SHARED_TLS);
-    if let Some(config) = shared.get(tls) {
+    if let Some(config) = shared.get(&key) {
         return Ok(config.clone());
     }
     if shared.len() >= SPARE_TLS_CONFIGS {
         // Configs only this map holds go: no channel uses them.
         shared.retain(|_, config| Arc::strong_count(config) > 1);
     }
-    let config = QuicClientConfig::try_from(tls.config(wire::ALPN)?)
+    let config = QuicClientConfig::try_from(tls.config(wire.alpn())?)
         .map_err(|e| Error::tls_caused("TLS config unusable for QUIC", e))?;
     let config = Arc::new(config);
-    shared.insert(tls.clone(), config.clone());
+    shared.insert(key, config.clone());
     Ok(config)
 }
 
@@ -337,18 +447,24 @@ mod tests {
     fn unused_tls_configs_do_not_pile_up() {
         // Sessions counts no other test uses, so that the map's other entries are theirs.
         let base = 1_000_000;
-        let in_use = shared_tls(&tls(base)).unwrap();
+        let in_use = shared_tls(&tls(base), QuicWire::Native).unwrap();
         for n in 1..=SPARE_TLS_CONFIGS + 10 {
-            drop(shared_tls(&tls(base + n)).unwrap());
+            drop(shared_tls(&tls(base + n), QuicWire::Native).unwrap());
         }
         let shared = lock(&SHARED_TLS);
         let ours = shared
             .keys()
-            .filter(|t| t.sessions >= base && t.sessions <= base + SPARE_TLS_CONFIGS + 10)
+            .filter(|(t, _)| t.sessions >= base && t.sessions <= base + SPARE_TLS_CONFIGS + 10)
             .count();
         assert!(ours <= SPARE_TLS_CONFIGS, "{ours} configs kept");
-        assert!(shared.contains_key(&tls(base)), "the config in use went");
+        assert!(
+            shared.contains_key(&(tls(base), QuicWire::Native)),
+            "the config in use went"
+        );
         drop(shared);
-        assert!(Arc::ptr_eq(&in_use, &shared_tls(&tls(base)).unwrap()));
+        assert!(Arc::ptr_eq(
+            &in_use,
+            &shared_tls(&tls(base), QuicWire::Native).unwrap()
+        ));
     }
 }

@@ -2,12 +2,10 @@
 //! ALPN `h3` get the same services, layers, limits and TLS rules as the native wire, through
 //! the hyperium `h3` crates. Any gRPC-over-HTTP/3 client can call them.
 //!
-//! Each request stream keeps, through quicrpc's own adapter ([`quic`]), what the native wire's
+//! Each request stream keeps, through quicrpc's own adapter (`crate::http3::quic`), what the native wire's
 //! streams have: its send priority (RFC 9218's `priority` header, or the method's), whether
 //! it came as 0-RTT early data (only replay-safe methods run from it; others get 425 Too
 //! Early), and the client's cancel (STOP_SENDING) ending its handler.
-
-mod quic;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,13 +31,11 @@ use super::quic::{
     call_extensions, drain_signal, handshake_completed, runs_from_early_data, sleep_until_some,
 };
 use super::stats::CallGuard;
+use crate::http3::{self, quic};
 use crate::status::{normalize_status, status_code, status_fields};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::PeerCertificates;
 use crate::{Transport, deadline, method_info, priority};
-
-/// The ALPN of HTTP/3.
-pub(crate) const ALPN: &[u8] = b"h3";
 
 type H3Send = h3::server::RequestStream<quic::SendStream<Bytes>, Bytes>;
 type H3Recv = h3::server::RequestStream<quic::RecvStream, Bytes>;
@@ -171,7 +167,8 @@ async fn serve_call(
         too_early(&mut send).await;
         return;
     }
-    let priority = urgency(&parts.headers).unwrap_or_else(|| priority::resolve(None, info));
+    let priority = http3::priority_from_header(&parts.headers)
+        .unwrap_or_else(|| priority::resolve(None, info));
     handles.priority.store(
         priority::quinn_priority(priority),
         std::sync::atomic::Ordering::Release,
@@ -214,26 +211,6 @@ async fn serve_call(
         () = respond(&mut send, &shared, request, deadline, telemetry) => {}
         () = handles.stopped => debug!(%remote, "HTTP/3 call cancelled by the client"),
     }
-}
-
-/// RFC 9218's `priority` header as quicrpc's priority: urgency 0 is CRITICAL, 1 and 2 HIGH,
-/// 3 (HTTP's default) NORMAL, 4 and 5 LOW, 6 and 7 BULK. `None` without an urgency.
-fn urgency(headers: &http::HeaderMap) -> Option<crate::Priority> {
-    let value = headers.get("priority")?.to_str().ok()?;
-    let urgency = value
-        .split(',')
-        .map(str::trim)
-        .find_map(|param| param.strip_prefix("u="))?
-        .parse::<u8>()
-        .ok()?;
-    Some(match urgency {
-        0 => crate::Priority::Critical,
-        1 | 2 => crate::Priority::High,
-        3 => crate::Priority::Normal,
-        4 | 5 => crate::Priority::Low,
-        6 | 7 => crate::Priority::Bulk,
-        _ => return None,
-    })
 }
 
 /// Answers 425 Too Early (RFC 8470) without running the call.

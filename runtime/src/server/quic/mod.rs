@@ -202,7 +202,7 @@ async fn serve_connection(
     let Some((conn, mut handshake)) = handshake(incoming, &shared).await else {
         return;
     };
-    if negotiated_alpn(&conn).as_deref() == Some(super::h3::ALPN) {
+    if negotiated_alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
         let verdict = watch_handshake(&conn, handshake);
         let peer = peer_certificates(&conn);
         return super::h3::serve_connection(conn, shared, shutdown, peer, verdict).await;

@@ -1,4 +1,4 @@
-//! `h3`'s view of a QUIC connection (its `quic` traits), over quinn, for the server side.
+//! `h3`'s view of a QUIC connection (its `quic` traits), over quinn, for both sides.
 //!
 //! Written here rather than taken from h3-quinn so that each request stream keeps what the
 //! native wire has: whether its data came as 0-RTT early data, a `stopped` future that says
@@ -22,26 +22,33 @@ const READ_SIZE: usize = 16 * 1024;
 /// A priority not set yet.
 const UNSET: i32 = i32::MIN;
 
+tokio::task_local! {
+    /// The send priority (quinn's) of a request stream the client opens: set around
+    /// `SendRequest::send_request`, which opens the stream in the caller's task, so that the
+    /// request's head already goes out at it.
+    pub(crate) static OPENING_PRIORITY: i32;
+}
+
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, quinn::ConnectionError>> + Send + Sync>>;
 
 /// A future that resolves when the client stops the response stream (or the connection
 /// ends).
-pub(super) type Stopped = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+pub(crate) type Stopped = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// What a request stream's task needs of the stream that `h3` owns.
-pub(super) struct StreamHandles {
+pub(crate) struct StreamHandles {
     /// Whether the request stream was opened in 0-RTT early data.
-    pub(super) is_0rtt: bool,
+    pub(crate) is_0rtt: bool,
     /// Resolves when the client stops the response (a cancelled call).
-    pub(super) stopped: Stopped,
+    pub(crate) stopped: Stopped,
     /// The send priority to apply to the response stream before its next write.
-    pub(super) priority: Arc<AtomicI32>,
+    pub(crate) priority: Arc<AtomicI32>,
 }
 
 /// Each accepted request stream's [`StreamHandles`], by stream id, until its task takes them
 /// or the stream goes away.
 #[derive(Clone, Default)]
-pub(super) struct Streams(Arc<Mutex<HashMap<u64, StreamHandles>>>);
+pub(crate) struct Streams(Arc<Mutex<HashMap<u64, StreamHandles>>>);
 
 impl Streams {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, StreamHandles>> {
@@ -49,13 +56,13 @@ impl Streams {
     }
 
     /// Takes the handles of stream `id`.
-    pub(super) fn take(&self, id: u64) -> Option<StreamHandles> {
+    pub(crate) fn take(&self, id: u64) -> Option<StreamHandles> {
         self.map().remove(&id)
     }
 }
 
 /// A QUIC connection as `h3` sees it.
-pub(super) struct Connection {
+pub(crate) struct Connection {
     conn: quinn::Connection,
     streams: Streams,
     accepting_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
@@ -64,7 +71,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(conn: quinn::Connection, streams: Streams) -> Self {
+    pub(crate) fn new(conn: quinn::Connection, streams: Streams) -> Self {
         Self {
             opener: Opener::new(conn.clone(), streams.clone()),
             conn,
@@ -151,8 +158,9 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
     }
 }
 
-/// Opens the server's own streams (HTTP/3's control and QPACK streams).
-pub(super) struct Opener {
+/// Opens streams: a server's control and QPACK streams, a client's too, and a client's
+/// request streams.
+pub(crate) struct Opener {
     conn: quinn::Connection,
     streams: Streams,
     opening_bi: Option<Pending<(quinn::SendStream, quinn::RecvStream)>>,
@@ -167,6 +175,13 @@ impl Opener {
             opening_bi: None,
             opening_uni: None,
         }
+    }
+}
+
+/// A clone opens streams of its own (`h3` gives each request handle one).
+impl Clone for Opener {
+    fn clone(&self) -> Self {
+        Self::new(self.conn.clone(), self.streams.clone())
     }
 }
 
@@ -188,7 +203,8 @@ impl<B: Buf> quic::OpenStreams<B> for Opener {
         let (send, recv) = opened.map_err(|e| StreamErrorIncoming::ConnectionErrorIncoming {
             connection_error: connection_error(e),
         })?;
-        let priority = Arc::new(AtomicI32::new(UNSET));
+        let opening = OPENING_PRIORITY.try_with(|p| *p).unwrap_or(UNSET);
+        let priority = Arc::new(AtomicI32::new(opening));
         Poll::Ready(Ok(BidiStream {
             send: SendStream::new(send, priority, self.streams.clone()),
             recv: RecvStream::new(recv),
@@ -222,7 +238,7 @@ impl<B: Buf> quic::OpenStreams<B> for Opener {
 }
 
 /// A request and response stream.
-pub(super) struct BidiStream<B: Buf> {
+pub(crate) struct BidiStream<B: Buf> {
     send: SendStream<B>,
     recv: RecvStream,
 }
@@ -279,7 +295,7 @@ impl<B: Buf> quic::RecvStream for BidiStream<B> {
 
 /// The sending half of a stream; applies the priority the request's task sets before each
 /// write.
-pub(super) struct SendStream<B: Buf> {
+pub(crate) struct SendStream<B: Buf> {
     stream: quinn::SendStream,
     writing: Option<WriteBuf<B>>,
     priority: Arc<AtomicI32>,
@@ -359,7 +375,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
 }
 
 /// The receiving half of a stream.
-pub(super) struct RecvStream {
+pub(crate) struct RecvStream {
     stream: quinn::RecvStream,
     buf: BytesMut,
 }
