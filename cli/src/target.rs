@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use quicrpc::{Channel, Fallback};
+use quicrpc::{Channel, Fallback, QuicWire};
 
 use crate::error::CliError;
 use crate::input::parse_duration;
@@ -17,7 +17,8 @@ pub(crate) struct TargetArgs {
     #[arg(value_name = "ADDR")]
     pub(crate) addr: String,
 
-    /// Which transport: `auto` (QUIC, falling back to gRPC over TCP), `quic` or `tcp`.
+    /// Which transport: `auto` (QUIC, falling back to gRPC over TCP), `quic`, `h3` (gRPC
+    /// over HTTP/3, which any gRPC-over-HTTP/3 server speaks) or `tcp`.
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub(crate) transport: TransportArg,
 
@@ -48,10 +49,24 @@ pub(crate) struct TargetArgs {
 pub(crate) enum TransportArg {
     /// QUIC, falling back to gRPC over TCP when QUIC does not connect.
     Auto,
-    /// QUIC only.
+    /// QUIC only, quicrpc's own wire.
     Quic,
+    /// gRPC over HTTP/3 only (gRFC G2), against a quicrpc server or any other.
+    H3,
     /// gRPC over HTTP/2 over TCP only.
     Tcp,
+}
+
+impl TransportArg {
+    /// The name `--transport` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Quic => "quic",
+            Self::H3 => "h3",
+            Self::Tcp => "tcp",
+        }
+    }
 }
 
 impl TargetArgs {
@@ -119,9 +134,12 @@ impl TargetArgs {
         }
         let policy = match self.transport {
             TransportArg::Auto => Fallback::Auto,
-            TransportArg::Quic => Fallback::QuicOnly,
+            TransportArg::Quic | TransportArg::H3 => Fallback::QuicOnly,
             TransportArg::Tcp => Fallback::TcpOnly,
         };
+        if self.transport == TransportArg::H3 {
+            builder = builder.quic_wire(QuicWire::Http3);
+        }
         if self.insecure_skip_verify {
             eprintln!(
                 "warning: --insecure-skip-verify: the server's certificate is NOT verified; \
@@ -145,11 +163,7 @@ impl TargetArgs {
                 "\nhint: is a quicrpc or gRPC server listening at {}? (tried with --transport \
                  {}, --connect-timeout {:?})",
                 self.addr,
-                match self.transport {
-                    TransportArg::Auto => "auto",
-                    TransportArg::Quic => "quic",
-                    TransportArg::Tcp => "tcp",
-                },
+                self.transport.name(),
                 self.connect_timeout
             ));
         }

@@ -164,7 +164,12 @@ const UNARY: &str = "quicrpc.testing.Echo/Unary";
 #[tokio::test(flavor = "multi_thread")]
 async fn unary_call_prints_json_and_ok_on_every_transport() {
     let f = Fixture::start().await;
-    for (transport, name) in [("auto", "QUIC"), ("quic", "QUIC"), ("tcp", "TCP")] {
+    for (transport, name) in [
+        ("auto", "QUIC"),
+        ("quic", "QUIC"),
+        ("h3", "HTTP/3"),
+        ("tcp", "TCP"),
+    ] {
         let run = f
             .call(&[
                 UNARY,
