@@ -12,12 +12,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h3::quic::{self, ConnectionErrorIncoming, StreamErrorIncoming, StreamId, WriteBuf};
 use quinn::VarInt;
-
-/// How many bytes one read asks quinn for.
-const READ_SIZE: usize = 16 * 1024;
 
 /// A priority not set yet.
 const UNSET: i32 = i32::MIN;
@@ -377,15 +374,11 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
 /// The receiving half of a stream.
 pub(crate) struct RecvStream {
     stream: quinn::RecvStream,
-    buf: BytesMut,
 }
 
 impl RecvStream {
     fn new(stream: quinn::RecvStream) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::new(),
-        }
+        Self { stream }
     }
 }
 
@@ -396,13 +389,13 @@ impl quic::RecvStream for RecvStream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Bytes>, StreamErrorIncoming>> {
-        self.buf.resize(READ_SIZE, 0);
-        let read = ready!(self.stream.poll_read(cx, &mut self.buf[..])).map_err(read_error)?;
-        if read == 0 {
-            // The client has finished the stream, and all of it has been read.
-            return Poll::Ready(Ok(None));
-        }
-        Poll::Ready(Ok(Some(self.buf.split_to(read).freeze())))
+        // quinn's chunk as it is, without a copy. `read_chunk` is cancel-safe: a future made
+        // for this poll loses nothing when dropped after it, and the waker it registered
+        // stays registered.
+        let read = std::pin::pin!(self.stream.read_chunk(usize::MAX, true));
+        let chunk = ready!(read.poll(cx)).map_err(read_error)?;
+        // `None`: the peer has finished the stream, and all of it has been read.
+        Poll::Ready(Ok(chunk.map(|chunk| chunk.bytes)))
     }
 
     fn stop_sending(&mut self, error_code: u64) {
