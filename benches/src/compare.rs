@@ -33,14 +33,15 @@ impl Run {
         Ok(())
     }
 
-    /// The transports of scenarios 1 to 3: the three, and bare quinn on loopback. Not over an
-    /// emulated link: there bare quinn's own defaults (CUBIC, its windows) would be measured
-    /// against quicrpc's settings rather than the cost of its framing.
+    /// The transports of scenarios 1 to 3: the three, gRPC over HTTP/3, and bare quinn on
+    /// loopback. Bare quinn not over an emulated link: there its own defaults (CUBIC, its
+    /// windows) would be measured against quicrpc's settings rather than the cost of its
+    /// framing.
     pub(crate) fn with_bare_quinn(&self) -> &'static [ClientKind] {
         if self.lab.is_none() {
             &ClientKind::WITH_QUINN
         } else {
-            &ClientKind::ALL
+            &ClientKind::WITH_H3
         }
     }
 

@@ -87,10 +87,14 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
     let uri = target.server.uri();
     let kind = target.client;
     match kind {
-        ClientKind::Quic | ClientKind::QuicrpcTcp => {
+        ClientKind::Quic | ClientKind::Http3 | ClientKind::QuicrpcTcp => {
             let fallback = match kind {
-                ClientKind::Quic => quicrpc::Fallback::QuicOnly,
-                _ => quicrpc::Fallback::TcpOnly,
+                ClientKind::QuicrpcTcp => quicrpc::Fallback::TcpOnly,
+                _ => quicrpc::Fallback::QuicOnly,
+            };
+            let wire = match kind {
+                ClientKind::Http3 => quicrpc::QuicWire::Http3,
+                _ => quicrpc::QuicWire::Native,
             };
             let channel = target
                 .windows
@@ -99,6 +103,7 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
                 .domain_name("localhost")
                 .congestion_control(target.cc.quicrpc())
                 .fallback(fallback)
+                .quic_wire(wire)
                 .connect()
                 .await?;
             Ok(Dialed::Quicrpc(channel))

@@ -149,6 +149,8 @@ pub(crate) enum ServerKind {
 pub(crate) enum ClientKind {
     /// quicrpc over QUIC.
     Quic,
+    /// quicrpc's client over gRPC over HTTP/3 (`QuicWire::Http3`), against quicrpc's server.
+    Http3,
     /// quicrpc's TCP fallback (tonic's channel under quicrpc's).
     QuicrpcTcp,
     /// Plain tonic channel, TCP+TLS.
@@ -163,17 +165,27 @@ impl ClientKind {
     /// The transports every scenario compares, in the order they run and are reported.
     pub(crate) const ALL: [ClientKind; 3] =
         [ClientKind::Quic, ClientKind::QuicrpcTcp, ClientKind::Tonic];
-    /// Scenario 5's transports: the three, and tonic with a connection per call in flight.
-    pub(crate) const HOL: [ClientKind; 4] = [
+    /// Scenario 5's transports: the three, gRPC over HTTP/3, and tonic with a connection per
+    /// call in flight.
+    pub(crate) const HOL: [ClientKind; 5] = [
         ClientKind::Quic,
+        ClientKind::Http3,
         ClientKind::QuicrpcTcp,
         ClientKind::Tonic,
         ClientKind::TonicPool,
     ];
-    /// Scenarios 1 to 3's transports on loopback: the three, and bare quinn (see
-    /// `compare::Run::with_bare_quinn`).
-    pub(crate) const WITH_QUINN: [ClientKind; 4] = [
+    /// Scenarios 1 to 3's transports over an emulated link: the three, and gRPC over HTTP/3
+    /// (see `compare::Run::with_bare_quinn`).
+    pub(crate) const WITH_H3: [ClientKind; 4] = [
         ClientKind::Quic,
+        ClientKind::Http3,
+        ClientKind::QuicrpcTcp,
+        ClientKind::Tonic,
+    ];
+    /// Scenarios 1 to 3's transports on loopback: those, and bare quinn.
+    pub(crate) const WITH_QUINN: [ClientKind; 5] = [
+        ClientKind::Quic,
+        ClientKind::Http3,
         ClientKind::QuicrpcTcp,
         ClientKind::Tonic,
         ClientKind::Quinn,
@@ -181,7 +193,7 @@ impl ClientKind {
 
     pub(crate) fn server(self) -> ServerKind {
         match self {
-            Self::Quic | Self::QuicrpcTcp => ServerKind::Quicrpc,
+            Self::Quic | Self::Http3 | Self::QuicrpcTcp => ServerKind::Quicrpc,
             Self::Tonic | Self::TonicPool => ServerKind::Tonic,
             Self::Quinn => ServerKind::Quinn,
         }
@@ -190,6 +202,7 @@ impl ClientKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Quic => "quicrpc QUIC",
+            Self::Http3 => "quicrpc HTTP/3",
             Self::QuicrpcTcp => "quicrpc TCP fallback",
             Self::Tonic => "tonic TCP+TLS",
             Self::TonicPool => "tonic, a connection per call",
