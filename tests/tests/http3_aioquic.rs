@@ -1,0 +1,483 @@
+//! gRPC over HTTP/3 with Python's aioquic as the peer: QUIC and HTTP/3 written by nobody
+//! here, gRPC's framing, statuses and cancellation written in the scripts from the specs
+//! (`tests/python/h3_grpc*.py`).
+//!
+//! An aioquic server (`h3_grpc_server.py`) serves the same `Echo` service to the hyperium
+//! `h3` client, so that a client speaking HTTP/3 (quicrpc's own, later) has a server nobody
+//! here wrote the transport of: replies, statuses, and requests refused with a reset.
+//!
+//! They need python3 with aioquic, grpcio-tools and grpcio (`.ci/run` installs them); the
+//! tests fail loudly without them.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use quicrpc_tests::pb::{EchoReply, EchoRequest};
+use quicrpc_tests::{TIMEOUT, echo, raw, within};
+use tokio::sync::mpsc;
+
+const SETUP: &str = "it needs python3 -m pip install aioquic grpcio grpcio-tools (.ci/run does)";
+
+#[tokio::test]
+async fn h3_client_gets_replies_and_statuses_from_the_aioquic_server() {
+    let server = AioquicServer::start().await;
+    let (_endpoint, mut h3) = h3_connect(server.addr, &server.cert.ca_certificate()).await;
+
+    // Unary, with metadata echoed into the response head; the status in trailers.
+    let answer = within(
+        "unary",
+        call(
+            &mut h3,
+            "Unary",
+            &[echo("to aioquic")],
+            &[("x-echo-note", "kept")],
+        ),
+    )
+    .await;
+    let head = answer.head.as_ref().expect("a head");
+    assert_eq!(head.status(), http::StatusCode::OK, "{answer:?}");
+    assert_eq!(
+        head.headers().get("x-echo-note").map(|v| v.as_bytes()),
+        Some(&b"kept"[..]),
+        "{answer:?}"
+    );
+    assert!(
+        answer.trailers.is_some(),
+        "a success has trailers: {answer:?}"
+    );
+    assert_eq!(answer.status().code(), tonic::Code::Ok, "{answer:?}");
+    assert_eq!(answer.messages.len(), 1, "{answer:?}");
+    assert_eq!(answer.messages[0].message, "to aioquic");
+
+    // A server stream.
+    let request = EchoRequest {
+        response_count: 3,
+        response_size: 5,
+        ..echo("s")
+    };
+    let answer = within(
+        "server stream",
+        call(&mut h3, "ServerStream", &[request], &[]),
+    )
+    .await;
+    assert_eq!(answer.status().code(), tonic::Code::Ok, "{answer:?}");
+    let indexes: Vec<u32> = answer.messages.iter().map(|m| m.index).collect();
+    assert_eq!(indexes, [0, 1, 2], "{answer:?}");
+    assert!(answer.messages.iter().all(|m| m.payload == [0xab; 5]));
+
+    // A client stream and a bidirectional one (requests sent all at once).
+    let abc = ["a", "b", "c"].map(echo);
+    let answer = within("client stream", call(&mut h3, "ClientStream", &abc, &[])).await;
+    assert_eq!(answer.status().code(), tonic::Code::Ok, "{answer:?}");
+    assert_eq!(
+        (
+            answer.messages[0].message.as_str(),
+            answer.messages[0].index
+        ),
+        ("abc", 3)
+    );
+    let answer = within("bidi", call(&mut h3, "Bidi", &abc, &[])).await;
+    assert_eq!(answer.status().code(), tonic::Code::Ok, "{answer:?}");
+    let texts: Vec<&str> = answer.messages.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(texts, ["a", "b", "c"]);
+
+    // An error with a message gRPC must percent-encode: trailers-only.
+    let failing = EchoRequest {
+        fail_code: tonic::Code::NotFound as i32,
+        fail_message: "no such agent: 50%, not %41; ☺ 😈".into(),
+        ..echo("")
+    };
+    let answer = within("failing unary", call(&mut h3, "Unary", &[failing], &[])).await;
+    assert!(answer.trailers.is_none(), "trailers-only: {answer:?}");
+    assert!(answer.messages.is_empty(), "{answer:?}");
+    let status = answer.status();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{answer:?}");
+    assert_eq!(status.message(), "no such agent: 50%, not %41; ☺ 😈");
+
+    // An error after two replies: in the trailers.
+    let failing = EchoRequest {
+        response_count: 3,
+        fail_code: tonic::Code::FailedPrecondition as i32,
+        fail_message: "stopped at two".into(),
+        fail_after: 2,
+        ..echo("f")
+    };
+    let answer = within(
+        "failing server stream",
+        call(&mut h3, "ServerStream", &[failing], &[]),
+    )
+    .await;
+    assert_eq!(answer.messages.len(), 2, "{answer:?}");
+    assert!(answer.trailers.is_some(), "{answer:?}");
+    let status = answer.status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{answer:?}");
+    assert_eq!(status.message(), "stopped at two");
+
+    // A method it does not have.
+    let answer = within("unknown method", call(&mut h3, "Nope", &[echo("x")], &[])).await;
+    assert_eq!(
+        answer.status().code(),
+        tonic::Code::Unimplemented,
+        "{answer:?}"
+    );
+
+    drop(h3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_aioquic_server_resets_requests_on_demand() {
+    let server = AioquicServer::start().await;
+    let (_endpoint, mut h3) = h3_connect(server.addr, &server.cert.ca_certificate()).await;
+
+    // Refused before any response: H3_REQUEST_REJECTED, the code that says the request was
+    // not processed (a client may retry it; gRFC G2 maps it to UNAVAILABLE).
+    let rejected = [("x-reset-code", "0x10b")];
+    let answer = within(
+        "rejected",
+        call(&mut h3, "Unary", &[echo("refuse me")], &rejected),
+    )
+    .await;
+    assert!(answer.head.is_none(), "no response: {answer:?}");
+    assert_eq!(answer.reset_code(), Some(0x10b), "{answer:?}");
+
+    // Any code can be asked for: H3_REQUEST_CANCELLED here.
+    let cancelled = [("x-reset-code", "0x10c")];
+    let answer = within(
+        "reset with another code",
+        call(&mut h3, "ServerStream", &[echo("s")], &cancelled),
+    )
+    .await;
+    assert!(answer.head.is_none(), "no response: {answer:?}");
+    assert_eq!(answer.reset_code(), Some(0x10c), "{answer:?}");
+
+    // The connection carries on.
+    let answer = within(
+        "after the resets",
+        call(&mut h3, "Unary", &[echo("still")], &[]),
+    )
+    .await;
+    assert_eq!(answer.status().code(), tonic::Code::Ok, "{answer:?}");
+    assert_eq!(answer.messages[0].message, "still");
+
+    drop(h3);
+    server.stop().await;
+}
+
+/// The aioquic server script, serving on a loopback port it chose.
+struct AioquicServer {
+    script: Script,
+    addr: SocketAddr,
+    cert: quicrpc::tls::SelfSigned,
+    dir: std::path::PathBuf,
+}
+
+impl AioquicServer {
+    async fn start() -> Self {
+        let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+        let dir = temp_dir("server");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.cert_pem()).expect("cert");
+        std::fs::write(&key_path, cert.key_pem()).expect("key");
+        let mut script = Script::start(
+            "h3_grpc_server.py",
+            &[
+                "--cert".into(),
+                cert_path.into(),
+                "--key".into(),
+                key_path.into(),
+                "--port".into(),
+                "0".into(),
+            ],
+        );
+        let first = script.next_line().await.unwrap_or_default();
+        let port: u16 = first
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the aioquic server did not start ({SETUP}): {first:?}"));
+        Self {
+            script,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            cert,
+            dir,
+        }
+    }
+
+    /// Stops it (its standard input closed) and checks that it exited cleanly: it exits
+    /// with an error if any request made it fail.
+    async fn stop(self) {
+        self.script.finish().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// An HTTP/3 connection (hyperium's `h3` over quinn) to `addr`, trusting `ca`, with its
+/// driver running.
+async fn h3_connect(
+    addr: SocketAddr,
+    ca: &quicrpc::tls::Certificate,
+) -> (quinn::Endpoint, SendRequest) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let config = raw::client_config_offering(ca, b"h3");
+    let conn = within(
+        "QUIC handshake",
+        endpoint
+            .connect_with(config, addr, "localhost")
+            .expect("connect"),
+    )
+    .await
+    .expect("handshake");
+    let (mut driver, send_request) = within(
+        "HTTP/3 set-up",
+        h3::client::new(h3_quinn::Connection::new(conn)),
+    )
+    .await
+    .expect("HTTP/3 connection");
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    (endpoint, send_request)
+}
+
+/// What came back for one call, up to the error that ended it early if one did.
+#[derive(Debug, Default)]
+struct Answer {
+    head: Option<http::Response<()>>,
+    messages: Vec<EchoReply>,
+    trailers: Option<http::HeaderMap>,
+    error: Option<h3::error::StreamError>,
+}
+
+impl Answer {
+    /// The fields that carry the status: the trailers, or the head of a trailers-only
+    /// response.
+    fn status_fields(&self) -> &http::HeaderMap {
+        match (&self.trailers, &self.head) {
+            (Some(trailers), _) => trailers,
+            (None, Some(head)) => head.headers(),
+            (None, None) => panic!("no response: {self:?}"),
+        }
+    }
+
+    /// The gRPC status, its message percent-decoded.
+    fn status(&self) -> tonic::Status {
+        tonic::Status::from_header_map(self.status_fields())
+            .unwrap_or_else(|| panic!("no grpc-status: {self:?}"))
+    }
+
+    /// The code of the reset that ended the response, if the server reset it.
+    fn reset_code(&self) -> Option<u64> {
+        match &self.error {
+            Some(h3::error::StreamError::RemoteTerminate { code, .. }) => Some(code.value()),
+            _ => None,
+        }
+    }
+}
+
+/// One gRPC call to `path` of the Echo service with `requests` and `extra` request
+/// metadata, its response read to its end or to the first error.
+async fn call(
+    send_request: &mut SendRequest,
+    method: &str,
+    requests: &[EchoRequest],
+    extra: &[(&'static str, &str)],
+) -> Answer {
+    let mut request =
+        http::Request::post(format!("https://localhost/quicrpc.testing.Echo/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let mut stream = send_request
+        .send_request(request.body(()).expect("request"))
+        .await
+        .expect("send the head");
+    // A server that resets the request may stop it first: sending then fails, and the
+    // response says why.
+    let mut sending = true;
+    for message in requests {
+        let body = message.encode_to_vec();
+        let mut framed = BytesMut::new();
+        framed.put_u8(0);
+        framed.put_u32(u32::try_from(body.len()).expect("small"));
+        framed.put_slice(&body);
+        if stream.send_data(framed.freeze()).await.is_err() {
+            sending = false;
+            break;
+        }
+    }
+    if sending {
+        let _ = stream.finish().await;
+    }
+    let mut answer = Answer::default();
+    match stream.recv_response().await {
+        Ok(head) => answer.head = Some(head),
+        Err(e) => {
+            answer.error = Some(e);
+            return answer;
+        }
+    }
+    let mut data = BytesMut::new();
+    loop {
+        match stream.recv_data().await {
+            Ok(Some(mut chunk)) => data.put(chunk.copy_to_bytes(chunk.remaining())),
+            Ok(None) => break,
+            Err(e) => {
+                answer.error = Some(e);
+                break;
+            }
+        }
+    }
+    if answer.error.is_none() {
+        match stream.recv_trailers().await {
+            Ok(trailers) => answer.trailers = trailers,
+            Err(e) => answer.error = Some(e),
+        }
+    }
+    let mut data = data.freeze();
+    while data.remaining() >= 5 {
+        assert_eq!(data.get_u8(), 0, "uncompressed");
+        let len = data.get_u32() as usize;
+        assert!(data.remaining() >= len, "a whole message: {answer:?}");
+        answer
+            .messages
+            .push(EchoReply::decode(data.split_to(len)).expect("a reply"));
+    }
+    assert!(
+        !data.has_remaining(),
+        "the response ended inside a prefix: {answer:?}"
+    );
+    answer
+}
+
+/// A Python script run as a peer: its standard output read line by line as it comes, its
+/// standard input open until it should stop, its standard error kept for failure messages.
+/// Killed when dropped.
+struct Script {
+    name: &'static str,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::UnboundedReceiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Script {
+    /// Starts `python3 tests/python/NAME ARGS...`.
+    fn start(name: &'static str, args: &[OsString]) -> Self {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("python")
+            .join(name);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            // No __pycache__ left in the source tree.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("THIS TEST DID NOT RUN: cannot start python3 ({e}); {SETUP}")
+            });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Self {
+            name,
+            stdin: child.stdin.take(),
+            child: Some(child),
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// The next line it prints, or `None` once its output has ended.
+    /// Bounded by [`TIMEOUT`]: past it, the script is killed and the test fails with what
+    /// it wrote to standard error.
+    async fn next_line(&mut self) -> Option<String> {
+        let Ok(line) = tokio::time::timeout(TIMEOUT, self.lines.recv()).await else {
+            if let Some(child) = &mut self.child {
+                let _ = child.kill();
+            }
+            let stderr = self.stderr_text().await;
+            panic!("{} printed nothing for {TIMEOUT:?}:\n{stderr}", self.name);
+        };
+        if let Some(line) = &line {
+            println!("{}: {line}", self.name);
+        }
+        line
+    }
+
+    /// What it wrote to standard error, once that has closed (it has exited, or been
+    /// killed).
+    async fn stderr_text(&mut self) -> String {
+        let stderr = self.stderr.take().expect("stderr reader");
+        within(
+            "its standard error",
+            tokio::task::spawn_blocking(move || stderr.join()),
+        )
+        .await
+        .expect("join thread")
+        .unwrap_or_default()
+    }
+
+    /// Closes its standard input and waits for it to exit; fails the test, with what it
+    /// wrote to standard error, unless it exited successfully.
+    async fn finish(mut self) {
+        drop(self.stdin.take());
+        let mut child = self.child.take().expect("running");
+        let status = within(
+            &format!("{} exits", self.name),
+            tokio::task::spawn_blocking(move || child.wait()),
+        )
+        .await
+        .expect("wait thread")
+        .expect("wait");
+        let stderr = self.stderr_text().await;
+        assert!(
+            status.success(),
+            "{} failed ({status}; if it could not start, {SETUP}):\n{stderr}",
+            self.name
+        );
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A fresh temporary directory for one test's files.
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "quicrpc-aioquic-{what}-{}-{unique}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
