@@ -2,25 +2,189 @@
 //! here, gRPC's framing, statuses and cancellation written in the scripts from the specs
 //! (`tests/python/h3_grpc*.py`).
 //!
-//! An aioquic server (`h3_grpc_server.py`) serves the same `Echo` service to the hyperium
-//! `h3` client, so that a client speaking HTTP/3 (quicrpc's own, later) has a server nobody
-//! here wrote the transport of: replies, statuses, and requests refused with a reset.
+//! - An aioquic client (`h3_grpc_client.py`) calls quicrpc's server: client and bidirectional
+//!   streaming, cancels, and the receive limit, all on one connection. At each cancel the
+//!   script waits, its connection still open, until this test has checked that the server
+//!   ended the call (its stats, metrics and the service's events), and then the same
+//!   connection must serve the next call.
+//! - An aioquic server (`h3_grpc_server.py`) serves the same `Echo` service to the hyperium
+//!   `h3` client, so that a client speaking HTTP/3 (quicrpc's own, later) has a server nobody
+//!   here wrote the transport of: replies, statuses, and requests refused with a reset.
 //!
 //! They need python3 with aioquic, grpcio-tools and grpcio (`.ci/run` installs them); the
 //! tests fail loudly without them.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
+use quicrpc_tests::local_metrics::LocalMetrics;
 use quicrpc_tests::pb::{EchoReply, EchoRequest};
-use quicrpc_tests::{TIMEOUT, echo, raw, within};
+use quicrpc_tests::{Event, TIMEOUT, TestOptions, TestServer, echo, raw, until, within};
 use tokio::sync::mpsc;
 
 const SETUP: &str = "it needs python3 -m pip install aioquic grpcio grpcio-tools (.ci/run does)";
+
+/// The server's receive limit in the client test: small, so that the script's messages at
+/// and over it stay small too.
+const LIMIT: usize = 64 * 1024;
+
+const FINISHED: &str = "quicrpc_calls_finished_total";
+const BIDI: &str = "/quicrpc.testing.Echo/Bidi";
+const CLIENT_STREAM: &str = "/quicrpc.testing.Echo/ClientStream";
+const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+
+// The aioquic client against quicrpc's server.
+
+#[tokio::test]
+async fn aioquic_client_streams_cancels_and_meets_the_limit_over_http3() {
+    let mut metrics = LocalMetrics::start();
+    let (server, passed, checked) = run_aioquic_client(&mut metrics, &[]).await;
+    let cases = [
+        "unary",
+        "client_streaming",
+        "bidi_streaming",
+        "cancel_bidi",
+        "stop_bidi",
+        "message_at_limit",
+        "message_over_limit",
+        "prefix_over_limit",
+    ];
+    assert_eq!(passed, cases, "the cases that passed");
+    assert_eq!(checked, ["bidi_cancelled", "bidi_stopped"]);
+    // Server-side facts: the upload ended OK, both messages over the limit ended
+    // RESOURCE_EXHAUSTED, and one connection carried every call.
+    metrics
+        .reaches(FINISHED, &finished(CLIENT_STREAM, "OK"), 1)
+        .await;
+    metrics
+        .reaches(FINISHED, &finished(UNARY, "RESOURCE_EXHAUSTED"), 2)
+        .await;
+    assert_eq!(server.stats.connections_opened(), 1);
+}
+
+/// Runs the aioquic client script against a test server whose receive limit is [`LIMIT`],
+/// with `--case` for each of `cases` (none: the script's default cases), answering its
+/// checks; returns the server, the cases that passed and the checks made.
+async fn run_aioquic_client(
+    metrics: &mut LocalMetrics,
+    cases: &[&str],
+) -> (TestServer, Vec<String>, Vec<String>) {
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.max_receive_message_size(LIMIT)
+    })
+    .await;
+    let dir = temp_dir("client");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, server.cert.ca_pem()).expect("write CA");
+    let mut args: Vec<OsString> = vec![
+        "--target".into(),
+        format!("localhost:{}", server.addr.port()).into(),
+        "--ca".into(),
+        ca.into(),
+        "--limit".into(),
+        LIMIT.to_string().into(),
+    ];
+    for case in cases {
+        args.extend(["--case".into(), (*case).into()]);
+    }
+    let mut script = Script::start("h3_grpc_client.py", &args);
+    let (mut passed, mut checked, mut seen) = (Vec::new(), Vec::new(), Seen::default());
+    while let Some(line) = script.next_line().await {
+        if let Some(case) = line.strip_prefix("PASS ") {
+            passed.push(case.to_owned());
+        } else if let Some(check) = line.strip_prefix("CHECK ") {
+            // The script waits here with its connection open: what is checked must hold
+            // now, not only once the connection has closed.
+            answer_check(check, &server, metrics, &passed, &mut seen).await;
+            checked.push(check.to_owned());
+            script.answer("ok");
+        }
+    }
+    script.finish().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    (server, passed, checked)
+}
+
+/// What the checks have seen of the server so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Bidi calls the server counted CANCELLED.
+    bidis_cancelled: u64,
+}
+
+/// Checks the server's side at the script's `CHECK <check>`.
+async fn answer_check(
+    check: &str,
+    server: &TestServer,
+    metrics: &mut LocalMetrics,
+    passed: &[String],
+    seen: &mut Seen,
+) {
+    match check {
+        // RESET_STREAM and STOP_SENDING: the call is over on the server, the connection
+        // open. (It may end CANCELLED or OK, depending on which the server sees first.)
+        "bidi_cancelled" => {
+            bidi_ended(server, metrics, passed).await;
+        }
+        // STOP_SENDING alone, the request still open: the handler waits for a next message,
+        // and only the stopped response can end it, CANCELLED.
+        "bidi_stopped" => {
+            assert_eq!(
+                server.next_event().await,
+                Event::StreamAbandoned,
+                "the handler's reply stream was dropped"
+            );
+            bidi_ended(server, metrics, passed).await;
+            assert_eq!(
+                metrics.get(FINISHED, &finished(BIDI, "CANCELLED")),
+                seen.bidis_cancelled + 1,
+                "the stopped call counted CANCELLED"
+            );
+        }
+        other => panic!("unknown check {other:?}"),
+    }
+    seen.bidis_cancelled = metrics.get(FINISHED, &finished(BIDI, "CANCELLED"));
+    assert_eq!(server.stats.quic_connections(), 1, "at {check}");
+}
+
+/// Waits until the server has no call in progress and has counted every Bidi call the
+/// script made, the one at this check included, as ended (OK or CANCELLED).
+async fn bidi_ended(server: &TestServer, metrics: &mut LocalMetrics, passed: &[String]) {
+    until("the call is over", || server.stats.calls(), 0).await;
+    let bidis = ["bidi_streaming", "cancel_bidi", "stop_bidi"]
+        .into_iter()
+        .map(|case| passed.iter().filter(|p| *p == case).count() as u64)
+        .sum::<u64>()
+        + 1;
+    within("the server counted the call", async {
+        loop {
+            let ended = metrics.get(FINISHED, &finished(BIDI, "OK"))
+                + metrics.get(FINISHED, &finished(BIDI, "CANCELLED"));
+            assert!(ended <= bidis, "{ended} Bidi calls ended, {bidis} made");
+            if ended == bidis {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// The labels of the server's finished calls of `method` over HTTP/3 with `code`.
+fn finished<'a>(method: &'a str, code: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("side", "server"),
+        ("method", method),
+        ("transport", "h3"),
+        ("code", code),
+    ]
+}
+
+// The aioquic server against hyperium's h3 client.
 
 #[tokio::test]
 async fn h3_client_gets_replies_and_statuses_from_the_aioquic_server() {
@@ -355,9 +519,11 @@ async fn call(
     answer
 }
 
+// Both.
+
 /// A Python script run as a peer: its standard output read line by line as it comes, its
-/// standard input open until it should stop, its standard error kept for failure messages.
-/// Killed when dropped.
+/// standard input for answers, its standard error kept for failure messages. Killed when
+/// dropped.
 struct Script {
     name: &'static str,
     child: Option<Child>,
@@ -437,6 +603,14 @@ impl Script {
         .await
         .expect("join thread")
         .unwrap_or_default()
+    }
+
+    /// Writes `line` to its standard input.
+    fn answer(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to the script");
     }
 
     /// Closes its standard input and waits for it to exit; fails the test, with what it
