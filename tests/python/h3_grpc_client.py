@@ -145,8 +145,8 @@ class GrpcClient(QuicConnectionProtocol):
         self.pb = None
         self.limit = None
 
-    def start(self, method, reply_type=None):
-        """Sends a request's head for `method` of the Echo service."""
+    def start(self, method, reply_type=None, metadata=()):
+        """Sends a request's head for `method` of the Echo service, with `metadata`."""
         stream_id = self._quic.get_next_available_stream_id()
         headers = [
             (b":method", b"POST"),
@@ -155,7 +155,7 @@ class GrpcClient(QuicConnectionProtocol):
             (b":path", (SERVICE + method).encode()),
             (b"content-type", h3_grpc.CONTENT_TYPE),
             (b"te", b"trailers"),
-        ]
+        ] + list(metadata)
         self.h3.send_headers(stream_id, headers)
         call = Call(self, stream_id, reply_type or self.pb.EchoReply)
         self.calls[stream_id] = call
@@ -272,6 +272,59 @@ async def case_stop_bidi(client):
     passed("stop_bidi")
 
 
+async def case_reset_bidi(client):
+    """A bidirectional call whose request alone is reset (H3_REQUEST_CANCELLED) after a
+    first exchange, its response still read: the call was cancelled, so the status must be
+    CANCELLED, not the OK of a request that ended."""
+    call = client.start("Bidi")
+    call.send_message(client.pb.EchoRequest(message="first"))
+    assert (await call.expect_reply()).message == "first"
+    call.reset()
+    assert await call.reply() is None, "no reply to a reset request"
+    code, message = await call.status()
+    assert code == h3_grpc.CANCELLED, (code, message)
+    await unary(client, "after the reset")
+    passed("reset_bidi")
+
+
+async def case_reset_upload(client):
+    """A client stream whose request is reset (H3_REQUEST_CANCELLED) after two messages, once
+    the server has its head: the server must not take the two for the whole upload; the
+    status must be CANCELLED."""
+    pb = client.pb
+    call = client.start("ClientStream")
+    call.send_message(pb.EchoRequest(message="a"))
+    call.send_message(pb.EchoRequest(message="b"))
+    await checkpoint("upload_started")
+    call.reset()
+    reply = await call.reply()
+    assert reply is None, f"the reset upload was answered as a whole one: {reply}"
+    code, message = await call.status()
+    assert code == h3_grpc.CANCELLED, (code, message, call.head, call.trailers)
+    await unary(client, "after the reset")
+    passed("reset_upload")
+
+
+async def case_deadline_mid_stream(client):
+    """A server stream whose grpc-timeout passes after its head and first replies: the status
+    must come in a trailer section (no pseudo-header there, RFC 9114 4.3), and the connection
+    carries on."""
+    call = client.start("ServerStream", metadata=[(b"grpc-timeout", b"500m")])
+    call.send_message(
+        client.pb.EchoRequest(message="slow", response_count=100, delay_ms=20), end=True
+    )
+    assert (await call.expect_reply()).index == 0
+    replies = 1
+    while await call.reply() is not None:
+        replies += 1
+    code, message = await call.status()
+    assert code == h3_grpc.DEADLINE_EXCEEDED, (code, message, replies)
+    assert replies < 100, replies
+    assert call.trailers is not None, "the head came first, so the status is in trailers"
+    await unary(client, "after the deadline")
+    passed("deadline_mid_stream")
+
+
 def request_of_size(pb, size):
     """An EchoRequest whose encoding is exactly `size` bytes (its payload fills it)."""
     for payload in range(size, -1, -1):
@@ -321,6 +374,9 @@ CASES = {
     "cancel_bidi": case_cancel_bidi,
     "stop_bidi": case_stop_bidi,
     "limits": case_limits,  # message_at_limit, message_over_limit, prefix_over_limit
+    "deadline_mid_stream": case_deadline_mid_stream,
+    "reset_bidi": case_reset_bidi,
+    "reset_upload": case_reset_upload,
 }
 DEFAULT = ["unary", "client_streaming", "bidi_streaming", "cancel_bidi", "stop_bidi", "limits"]
 

@@ -11,6 +11,9 @@
 //!   `h3` client, so that a client speaking HTTP/3 (quicrpc's own, later) has a server nobody
 //!   here wrote the transport of: replies, statuses, and requests refused with a reset.
 //!
+//! Three cases are `#[ignore]`d because quicrpc's HTTP/3 server fails them (see each); run
+//! them with `cargo test -p quicrpc-tests --test http3_aioquic -- --ignored`.
+//!
 //! They need python3 with aioquic, grpcio-tools and grpcio (`.ci/run` installs them); the
 //! tests fail loudly without them.
 
@@ -36,6 +39,7 @@ const FINISHED: &str = "quicrpc_calls_finished_total";
 const BIDI: &str = "/quicrpc.testing.Echo/Bidi";
 const CLIENT_STREAM: &str = "/quicrpc.testing.Echo/ClientStream";
 const UNARY: &str = "/quicrpc.testing.Echo/Unary";
+const STARTED: &str = "quicrpc_calls_started_total";
 
 // The aioquic client against quicrpc's server.
 
@@ -64,6 +68,51 @@ async fn aioquic_client_streams_cancels_and_meets_the_limit_over_http3() {
         .reaches(FINISHED, &finished(UNARY, "RESOURCE_EXHAUSTED"), 2)
         .await;
     assert_eq!(server.stats.connections_opened(), 1);
+}
+
+/// Runs the script's `case` alone and checks that it passed and that the server counted
+/// one call of `method` ending with `code`.
+async fn aioquic_client_case(case: &str, method: &str, code: &str) {
+    let mut metrics = LocalMetrics::start();
+    let (server, passed, _) = run_aioquic_client(&mut metrics, &[case]).await;
+    assert_eq!(passed, [case]);
+    metrics.reaches(FINISHED, &finished(method, code), 1).await;
+    assert_eq!(server.stats.connections_opened(), 1);
+}
+
+// A client that resets its request mid-stream with H3_REQUEST_CANCELLED and reads on
+// should get CANCELLED, and the server should count the call CANCELLED. Both get OK today:
+// the server's HTTP/3 request body reports the reset as a CANCELLED error, and tonic's
+// decoder reads a CANCELLED request error as a clean end of stream, so the handler answers
+// as if the request had ended: an upload is taken whole from the messages that came before
+// the reset.
+
+#[tokio::test]
+#[ignore = "fails: quicrpc's HTTP/3 server reads a reset request as one that ended"]
+async fn aioquic_client_resetting_a_bidi_request_gets_cancelled() {
+    aioquic_client_case("reset_bidi", BIDI, "CANCELLED").await;
+}
+
+#[tokio::test]
+#[ignore = "fails: quicrpc's HTTP/3 server reads a reset request as one that ended"]
+async fn aioquic_client_resetting_an_upload_gets_cancelled() {
+    aioquic_client_case("reset_upload", CLIENT_STREAM, "CANCELLED").await;
+}
+
+/// A deadline that passes after the response head must end the call with trailers. The
+/// server sends a second head instead (`:status` with the status fields): h3 0.0.8's
+/// `send_response` does not refuse a second head, which `finish_with_status` counts on. A
+/// pseudo-header in a trailer section makes the response malformed (RFC 9114, 4.3), and
+/// aioquic closes the whole connection with H3_MESSAGE_ERROR.
+#[tokio::test]
+#[ignore = "fails: quicrpc's HTTP/3 server sends a status after the head as a second head"]
+async fn aioquic_client_gets_a_deadline_after_the_head_in_trailers() {
+    aioquic_client_case(
+        "deadline_mid_stream",
+        "/quicrpc.testing.Echo/ServerStream",
+        "DEADLINE_EXCEEDED",
+    )
+    .await;
 }
 
 /// Runs the aioquic client script against a test server whose receive limit is [`LIMIT`],
@@ -124,9 +173,11 @@ async fn answer_check(
     passed: &[String],
     seen: &mut Seen,
 ) {
+    let earlier = |case: &str| passed.iter().filter(|p| *p == case).count() as u64;
     match check {
         // RESET_STREAM and STOP_SENDING: the call is over on the server, the connection
-        // open. (It may end CANCELLED or OK, depending on which the server sees first.)
+        // open. (Whether it ended CANCELLED or as a request that ended depends on which
+        // the server saw first: see aioquic_client_resetting_a_bidi_request_gets_cancelled.)
         "bidi_cancelled" => {
             bidi_ended(server, metrics, passed).await;
         }
@@ -145,6 +196,16 @@ async fn answer_check(
                 "the stopped call counted CANCELLED"
             );
         }
+        // The upload's head has reached its handler (the reset must not overtake it).
+        "upload_started" => {
+            let uploads = earlier("client_streaming") + earlier("reset_upload") + 1;
+            let labels = [
+                ("side", "server"),
+                ("method", CLIENT_STREAM),
+                ("transport", "h3"),
+            ];
+            metrics.reaches(STARTED, &labels, uploads).await;
+        }
         other => panic!("unknown check {other:?}"),
     }
     seen.bidis_cancelled = metrics.get(FINISHED, &finished(BIDI, "CANCELLED"));
@@ -155,7 +216,7 @@ async fn answer_check(
 /// script made, the one at this check included, as ended (OK or CANCELLED).
 async fn bidi_ended(server: &TestServer, metrics: &mut LocalMetrics, passed: &[String]) {
     until("the call is over", || server.stats.calls(), 0).await;
-    let bidis = ["bidi_streaming", "cancel_bidi", "stop_bidi"]
+    let bidis = ["bidi_streaming", "cancel_bidi", "stop_bidi", "reset_bidi"]
         .into_iter()
         .map(|case| passed.iter().filter(|p| *p == case).count() as u64)
         .sum::<u64>()
