@@ -8,11 +8,9 @@
 //!   ended the call (its stats, metrics and the service's events), and then the same
 //!   connection must serve the next call.
 //! - An aioquic server (`h3_grpc_server.py`) serves the same `Echo` service to the hyperium
-//!   `h3` client, so that a client speaking HTTP/3 (quicrpc's own, later) has a server nobody
-//!   here wrote the transport of: replies, statuses, and requests refused with a reset.
-//!
-//! Three cases are `#[ignore]`d because quicrpc's HTTP/3 server fails them (see each); run
-//! them with `cargo test -p quicrpc-tests --test http3_aioquic -- --ignored`.
+//!   `h3` client and to quicrpc's own channel over HTTP/3 (`QuicWire::Http3`, and
+//!   `QuicWire::Auto`, which must settle on HTTP/3 with a server that speaks nothing else):
+//!   replies, statuses, and requests refused with a reset.
 //!
 //! They need python3 with aioquic, grpcio-tools and grpcio (`.ci/run` installs them); the
 //! tests fail loudly without them.
@@ -88,13 +86,11 @@ async fn aioquic_client_case(case: &str, method: &str, code: &str) {
 // the reset.
 
 #[tokio::test]
-#[ignore = "fails: quicrpc's HTTP/3 server reads a reset request as one that ended"]
 async fn aioquic_client_resetting_a_bidi_request_gets_cancelled() {
     aioquic_client_case("reset_bidi", BIDI, "CANCELLED").await;
 }
 
 #[tokio::test]
-#[ignore = "fails: quicrpc's HTTP/3 server reads a reset request as one that ended"]
 async fn aioquic_client_resetting_an_upload_gets_cancelled() {
     aioquic_client_case("reset_upload", CLIENT_STREAM, "CANCELLED").await;
 }
@@ -105,7 +101,6 @@ async fn aioquic_client_resetting_an_upload_gets_cancelled() {
 /// pseudo-header in a trailer section makes the response malformed (RFC 9114, 4.3), and
 /// aioquic closes the whole connection with H3_MESSAGE_ERROR.
 #[tokio::test]
-#[ignore = "fails: quicrpc's HTTP/3 server sends a status after the head as a second head"]
 async fn aioquic_client_gets_a_deadline_after_the_head_in_trailers() {
     aioquic_client_case(
         "deadline_mid_stream",
@@ -390,6 +385,118 @@ async fn the_aioquic_server_resets_requests_on_demand() {
     assert_eq!(answer.messages[0].message, "still");
 
     drop(h3);
+    server.stop().await;
+}
+
+// quicrpc's own client against the aioquic server.
+
+#[tokio::test]
+async fn quicrpc_client_calls_the_aioquic_server_over_http3() {
+    use quicrpc::{QuicWire, Transport};
+    use quicrpc_tests::pb::echo_client::EchoClient;
+
+    let server = AioquicServer::start().await;
+    for wire in [QuicWire::Http3, QuicWire::Auto] {
+        let connect =
+            quicrpc::Channel::builder(format!("https://localhost:{}", server.addr.port()))
+                .ca_certificate(server.cert.ca_certificate())
+                .fallback(quicrpc::Fallback::QuicOnly)
+                .quic_wire(wire)
+                .connect();
+        let channel = within("connect", connect)
+            .await
+            .unwrap_or_else(|e| panic!("{wire:?}: {e}"));
+        assert_eq!(channel.transport(), Transport::Http3, "{wire:?}");
+        let mut client = EchoClient::new(channel);
+
+        let mut request = tonic::Request::new(echo("to aioquic"));
+        request
+            .metadata_mut()
+            .insert("x-echo-note", "kept".parse().expect("ASCII"));
+        let response = within("unary", client.unary(request))
+            .await
+            .unwrap_or_else(|s| panic!("{wire:?}: {s:?}"));
+        assert_eq!(response.extensions().get(), Some(&Transport::Http3));
+        assert_eq!(response.metadata().get("x-echo-note").unwrap(), "kept");
+        assert_eq!(response.into_inner().message, "to aioquic");
+
+        let request = EchoRequest {
+            response_count: 3,
+            response_size: 5,
+            ..echo("s")
+        };
+        let mut stream = within("server stream", client.server_stream(request))
+            .await
+            .expect("open")
+            .into_inner();
+        let mut indexes = Vec::new();
+        while let Some(reply) = within("next", stream.message()).await.expect("reply") {
+            assert_eq!(reply.payload, [0xab; 5]);
+            indexes.push(reply.index);
+        }
+        assert_eq!(indexes, [0, 1, 2]);
+
+        let requests = tokio_stream::iter(["a", "b", "c"].map(echo));
+        let reply = within("client stream", client.client_stream(requests))
+            .await
+            .expect("client stream")
+            .into_inner();
+        assert_eq!((reply.message.as_str(), reply.index), ("abc", 3));
+
+        let failing = EchoRequest {
+            fail_code: tonic::Code::NotFound as i32,
+            fail_message: "no such agent: 50%, ☺".into(),
+            ..echo("")
+        };
+        let status = within("failing unary", client.unary(failing))
+            .await
+            .expect_err("fails");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "no such agent: 50%, ☺");
+
+        let failing = EchoRequest {
+            response_count: 3,
+            fail_code: tonic::Code::FailedPrecondition as i32,
+            fail_message: "stopped at two".into(),
+            fail_after: 2,
+            ..echo("f")
+        };
+        let mut stream = within("failing stream", client.server_stream(failing))
+            .await
+            .expect("open")
+            .into_inner();
+        let mut replies = 0;
+        let status = loop {
+            match within("next", stream.message()).await {
+                Ok(Some(_)) => replies += 1,
+                Ok(None) => panic!("ended without its failure"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(
+            (replies, status.code()),
+            (2, tonic::Code::FailedPrecondition)
+        );
+
+        // Resets map to statuses as gRFC G2 says, and the connection carries on.
+        for (code, expected) in [
+            ("0x10b", tonic::Code::Unavailable),
+            ("0x10c", tonic::Code::Cancelled),
+            ("0x107", tonic::Code::ResourceExhausted),
+        ] {
+            let mut request = tonic::Request::new(echo("refuse me"));
+            request
+                .metadata_mut()
+                .insert("x-reset-code", code.parse().expect("ASCII"));
+            let status = within("reset", client.unary(request))
+                .await
+                .expect_err("reset");
+            assert_eq!(status.code(), expected, "{code}: {status:?}");
+        }
+        within("after the resets", client.unary(echo("still")))
+            .await
+            .expect("served");
+    }
     server.stop().await;
 }
 

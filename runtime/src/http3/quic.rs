@@ -294,6 +294,8 @@ impl<B: Buf> quic::RecvStream for BidiStream<B> {
 /// write.
 pub(crate) struct SendStream<B: Buf> {
     stream: quinn::SendStream,
+    /// Finished or reset: dropping it says nothing more.
+    closed: bool,
     writing: Option<WriteBuf<B>>,
     priority: Arc<AtomicI32>,
     applied: i32,
@@ -304,6 +306,7 @@ impl<B: Buf> SendStream<B> {
     fn new(stream: quinn::SendStream, priority: Arc<AtomicI32>, streams: Streams) -> Self {
         Self {
             stream,
+            closed: false,
             writing: None,
             priority,
             applied: UNSET,
@@ -322,6 +325,15 @@ impl<B: Buf> SendStream<B> {
 
 impl<B: Buf> Drop for SendStream<B> {
     fn drop(&mut self) {
+        // quinn would finish a stream dropped unfinished, which a peer reads as a complete
+        // message (or, with nothing sent, a response without a head, a connection error
+        // for an HTTP/3 client): a stream given up half-way is reset instead.
+        if !self.closed {
+            let _ = self.stream.reset(
+                VarInt::from_u64(h3::error::Code::H3_REQUEST_CANCELLED.value())
+                    .unwrap_or(VarInt::MAX),
+            );
+        }
         // Handles the request's task never took (h3 refused the request) go with the stream.
         self.streams
             .take(VarInt::from(self.stream.id()).into_inner());
@@ -357,6 +369,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
         ready!(self.poll_ready(cx))?;
         // Finishing twice (or after a reset) changes nothing.
         let _ = self.stream.finish();
+        self.closed = true;
         Poll::Ready(Ok(()))
     }
 
@@ -364,6 +377,7 @@ impl<B: Buf> quic::SendStream<B> for SendStream<B> {
         let _ = self
             .stream
             .reset(VarInt::from_u64(reset_code).unwrap_or(VarInt::MAX));
+        self.closed = true;
     }
 
     fn send_id(&self) -> StreamId {

@@ -155,7 +155,11 @@ async fn serve_call(
         debug!(%remote, "HTTP/3 request stream without its handles");
         return;
     };
-    let (mut send, recv): (H3Send, H3Recv) = stream.split();
+    let (send, recv): (H3Send, H3Recv) = stream.split();
+    let mut send = Sender {
+        stream: send,
+        head_sent: false,
+    };
     let (parts, ()) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let info = method_info(&path);
@@ -164,7 +168,7 @@ async fn serve_call(
     let early = handles.is_0rtt || !handshake_completed(origin.handshake.clone()).await;
     if early && !runs_from_early_data(info, &path) {
         // RFC 8470: not run; the client may send it again once the handshake is complete.
-        too_early(&mut send).await;
+        too_early(&mut send.stream).await;
         return;
     }
     let priority = http3::priority_from_header(&parts.headers)
@@ -173,7 +177,7 @@ async fn serve_call(
         priority::quinn_priority(priority),
         std::sync::atomic::Ordering::Release,
     );
-    let telemetry = CallTelemetry::start(
+    let mut telemetry = CallTelemetry::start(
         Side::Server,
         server_method_label(&path, info),
         Transport::Http3,
@@ -183,15 +187,17 @@ async fn serve_call(
     let deadline = match deadline::from_headers(&parts.headers) {
         Ok(deadline) => deadline,
         Err(status) => {
-            finish_with_status(&mut send, &status, telemetry).await;
+            send.finish_with(&status).await;
+            telemetry.finish(status.code());
             return;
         }
     };
     let charge = shared
         .request_buffers
         .charge(ConnectionKey::Quic(origin.connection));
+    let (reset_tx, reset) = tokio::sync::oneshot::channel();
     let body = BudgetedBody::new(
-        RequestBody::new(recv),
+        RequestBody::new(recv, reset_tx),
         shared.config.max_receive_message_size,
         charge,
     );
@@ -204,12 +210,43 @@ async fn serve_call(
         early,
         remote,
     );
-    // The client's cancel (STOP_SENDING on the response) drops the handler, as on the
-    // native wire; the stream is reset when `send` goes.
+    // The client's cancel drops the handler, as on the native wire: STOP_SENDING on the
+    // response (the stream is reset when `send` goes), or a reset of the request, which is
+    // answered CANCELLED in case the client still reads.
     tokio::select! {
         biased;
         () = respond(&mut send, &shared, request, deadline, telemetry) => {}
         () = handles.stopped => debug!(%remote, "HTTP/3 call cancelled by the client"),
+        Ok(()) = reset => {
+            debug!(%remote, "HTTP/3 request reset by the client");
+            send.finish_with(&Status::cancelled("the client reset the request")).await;
+        }
+    }
+}
+
+/// A response stream, and whether its head has gone out: a status that ends the call then
+/// goes in trailers, else in a trailers-only head.
+struct Sender {
+    stream: H3Send,
+    head_sent: bool,
+}
+
+impl Sender {
+    /// Ends the call with `status`, in a trailers-only head if no head has gone out yet, in
+    /// trailers otherwise (a second head would carry `:status` where HTTP/3 forbids it).
+    async fn finish_with(&mut self, status: &Status) {
+        let sent = if self.head_sent {
+            self.stream
+                .send_trailers(status_fields(status, false))
+                .await
+        } else {
+            let mut head = Response::new(());
+            *head.headers_mut() = status_fields(status, true);
+            self.stream.send_response(head).await
+        };
+        if sent.is_ok() {
+            let _ = self.stream.finish().await;
+        }
     }
 }
 
@@ -234,19 +271,32 @@ struct RequestBody {
     data_done: bool,
     /// The request has ended (or failed): nothing to stop.
     ended: bool,
+    /// Told when the client resets the request: the call is cancelled.
+    reset: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RequestBody {
-    fn new(recv: H3Recv) -> Self {
+    fn new(recv: H3Recv, reset: tokio::sync::oneshot::Sender<()>) -> Self {
         Self {
             recv,
             data_done: false,
             ended: false,
+            reset: Some(reset),
         }
     }
 
     fn fail(&mut self, e: &h3::error::StreamError) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.ended = true;
+        if matches!(e, h3::error::StreamError::RemoteTerminate { .. })
+            && let Some(reset) = self.reset.take()
+            && reset.send(()).is_ok()
+        {
+            // The client reset the request: the call is cancelled, and `serve_call` drops
+            // the handler now. No error goes to the handler, which could read it as the
+            // request's end (tonic's decoder takes a CANCELLED body error for one) and answer
+            // a partial upload as a whole one.
+            return Poll::Pending;
+        }
         Poll::Ready(Some(Err(stream_status(e))))
     }
 }
@@ -303,7 +353,7 @@ fn stream_status(e: &h3::error::StreamError) -> Status {
 /// Runs the service and sends its response, or DEADLINE_EXCEEDED when the deadline passes
 /// first (dropping the handler).
 async fn respond(
-    send: &mut H3Send,
+    send: &mut Sender,
     shared: &Shared,
     request: Request<TonicBody>,
     deadline: Option<Instant>,
@@ -327,19 +377,24 @@ async fn respond(
     };
     match outcome {
         Ok(code) => telemetry.finish(code),
-        Err(status) => finish_with_status(send, &status, telemetry).await,
+        Err(status) => {
+            send.finish_with(&status).await;
+            telemetry.finish(status.code());
+        }
     }
 }
 
 /// Sends `response`: its head, its DATA, its trailers. The status code it ended with, or
 /// the status to end the call with if it failed before its trailers.
 async fn send_response(
-    send: &mut H3Send,
+    sender: &mut Sender,
     response: Response<TonicBody>,
 ) -> Result<tonic::Code, Status> {
     let (mut parts, mut body) = response.into_parts();
     normalize_status(&mut parts.headers);
     let trailers_only = status_code(&parts.headers);
+    let send = &mut sender.stream;
+    sender.head_sent = true;
     send.send_response(Response::from_parts(parts, ()))
         .await
         .map_err(|e| Status::cancelled(format!("sending the response head: {e}")))?;
@@ -368,16 +423,4 @@ async fn send_response(
         }
     }
     Err(Status::internal("the response ended without a status"))
-}
-
-/// Ends the call with `status`: as trailers-only if nothing has been sent, as trailers
-/// otherwise (h3 refuses a second head, and then the trailers carry it).
-async fn finish_with_status(send: &mut H3Send, status: &Status, mut telemetry: CallTelemetry) {
-    let mut head = Response::new(());
-    *head.headers_mut() = status_fields(status, true);
-    if send.send_response(head).await.is_err() {
-        let _ = send.send_trailers(status_fields(status, false)).await;
-    }
-    let _ = send.finish().await;
-    telemetry.finish(status.code());
 }
