@@ -75,7 +75,9 @@ pub mod tls;
 
 use quicrpc_wire as wire;
 
-pub use client::{Channel, ChannelBuilder, Fallback, QuicWire, ResponseBody, ResponseFuture};
+pub use client::{
+    Balance, Change, Channel, ChannelBuilder, Fallback, QuicWire, ResponseBody, ResponseFuture,
+};
 pub use config::CongestionControl;
 pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, method_info};

@@ -190,18 +190,26 @@ impl ChannelBuilder {
 
     /// Connects now, failing if the server cannot be reached by the policy's transports.
     pub async fn connect(self) -> Result<Channel, Error> {
-        let channel = self.build()?;
-        channel.router.connect().await?;
-        Ok(channel)
+        let router = Arc::new(self.router()?);
+        router.connect().await?;
+        Ok(Channel {
+            inner: super::Inner::One(router),
+        })
     }
 
     /// Builds the channel without connecting; the first call connects. Must be called
     /// inside a Tokio runtime.
     pub fn connect_lazy(self) -> Result<Channel, Error> {
-        self.build()
+        Ok(Channel::one(self.router()?))
     }
 
-    fn build(self) -> Result<Channel, Error> {
+    /// The URI the channel was asked for.
+    pub(super) fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The channel's router, unconnected.
+    pub(super) fn router(self) -> Result<Router, Error> {
         let target = self.target()?;
         let policy = self.fallback.policy;
         let quic = match policy {
@@ -228,9 +236,7 @@ impl ChannelBuilder {
             max_header_list_size: self.config.max_header_list_size,
             max_receive_message_size: self.config.max_receive_message_size,
         };
-        Ok(Channel {
-            router: Arc::new(Router::new(quic, tcp, calls, self.fallback)),
-        })
+        Ok(Router::new(quic, tcp, calls, self.fallback))
     }
 
     /// The server, from the URI: `https://host[:port]`, port 443 by default.

@@ -25,6 +25,7 @@
 //!
 //! `builder.rs` holds [`ChannelBuilder`], and `quic/mod.rs` connecting over QUIC.
 
+mod balance;
 mod body;
 mod builder;
 mod fallback;
@@ -42,6 +43,8 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::debug;
 
+use self::balance::Balancer;
+pub use self::balance::{Balance, Change};
 pub use self::body::ResponseBody;
 pub use self::builder::ChannelBuilder;
 pub use self::fallback::Fallback;
@@ -70,16 +73,30 @@ use crate::{Error, MethodInfo, Priority, Transport, ZeroRtt, deadline, method_in
 /// reconnects, with the same fallback policy.
 #[derive(Clone)]
 pub struct Channel {
-    router: Arc<Router>,
+    inner: Inner,
+}
+
+/// One server, or several behind a balancer.
+#[derive(Clone)]
+enum Inner {
+    One(Arc<Router>),
+    Balanced(Arc<Balancer>),
 }
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel")
-            .field("authority", &self.router.calls.authority)
-            .field("policy", &self.router.policy())
-            .field("transport", &self.transport())
-            .finish_non_exhaustive()
+        match &self.inner {
+            Inner::One(router) => f
+                .debug_struct("Channel")
+                .field("authority", &router.calls.authority)
+                .field("policy", &router.policy())
+                .field("transport", &self.transport())
+                .finish_non_exhaustive(),
+            Inner::Balanced(balancer) => f
+                .debug_struct("Channel")
+                .field("balanced", balancer)
+                .finish_non_exhaustive(),
+        }
     }
 }
 
@@ -90,19 +107,59 @@ impl Channel {
         ChannelBuilder::new(uri.into())
     }
 
+    /// A channel that spreads its calls over several servers, one [`ChannelBuilder`] each,
+    /// by the default policy ([`Balance::PowerOfTwoChoices`]); see [`Balance::list`]. Connects
+    /// lazily; must be called inside a Tokio runtime.
+    pub fn balance_list(endpoints: impl IntoIterator<Item = ChannelBuilder>) -> Channel {
+        Balance::default().list(endpoints)
+    }
+
+    /// A balanced channel whose servers come and go through the returned sender, by the
+    /// default policy; see [`Balance::channel`].
+    pub fn balance_channel<K>(
+        capacity: usize,
+    ) -> (
+        Channel,
+        tokio::sync::mpsc::Sender<Change<K, ChannelBuilder>>,
+    )
+    where
+        K: std::hash::Hash + Eq + Send + 'static,
+    {
+        Balance::default().channel(capacity)
+    }
+
+    fn one(router: Router) -> Self {
+        Self {
+            inner: Inner::One(Arc::new(router)),
+        }
+    }
+
+    /// The single server's router: `None` for a balanced channel.
+    fn router(&self) -> Option<&Arc<Router>> {
+        match &self.inner {
+            Inner::One(router) => Some(router),
+            Inner::Balanced(_) => None,
+        }
+    }
+
     /// The transport new calls use: the one connected now, or, when nothing is connected,
     /// the one the policy tries first. Over QUIC it names the wire:
     /// [`Transport::Quic`] for quicrpc's own, [`Transport::Http3`] for gRPC over HTTP/3
     /// (see [`ChannelBuilder::quic_wire`]); before a connection with
     /// [`QuicWire::Auto`](crate::QuicWire::Auto) has settled it, [`Transport::Quic`].
+    ///
+    /// A balanced channel says the transport of the first server it has a connection to.
     pub fn transport(&self) -> Transport {
-        self.router.transport()
+        match &self.inner {
+            Inner::One(router) => router.transport(),
+            Inner::Balanced(balancer) => balancer.transport(),
+        }
     }
 
     /// The local address of the channel's QUIC socket (`None` with
-    /// [`Fallback::TcpOnly`]).
+    /// [`Fallback::TcpOnly`], and for a balanced channel, which has one per server).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.router.quic().and_then(|quic| quic.local_addr())
+        self.router()?.quic().and_then(|quic| quic.local_addr())
     }
 
     /// Moves the channel's QUIC connection to a new local UDP socket, as when a device
@@ -110,56 +167,88 @@ impl Channel {
     /// on the new path without loss; the server follows once it has validated the path.
     /// Returns the new local address.
     pub fn rebind(&self) -> Result<std::net::SocketAddr, Error> {
-        match self.router.quic() {
+        let Some(router) = self.router() else {
+            return Err(Error::config(
+                "rebind moves one server's connection; this channel is balanced",
+            ));
+        };
+        match router.quic() {
             Some(quic) => quic.rebind(),
             None => Err(Error::config("rebind needs QUIC; this channel is TCP-only")),
         }
     }
 
-    /// The address of the server over QUIC, if a QUIC connection is up.
+    /// The address of the server over QUIC, if a QUIC connection is up (`None` for a
+    /// balanced channel).
     pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
-        self.router
+        self.router()?
             .quic_connection()
             .map(|quic| quic.remote_address())
     }
 
-    /// Runs one call: routes it, and routes it once more if its connection went away before
-    /// its stream opened. The deadline bounds all of it.
+    /// Runs one call on one server. The deadline bounds all of it.
     async fn call(
         router: Arc<Router>,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<ResponseBody>, Status> {
         let mut call = Call::new(&request)?;
         let deadline = call.deadline;
-        let attempts = async {
-            let mut request = request;
-            let mut reconnected = false;
-            loop {
-                match router.route(deadline).await? {
-                    Route::Tcp(channel) => {
-                        return tcp::call(channel, request, &mut call, &router.calls).await;
-                    }
-                    Route::Quic(conn) => match conn.call(request, &mut call, &router.calls).await {
-                        Ok(response) => return Ok(response),
-                        Err(CallError::NotStarted(unsent, status)) if !reconnected => {
-                            debug!("connection lost before the call started ({status}): retrying");
-                            reconnected = true;
-                            request = *unsent;
-                        }
-                        Err(CallError::NotStarted(_, status) | CallError::Failed(status)) => {
-                            return Err(status);
-                        }
-                    },
-                }
-            }
-        };
-        let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, attempts)
-                .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
-            None => attempts.await,
-        };
+        let attempt = attempt(&router, request, &mut call);
+        let result = under_deadline(deadline, attempt)
+            .await
+            .map_err(CallError::into_status);
         call.finish(result, || router.transport())
+    }
+}
+
+/// `attempt` under `deadline`: past it, DEADLINE_EXCEEDED.
+async fn under_deadline<T>(
+    deadline: Option<Instant>,
+    attempt: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CallError::Failed(Status::deadline_exceeded(
+                    "deadline exceeded",
+                )))
+            }),
+        None => attempt.await,
+    }
+}
+
+/// Runs a call on `router`'s server: routes it, and routes it once more if its connection
+/// went away before its stream opened. [`CallError::NotStarted`] hands the request back when
+/// it never reached the server: no route (the server unreachable), or the connection lost
+/// twice before the stream opened.
+async fn attempt(
+    router: &Arc<Router>,
+    mut request: http::Request<tonic::body::Body>,
+    call: &mut Call,
+) -> Result<http::Response<ResponseBody>, CallError> {
+    let mut reconnected = false;
+    loop {
+        let route = match router.route(call.deadline).await {
+            Ok(route) => route,
+            Err(status) => return Err(CallError::NotStarted(Box::new(request), status)),
+        };
+        match route {
+            Route::Tcp(channel) => {
+                return tcp::call(channel, request, call, &router.calls)
+                    .await
+                    .map_err(CallError::Failed);
+            }
+            Route::Quic(conn) => match conn.call(request, call, &router.calls).await {
+                Ok(response) => return Ok(response),
+                Err(CallError::NotStarted(unsent, status)) if !reconnected => {
+                    debug!("connection lost before the call started ({status}): retrying");
+                    reconnected = true;
+                    request = *unsent;
+                }
+                Err(e) => return Err(e),
+            },
+        }
     }
 }
 
@@ -279,8 +368,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Channel {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        ResponseFuture {
-            inner: Box::pin(Self::call(self.router.clone(), request)),
-        }
+        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match &self.inner {
+            Inner::One(router) => Box::pin(Self::call(router.clone(), request)),
+            Inner::Balanced(balancer) => Box::pin(balance::call(balancer.clone(), request)),
+        };
+        ResponseFuture { inner }
     }
 }

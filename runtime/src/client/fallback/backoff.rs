@@ -33,6 +33,11 @@ impl Backoff {
         self.retry_at.filter(|at| now < *at)
     }
 
+    /// Whether the last attempt failed (no attempt has succeeded since).
+    pub(super) fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
     pub(super) fn retry_at(&self) -> Option<Instant> {
         self.retry_at
     }

@@ -75,6 +75,18 @@ impl Default for FallbackSettings {
     }
 }
 
+/// A server's standing with a balancer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Health {
+    /// A connection is up: calls go here.
+    Up,
+    /// Never connected, and not waiting to reconnect: calls may go here (the first connects).
+    Untried,
+    /// Its connection failed, closed or is going away (GOAWAY), or its last attempt to
+    /// connect failed: no new calls until it connects again.
+    Out,
+}
+
 /// Where a call goes.
 pub(super) enum Route {
     Quic(Conn),
@@ -139,6 +151,29 @@ impl Router {
     /// The QUIC connection, if one is up.
     pub(super) fn quic_connection(&self) -> Option<quinn::Connection> {
         lock(&self.state).quic.as_ref().map(|c| c.quic.clone())
+    }
+
+    /// Whether new calls should come here, as a balancer sees it.
+    pub(super) fn health(&self) -> Health {
+        let state = lock(&self.state);
+        if state.quic.as_ref().is_some_and(Conn::usable) || state.tcp.is_some() {
+            return Health::Up;
+        }
+        // Out from a failed attempt until one succeeds (the balancer's background attempts,
+        // spaced by the backoff), so that calls are not sent to find out again.
+        if state.backoff.failing() {
+            return Health::Out;
+        }
+        match &state.quic {
+            // Closed, or the server said GOAWAY: out until a new connection is made.
+            Some(_) => Health::Out,
+            None => Health::Untried,
+        }
+    }
+
+    /// Whether a reconnect is waiting for its backoff to pass.
+    pub(super) fn backing_off(&self) -> bool {
+        lock(&self.state).backoff.waiting(Instant::now()).is_some()
     }
 
     /// The transport new calls use: the one connected now, or, when nothing is connected,

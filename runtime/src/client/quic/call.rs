@@ -26,17 +26,36 @@ use crate::{NoZeroRtt, Priority, Transport, ZeroRtt};
 
 /// Why a call on a connection ended without a response head.
 pub(in crate::client) enum CallError {
-    /// The connection went away before the call's stream opened: nothing was sent, so the
-    /// call, handed back, may go on another connection.
+    /// The call never reached the server (its connection went away before the call's
+    /// stream opened, or there was no connection to be had): nothing was sent, so the call,
+    /// handed back, may go on another connection, or to another server.
     NotStarted(Box<http::Request<tonic::body::Body>>, Status),
     /// The call ends with this status.
     Failed(Status),
+    /// The server provably did not process the call: it refused its stream (after GOAWAY),
+    /// or closed the connection gracefully, which it does only once every call it accepted
+    /// has been answered, before the call's response began. The request is gone, but a copy
+    /// of it may be sent to another server.
+    Unprocessed(Status),
+}
+
+impl CallError {
+    /// The status the call ends with if it goes no further.
+    pub(in crate::client) fn into_status(self) -> Status {
+        match self {
+            Self::NotStarted(_, status) | Self::Failed(status) | Self::Unprocessed(status) => {
+                status
+            }
+        }
+    }
 }
 
 /// Why one exchange on a stream ended before the response head.
 enum Failure {
     /// The call ends with this status.
     Status(Status),
+    /// See [`CallError::Unprocessed`].
+    Unprocessed(Status),
     /// The call went out as 0-RTT early data and was not run from it: the server rejected
     /// the early data, or refused this call with TOO_EARLY, or the connection failed before
     /// its handshake completed. Only replay-safe calls go out as early data, so the call may
@@ -103,6 +122,7 @@ impl Conn {
                     return Ok(response);
                 }
                 Err(Failure::Status(status)) => return Err(CallError::Failed(status)),
+                Err(Failure::Unprocessed(status)) => return Err(CallError::Unprocessed(status)),
                 Err(Failure::Early(reason)) => {
                     let Some(copy) = replay.take() else {
                         return Err(CallError::Failed(Status::unavailable(reason)));
@@ -118,7 +138,7 @@ impl Conn {
 }
 
 /// Reads a request's whole body into memory, so that it can be sent twice.
-async fn buffer_request(
+pub(in crate::client) async fn buffer_request(
     request: http::Request<tonic::body::Body>,
 ) -> Result<http::Request<Bytes>, Status> {
     let (parts, body) = request.into_parts();
@@ -126,7 +146,7 @@ async fn buffer_request(
     Ok(http::Request::from_parts(parts, body))
 }
 
-fn full_body(bytes: Bytes) -> tonic::body::Body {
+pub(in crate::client) fn full_body(bytes: Bytes) -> tonic::body::Body {
     tonic::body::Body::new(http_body_util::Full::new(bytes))
 }
 
@@ -219,6 +239,20 @@ fn head_failure(err: HeadError, early: bool) -> Failure {
         }
         HeadError::Read(ReadError::ConnectionLost(e)) if early => {
             Failure::Early(format!("connection lost during its 0-RTT handshake: {e}"))
+        }
+        HeadError::Read(ReadError::Reset(code))
+            if code.into_inner() == u64::from(ErrorCode::RefusedStream.to_u32()) =>
+        {
+            Failure::Unprocessed(Status::unavailable(
+                "the server refused the call unprocessed (it is going away)",
+            ))
+        }
+        HeadError::Read(ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(
+            close,
+        ))) if close.error_code.into_inner() == u64::from(ErrorCode::NoError.to_u32()) => {
+            Failure::Unprocessed(Status::unavailable(
+                "the server closed the connection (shutting down) before answering",
+            ))
         }
         other => Failure::Status(other.into_status(Peer::Server)),
     }

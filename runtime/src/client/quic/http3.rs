@@ -111,7 +111,7 @@ pub(super) async fn call(
 
     // Both are cancel-safe: whichever loses the race has lost nothing.
     let head = tokio::select! {
-        head = recv.stream.recv_response() => head.map_err(|e| CallError::Failed(stream_status(&e)))?,
+        head = recv.stream.recv_response() => head.map_err(|e| head_error(&e))?,
         Some(status) = request_failure(&mut request_error) => return Err(CallError::Failed(status)),
     };
     let (mut head, ()) = head.into_parts();
@@ -330,6 +330,23 @@ impl Body for H3Body {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// Why a call has no response head: `err`, and whether the server provably did not process
+/// the request (it rejected it with `H3_REQUEST_REJECTED`, or closed the connection
+/// gracefully, which it does once every request it accepted has been answered).
+fn head_error(err: &StreamError) -> CallError {
+    let status = stream_status(err);
+    let unprocessed = match err {
+        StreamError::RemoteTerminate { code, .. } => *code == Code::H3_REQUEST_REJECTED,
+        StreamError::ConnectionError { 0: e, .. } => e.is_h3_no_error(),
+        _ => false,
+    };
+    if unprocessed {
+        CallError::Unprocessed(status)
+    } else {
+        CallError::Failed(status)
     }
 }
 

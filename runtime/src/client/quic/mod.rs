@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-pub(super) use self::call::CallError;
+pub(super) use self::call::{CallError, buffer_request, full_body};
 pub(super) use self::http3::H3Body;
 use super::builder::Target;
 use crate::config::ConnectionConfig;

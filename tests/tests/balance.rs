@@ -1,0 +1,244 @@
+//! Balanced channels (`Channel::balance_list`, `Balance`, `Channel::balance_channel`) over
+//! several real servers: how calls spread by each policy, a server that is down, one drained
+//! mid-load, one that comes back, servers added and removed, and errors that name the server.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use quicrpc::{Balance, Change, Channel, ChannelBuilder, Fallback};
+use quicrpc_tests::pb::echo_client::EchoClient;
+use quicrpc_tests::{TestOptions, TestServer, echo, within};
+
+/// A builder for `server`, QUIC only, with a short connect timeout, so that a server that is
+/// gone costs a call little time.
+fn builder(server: &TestServer) -> ChannelBuilder {
+    builder_for_port(server, server.addr.port())
+}
+
+fn builder_for_port(server: &TestServer, port: u16) -> ChannelBuilder {
+    Channel::builder(format!("https://localhost:{port}"))
+        .ca_certificate(server.cert.ca_certificate())
+        .fallback(Fallback::QuicOnly)
+        .connect_timeout(Duration::from_millis(500))
+}
+
+/// Three servers sharing one certificate, so that any of them can stand for the others.
+async fn three_servers() -> Vec<TestServer> {
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let options = TestOptions {
+            cert: Some(cert.clone()),
+            ..TestOptions::default()
+        };
+        servers.push(TestServer::start_with(options, |b| b).await);
+    }
+    servers
+}
+
+/// Unary calls handled by each server so far.
+fn handled(servers: &[TestServer]) -> Vec<usize> {
+    servers
+        .iter()
+        .map(|s| s.runs().iter().filter(|r| r.method == "Unary").count())
+        .collect()
+}
+
+/// A port nothing listens on (bound and released).
+fn closed_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("address").port()
+}
+
+/// `n` unary calls, `concurrency` at a time; every one must succeed.
+async fn calls(client: &EchoClient<Channel>, n: usize, concurrency: usize) {
+    let results = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let mut client = client.clone();
+            async move { client.unary(echo(&format!("c{i}"))).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>();
+    for result in within("calls", results).await {
+        result.expect("every call succeeds");
+    }
+}
+
+#[tokio::test]
+async fn round_robin_gives_each_server_its_turn() {
+    let servers = three_servers().await;
+    let channel = Balance::RoundRobin.list(servers.iter().map(builder));
+    let mut client = EchoClient::new(channel);
+    for i in 0..30 {
+        within("call", client.unary(echo(&format!("c{i}"))))
+            .await
+            .expect("call");
+    }
+    assert_eq!(handled(&servers), [10, 10, 10]);
+}
+
+#[tokio::test]
+async fn power_of_two_choices_spreads_calls_over_every_server() {
+    let servers = three_servers().await;
+    let client = EchoClient::new(Channel::balance_list(servers.iter().map(builder)));
+    calls(&client, 600, 12).await;
+    let counts = handled(&servers);
+    assert_eq!(counts.iter().sum::<usize>(), 600);
+    // A fair share is 200 each; p2c on outstanding calls keeps every server well within it.
+    assert!(counts.iter().all(|&n| n >= 100), "{counts:?}");
+}
+
+#[tokio::test]
+async fn pick_first_uses_the_first_server_while_it_is_up() {
+    let servers = three_servers().await;
+    let channel = Balance::PickFirst.list(servers.iter().map(builder));
+    let client = EchoClient::new(channel);
+    calls(&client, 50, 5).await;
+    assert_eq!(handled(&servers), [50, 0, 0]);
+}
+
+/// A server that is down costs no failed call, whatever the method (the calls sent to it
+/// never reached it), and once found out it gets no more calls until it comes back.
+#[tokio::test]
+async fn a_server_that_is_down_costs_no_failed_call() {
+    let servers = three_servers().await;
+    let dead = builder_for_port(&servers[0], closed_port()).connect_timeout(Duration::from_secs(2));
+    let endpoints = [dead, builder(&servers[1]), builder(&servers[2])];
+    let channel = Balance::RoundRobin.list(endpoints);
+    let mut client = EchoClient::new(channel);
+    // The first round finds the dead server out (its QUIC handshake times out after 2 s).
+    for i in 0..3 {
+        within("call", client.unary(echo(&format!("c{i}"))))
+            .await
+            .expect("no call fails");
+    }
+    // From then on it is not picked: a call that went to it would wait 2 s for a handshake,
+    // past these calls' 1 s deadline.
+    for i in 3..30 {
+        let mut request = tonic::Request::new(echo(&format!("c{i}")));
+        request.set_timeout(Duration::from_secs(1));
+        within("call", client.unary(request))
+            .await
+            .expect("no call fails or goes to the dead server");
+    }
+    let counts = handled(&servers);
+    assert_eq!(counts[1] + counts[2], 30, "{counts:?}");
+}
+
+/// A server drained with `serve_with_shutdown` while calls flow costs zero failed calls:
+/// calls on it finish, calls it refuses (after its GOAWAY) go to another server.
+#[tokio::test]
+async fn draining_a_server_mid_load_fails_no_call() {
+    let mut servers = three_servers().await;
+    let client = EchoClient::new(Channel::balance_list(servers.iter().map(builder)));
+    calls(&client, 60, 6).await;
+    let before = handled(&servers)[0];
+    assert!(before > 0, "the server to drain was used");
+    let load = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            calls(&client, 600, 8).await;
+        })
+    };
+    let serving = servers[0].begin_shutdown();
+    within("the drain", serving)
+        .await
+        .expect("joined")
+        .expect("a clean shutdown");
+    within("the load", load).await.expect("no call failed");
+    calls(&client, 60, 6).await;
+}
+
+/// A server that goes away and comes back on the same address gets calls again.
+#[tokio::test]
+async fn a_server_that_comes_back_gets_calls_again() {
+    let mut servers = three_servers().await;
+    let port = servers[0].addr.port();
+    let cert = servers[0].cert.clone();
+    let client = EchoClient::new(Balance::RoundRobin.list(servers.iter().map(builder)));
+    calls(&client, 30, 3).await;
+    within("shutdown", servers[0].begin_shutdown())
+        .await
+        .expect("joined")
+        .expect("clean");
+    calls(&client, 30, 3).await;
+    let options = TestOptions {
+        cert: Some(cert),
+        addr: Some(format!("127.0.0.1:{port}").parse().expect("address")),
+        ..TestOptions::default()
+    };
+    let back = TestServer::start_with(options, |b| b).await;
+    within("calls reach the server again", async {
+        while back.runs().is_empty() {
+            client.clone().unary(echo("again")).await.expect("served");
+        }
+    })
+    .await;
+}
+
+/// Servers added through `balance_channel` get calls; removed ones get no more.
+#[tokio::test]
+async fn servers_come_and_go_through_the_channel() {
+    let servers = three_servers().await;
+    let (channel, changes) = Balance::RoundRobin.channel(8);
+    let client = EchoClient::new(channel);
+    changes
+        .send(Change::Insert("a", builder(&servers[0])))
+        .await
+        .expect("send");
+    changes
+        .send(Change::Insert("b", builder(&servers[1])))
+        .await
+        .expect("send");
+    within("the first two servers in use", async {
+        while handled(&servers)[..2].contains(&0) {
+            client.clone().unary(echo("x")).await.expect("served");
+        }
+    })
+    .await;
+    changes
+        .send(Change::Insert("c", builder(&servers[2])))
+        .await
+        .expect("send");
+    within("the third server in use", async {
+        while handled(&servers)[2] == 0 {
+            client.clone().unary(echo("x")).await.expect("served");
+        }
+    })
+    .await;
+    changes.send(Change::Remove("a")).await.expect("send");
+    // Once a call has gone to a server other than "a" twice in a row after the removal,
+    // the change has been applied (changes are applied in order, before the next is read).
+    within("the removal applied", async {
+        let mut count = handled(&servers)[0];
+        let mut steady = 0;
+        while steady < 10 {
+            client.clone().unary(echo("x")).await.expect("served");
+            let now = handled(&servers)[0];
+            steady = if now == count { steady + 1 } else { 0 };
+            count = now;
+        }
+    })
+    .await;
+    let removed = handled(&servers)[0];
+    calls(&client, 40, 4).await;
+    assert_eq!(handled(&servers)[0], removed, "a removed server got calls");
+}
+
+/// With no server reachable, a call fails with UNAVAILABLE, and the message names the
+/// server.
+#[tokio::test]
+async fn errors_name_the_server() {
+    let server = TestServer::start().await;
+    let port = closed_port();
+    let channel = Channel::balance_list([builder_for_port(&server, port)]);
+    let mut client = EchoClient::new(channel);
+    let status = within("call", client.unary(echo("x")))
+        .await
+        .expect_err("nobody there");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains(&format!("localhost:{port}")),
+        "{status:?}"
+    );
+}
