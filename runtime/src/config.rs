@@ -73,6 +73,10 @@ pub(crate) struct ConnectionConfig {
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
 }
 
+/// Bytes of QUIC DATAGRAM frames either side buffers (and never reads): room for a client's
+/// liveness probes, one byte each, and no more.
+pub(crate) const PROBE_DATAGRAMS: usize = 64;
+
 /// Unidirectional streams an HTTP/3 peer may open towards the other: its control
 /// stream, QPACK's encoder and decoder streams, and room for reserved ("grease") streams.
 const HTTP3_UNI_STREAMS: u32 = 5;
@@ -131,9 +135,11 @@ impl ConnectionConfig {
             .receive_window(self.connection_receive_window.into())
             .send_window(self.send_window.unwrap_or(crate::window::MIN))
             .send_fairness(self.send_fairness)
-            // quicrpc has no use for QUIC DATAGRAM frames: not offering them means a peer
-            // cannot make this side buffer datagrams that nothing reads.
-            .datagram_receive_buffer_size(None);
+            // quicrpc carries no data in QUIC DATAGRAM frames, only a client's liveness
+            // probes (an ack-eliciting packet without stream state), which nothing reads:
+            // quinn keeps at most `PROBE_DATAGRAMS` bytes of them. quinn sends datagrams only
+            // where it takes them too, so both sides take these few bytes.
+            .datagram_receive_buffer_size(Some(PROBE_DATAGRAMS));
         match self.congestion_control {
             CongestionControl::Cubic => transport
                 .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
@@ -295,7 +301,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn neither_side_offers_datagrams() {
+    fn datagrams_are_taken_only_as_probes() {
         let client = format!(
             "{:?}",
             ConnectionConfig::client_default().client_transport(false)
@@ -306,7 +312,7 @@ mod tests {
         );
         for shown in [client, server] {
             assert!(
-                shown.contains("datagram_receive_buffer_size: None"),
+                shown.contains("datagram_receive_buffer_size: Some(64)"),
                 "{shown}"
             );
         }

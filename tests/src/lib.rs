@@ -16,6 +16,7 @@ pub mod link;
 pub mod local_metrics;
 pub mod netns;
 pub mod raw;
+pub mod relay;
 pub mod upload;
 
 /// Generated code for `proto/testing/echo.proto`.

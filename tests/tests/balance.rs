@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use quicrpc::{Balance, Change, Channel, ChannelBuilder, Fallback};
+use quicrpc_tests::pb::EchoRequest;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestOptions, TestServer, echo, within};
+use quicrpc_tests::relay::Relay;
+use quicrpc_tests::{TestOptions, TestServer, echo, until, within};
 
 /// A builder for `server`, QUIC only, with a short connect timeout, so that a server that is
 /// gone costs a call little time.
@@ -24,12 +26,17 @@ fn builder_for_port(server: &TestServer, port: u16) -> ChannelBuilder {
 
 /// Three servers sharing one certificate, so that any of them can stand for the others.
 async fn three_servers() -> Vec<TestServer> {
+    three_servers_with(|_| TestOptions::default()).await
+}
+
+/// Three servers sharing one certificate, server `i` with `options(i)`.
+async fn three_servers_with(options: impl Fn(usize) -> TestOptions) -> Vec<TestServer> {
     let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
     let mut servers = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let options = TestOptions {
             cert: Some(cert.clone()),
-            ..TestOptions::default()
+            ..options(i)
         };
         servers.push(TestServer::start_with(options, |b| b).await);
     }
@@ -123,6 +130,77 @@ async fn a_server_that_is_down_costs_no_failed_call() {
     }
     let counts = handled(&servers);
     assert_eq!(counts[1] + counts[2], 30, "{counts:?}");
+}
+
+/// A server that dies without a word (a relay in front of it cut: no close, no reset, what a
+/// process killed with SIGKILL leaves): calls caught on it end within 3 s, replay-safe ones
+/// served by another server, the others UNAVAILABLE naming it; new calls go elsewhere.
+#[tokio::test]
+async fn a_server_that_dies_silently_is_found_out_within_seconds() {
+    // Calls with `barrier` set wait on server 0 (a barrier nobody completes), and are
+    // answered at once by the others.
+    let servers = three_servers_with(|i| TestOptions {
+        barrier: (i == 0).then_some(1_000),
+        ..TestOptions::default()
+    })
+    .await;
+    let relay = Relay::start(servers[0].addr).await;
+    let endpoints = [
+        builder_for_port(&servers[0], relay.addr.port()),
+        builder(&servers[1]),
+        builder(&servers[2]),
+    ];
+    let client = EchoClient::new(Balance::PickFirst.list(endpoints));
+    calls(&client, 10, 2).await;
+    let caught = EchoRequest {
+        barrier: true,
+        ..echo("caught")
+    };
+    let lookups: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut client, request) = (client.clone(), caught.clone());
+            tokio::spawn(async move { client.lookup(request).await })
+        })
+        .collect();
+    let unary = {
+        let (mut client, request) = (client.clone(), caught.clone());
+        tokio::spawn(async move { client.unary(request).await })
+    };
+    // The ten calls before, and the four caught: all on server 0 (the first).
+    until(
+        "the four calls are under way on server 0",
+        || servers[0].runs().len(),
+        14,
+    )
+    .await;
+    relay.cut();
+    let bound = Duration::from_secs(3);
+    for lookup in lookups {
+        let reply = tokio::time::timeout(bound, lookup)
+            .await
+            .expect("a replay-safe call caught on the dead server ends within 3 s")
+            .expect("joined")
+            .expect("and is served by another server");
+        assert_eq!(reply.into_inner().message, "caught");
+    }
+    let status = tokio::time::timeout(bound, unary)
+        .await
+        .expect("a call caught on the dead server ends within 3 s")
+        .expect("joined")
+        .expect_err("a call that is not replay-safe is not sent twice");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("localhost:{}", relay.addr.port())),
+        "the error names the server: {status:?}"
+    );
+    // New calls go to the servers that are alive, at once.
+    let mut request = tonic::Request::new(echo("after"));
+    request.set_timeout(Duration::from_secs(1));
+    within("a call after", client.clone().unary(request))
+        .await
+        .expect("served elsewhere");
 }
 
 /// A server drained with `serve_with_shutdown` while calls flow costs zero failed calls:

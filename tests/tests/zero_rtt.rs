@@ -337,3 +337,47 @@ async fn early_calls_of_a_connection_closed_during_its_handshake_do_not_run() {
         "an early call ran after its connection closed during the handshake"
     );
 }
+
+/// Calls sent as 0-RTT early data to a server that rejects it (a replica that shares the
+/// name and certificate of the one that issued the ticket, not its ticket keys, or a server
+/// restarted with new keys) are all sent again, and all answered. quinn gives the replayed
+/// streams the rejected ones' ids, and dropping a rejected stream's handle cleared the waker
+/// of the new stream with its id: one of three concurrent calls hung.
+#[tokio::test]
+async fn concurrent_calls_are_all_answered_after_the_server_rejects_early_data() {
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+    let options = || TestOptions {
+        cert: Some(cert.clone()),
+        ..TestOptions::default()
+    };
+    let issuer = TestServer::start_with(options(), |b| b).await;
+    let other = TestServer::start_with(options(), |b| b).await;
+    {
+        // Two calls, so that the session tickets have come before the channel goes.
+        let mut client = issuer.client().await;
+        for _ in 0..2 {
+            within("a call", client.lookup(echo("ticket")))
+                .await
+                .expect("served");
+        }
+    }
+    let channel = other.channel_builder().connect_lazy().expect("channel");
+    let client = EchoClient::new(channel);
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.lookup(echo(&format!("c{i}"))).await })
+        })
+        .collect();
+    for call in calls {
+        let reply = within("a replayed call", call)
+            .await
+            .expect("joined")
+            .expect("answered");
+        assert_eq!(
+            reply.extensions().get::<quicrpc::ZeroRtt>(),
+            Some(&quicrpc::ZeroRtt::Retried),
+            "it went as early data, and again"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
-use super::quic::H3Body;
+use super::quic::{H3Body, InFlight};
 use crate::stream::RecvBody;
 use crate::telemetry::CallTelemetry;
 use crate::wire::message::MessageLimiter;
@@ -23,6 +23,8 @@ pub struct ResponseBody {
     inner: Inner,
     deadline: Option<Pin<Box<Sleep>>>,
     telemetry: Option<CallTelemetry>,
+    /// Counts the call as under way on its QUIC connection while the body lives.
+    in_flight: Option<InFlight>,
 }
 
 enum Inner {
@@ -55,6 +57,7 @@ impl Default for ResponseBody {
             inner: Inner::Done,
             deadline: None,
             telemetry: None,
+            in_flight: None,
         }
     }
 }
@@ -65,6 +68,7 @@ impl ResponseBody {
             inner: Inner::Quic(body),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             telemetry: None,
+            in_flight: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl ResponseBody {
             inner: Inner::Http3(body),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             telemetry: None,
+            in_flight: None,
         }
     }
 
@@ -85,7 +90,14 @@ impl ResponseBody {
             inner: Inner::Tcp(body, MessageLimiter::new(max_message)),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             telemetry: None,
+            in_flight: None,
         }
+    }
+
+    /// Hands the body the count of calls under way on its connection, to hold while it
+    /// lives.
+    pub(super) fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     /// Hands the body the call's telemetry, to finish when the status arrives.
@@ -162,6 +174,10 @@ impl Body for ResponseBody {
         let this = &mut *self;
         let frame = ready!(this.poll_inner(cx));
         this.observe(&frame);
+        if !matches!(&frame, Some(Ok(f)) if f.is_data()) {
+            // The response is over (trailers, an error or the end): nothing more to wait for.
+            this.in_flight = None;
+        }
         Poll::Ready(frame)
     }
 

@@ -4,6 +4,7 @@
 
 mod body;
 mod gate;
+mod handles;
 mod recv;
 mod send;
 
@@ -11,6 +12,7 @@ use quinn::VarInt;
 
 pub(crate) use self::body::{ClientCallParts, RecvBody};
 pub(crate) use self::gate::WriteGate;
+pub(crate) use self::handles::{HandleToken, Handles};
 pub(crate) use self::recv::{HeadError, RecvHalf, read_head};
 pub(crate) use self::send::{SendBodyError, SendHalf, send_body};
 use crate::wire::code::ErrorCode;

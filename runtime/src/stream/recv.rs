@@ -9,7 +9,7 @@ use quinn::ReadError;
 
 use tonic::Status;
 
-use super::quic_code;
+use super::{HandleToken, quic_code};
 use crate::status::{Peer, read_status};
 use crate::wire::code::ErrorCode;
 use crate::wire::frame::{Frame, FrameDecoder, FrameError};
@@ -22,6 +22,9 @@ pub(crate) struct RecvHalf {
     stream: quinn::RecvStream,
     done: bool,
     drop_code: ErrorCode,
+    /// Counts this handle among its connection's early ones; after `stream`, so that it is
+    /// dropped after it.
+    token: Option<HandleToken>,
 }
 
 impl RecvHalf {
@@ -30,7 +33,13 @@ impl RecvHalf {
             stream,
             done: false,
             drop_code: ErrorCode::Cancelled,
+            token: None,
         }
+    }
+
+    /// Counts this handle as live in `token`'s count until it is dropped.
+    pub(crate) fn track(&mut self, token: HandleToken) {
+        self.token = Some(token);
     }
 
     pub(crate) fn set_drop_code(&mut self, code: ErrorCode) {

@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Status;
 
 use super::gate::{WaitGuard, WriteGate};
-use super::quic_code;
+use super::{HandleToken, quic_code};
 use crate::Priority;
 use crate::status::{normalize_status, status_code, status_fields};
 use crate::telemetry::{self, Wait};
@@ -33,6 +33,9 @@ pub(crate) struct SendHalf {
     closed: bool,
     wrote_any: bool,
     mid_write: bool,
+    /// Counts this handle among its connection's early ones; after `stream`, so that it is
+    /// dropped after it.
+    token: Option<HandleToken>,
 }
 
 impl SendHalf {
@@ -46,7 +49,13 @@ impl SendHalf {
             closed: false,
             wrote_any: false,
             mid_write: false,
+            token: None,
         }
+    }
+
+    /// Counts this handle as live in `token`'s count until it is dropped.
+    pub(crate) fn track(&mut self, token: HandleToken) {
+        self.token = Some(token);
     }
 
     pub(crate) fn set_priority(&mut self, priority: Priority) {

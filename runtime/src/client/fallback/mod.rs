@@ -156,8 +156,18 @@ impl Router {
     /// Whether new calls should come here, as a balancer sees it.
     pub(super) fn health(&self) -> Health {
         let state = lock(&self.state);
-        if state.quic.as_ref().is_some_and(Conn::usable) || state.tcp.is_some() {
+        // A resumed connection is up only once its handshake has completed: before, it may
+        // be a ticket's promise to a server that is gone.
+        let quic_up = state
+            .quic
+            .as_ref()
+            .is_some_and(|c| c.usable() && !c.in_early_data());
+        if quic_up || state.tcp.is_some() {
             return Health::Up;
+        }
+        if state.quic.as_ref().is_some_and(|c| c.usable()) {
+            // Its handshake is under way: calls that may wait for it can come.
+            return Health::Untried;
         }
         // Out from a failed attempt until one succeeds (the balancer's background attempts,
         // spaced by the backoff), so that calls are not sent to find out again.

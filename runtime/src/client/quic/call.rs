@@ -2,7 +2,6 @@
 //! replay of a call the server would not run from early data.
 
 use std::future::{Future, poll_fn};
-use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -16,7 +15,7 @@ use crate::client::{Call, CallSettings, ResponseBody};
 use crate::status::{Peer, check_status_fields, connection_status, malformed};
 use crate::stream::{
     AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
-    WriteGate, read_head, send_body,
+    read_head, send_body,
 };
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -84,8 +83,12 @@ impl Conn {
         call: &mut Call,
         settings: &CallSettings,
     ) -> Result<http::Response<ResponseBody>, CallError> {
+        let in_flight = self.in_flight();
         if let Some(send_request) = &self.h3 {
-            return super::http3::call(self, send_request.clone(), request, call, settings).await;
+            let mut response =
+                super::http3::call(self, send_request.clone(), request, call, settings).await?;
+            response.body_mut().hold(in_flight);
+            return Ok(response);
         }
         let mut replay: Option<http::Request<Bytes>> = None;
         loop {
@@ -109,12 +112,13 @@ impl Conn {
             };
             call.started(Transport::Quic, Some(VarInt::from(send.id()).into_inner()));
             let sent_early = recv.is_0rtt();
-            match exchange(send, recv, request, call.priority, settings, &self.gate).await {
+            match exchange(self, send, recv, request, call.priority, settings).await {
                 Ok(response) => {
                     if sent_early {
                         call.zero_rtt = ZeroRtt::Accepted;
                     }
                     let mut response = response.map(|b| ResponseBody::quic(b, call.deadline));
+                    response.body_mut().hold(in_flight);
                     let extensions = response.extensions_mut();
                     extensions.insert(call.zero_rtt);
                     extensions.insert(call.priority);
@@ -152,17 +156,21 @@ pub(in crate::client) fn full_body(bytes: Bytes) -> tonic::body::Body {
 
 /// Sends a request on an open stream and reads the response head.
 async fn exchange(
+    conn: &Conn,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     request: http::Request<tonic::body::Body>,
     priority: Priority,
     settings: &CallSettings,
-    gate: &Arc<WriteGate>,
 ) -> Result<http::Response<RecvBody>, Failure> {
     let early = recv.is_0rtt();
-    let mut send = SendHalf::new(send, gate.clone());
+    let mut send = SendHalf::new(send, conn.gate.clone());
     send.set_priority(priority);
     let mut recv = RecvHalf::new(recv);
+    if early {
+        send.track(conn.early_handle());
+        recv.track(conn.early_handle());
+    }
     let (parts, body) = request.into_parts();
     let head = fields::encode_request_head(
         parts.uri.path(),

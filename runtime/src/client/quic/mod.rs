@@ -5,12 +5,13 @@
 mod call;
 mod control;
 mod http3;
+mod liveness;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub(super) use self::call::{CallError, buffer_request, full_body};
 pub(super) use self::http3::H3Body;
 use super::builder::Target;
 use crate::config::ConnectionConfig;
-use crate::stream::{WriteGate, close_quietly};
+use crate::stream::{Handles, WriteGate, close_quietly};
 use crate::sync::lock;
 use crate::telemetry::{Side, sample_connection};
 use crate::tls::ClientTls;
@@ -73,6 +74,9 @@ pub(super) struct QuicConnector {
     wire: QuicWire,
     /// The largest response head accepted over HTTP/3.
     max_header_list_size: usize,
+    /// The least silence after which a server is taken for dead (`None`: the idle timeout
+    /// alone decides).
+    unresponsive_after: Option<Duration>,
     /// For connections that need a config of their own (qlog).
     #[cfg(feature = "qlog")]
     config: ConnectionConfig,
@@ -91,6 +95,29 @@ pub(super) struct Conn {
     gate: Arc<WriteGate>,
     /// Set when the connection speaks gRPC over HTTP/3: what opens its requests.
     h3: Option<http3::SendRequest>,
+    /// Calls under way on it: while there are any, a silent server is probed.
+    in_flight: Arc<AtomicUsize>,
+    /// The handles of the streams opened in 0-RTT early data.
+    early_handles: Arc<Handles>,
+    /// Set when the server rejected the early data: new streams wait for `early_handles`
+    /// to be gone (see [`crate::stream::Handles`]).
+    early_rejected: Arc<AtomicBool>,
+}
+
+/// Counts a call as under way on its connection until dropped (with its response body).
+pub(in crate::client) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
@@ -118,16 +145,33 @@ impl Conn {
     /// Costs nothing for a connection whose handshake is long over, as for most calls.
     ///
     /// Cancel-safe: it only waits.
+    ///
+    /// After the server rejected early data, it also waits until the handles of the streams
+    /// opened in it are gone, so that a stream opened next cannot be hurt by their drop
+    /// (quinn reuses their ids).
     pub(super) async fn handshake_over(&self) {
-        if !self.in_early_data() {
-            return;
+        if self.in_early_data() {
+            let mut over = self.handshake_over.clone();
+            tokio::select! {
+                // An error means the watcher is gone, which it is only once the handshake is
+                // over.
+                _ = over.wait_for(|over| *over) => {}
+                _ = self.quic.closed() => {}
+            }
         }
-        let mut over = self.handshake_over.clone();
-        tokio::select! {
-            // An error means the watcher is gone, which it is only once the handshake is over.
-            _ = over.wait_for(|over| *over) => {}
-            _ = self.quic.closed() => {}
+        if self.early_rejected.load(Ordering::Acquire) {
+            self.early_handles.none_left().await;
         }
+    }
+
+    /// A token that counts a stream handle opened in early data.
+    pub(super) fn early_handle(&self) -> crate::stream::HandleToken {
+        self.early_handles.token()
+    }
+
+    /// Counts a call as under way on this connection.
+    pub(in crate::client) fn in_flight(&self) -> InFlight {
+        InFlight::new(&self.in_flight)
     }
 
     /// Stops new calls from using this connection.
@@ -144,6 +188,7 @@ impl QuicConnector {
         config: &ConnectionConfig,
         connect_timeout: Duration,
         wire: QuicWire,
+        unresponsive_after: Option<Duration>,
     ) -> Result<Self, Error> {
         let tls = match wire {
             QuicWire::Native => tls.clone(),
@@ -167,6 +212,7 @@ impl QuicConnector {
             send_window: config.send_window,
             wire,
             max_header_list_size: config.max_header_list_size,
+            unresponsive_after,
             #[cfg(feature = "qlog")]
             config: config.clone(),
         })
@@ -217,6 +263,7 @@ impl QuicConnector {
         let attempts = addrs.iter().map(|&addr| Box::pin(self.handshake(addr)));
         let ((quic, early), _) = select_ok(attempts).await?;
         let (over_tx, handshake_over) = watch::channel(early.is_none());
+        let early_rejected = Arc::new(AtomicBool::new(false));
         match early {
             Some(accepted) => {
                 debug!(remote = %quic.remote_address(), "QUIC connection resumed: 0-RTT");
@@ -225,6 +272,7 @@ impl QuicConnector {
                     accepted,
                     self.connect_timeout,
                     over_tx,
+                    early_rejected.clone(),
                 ));
             }
             None => debug!(remote = %quic.remote_address(), "QUIC connection established"),
@@ -255,10 +303,21 @@ impl QuicConnector {
         };
         let stats = sample_connection(quic.clone(), Side::Client);
         let window = crate::window::size_send_window(quic.clone(), self.send_window);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let liveness = {
+            let quic = quic.clone();
+            let floor = self.unresponsive_after;
+            let in_flight = in_flight.clone();
+            async move {
+                if let Some(floor) = floor {
+                    liveness::watch(quic, floor, in_flight).await;
+                }
+            }
+        };
         tokio::spawn(async move {
             tokio::select! {
                 () = dropped.cancelled() => {}
-                ((), (), ()) = async { tokio::join!(watch, stats, window) } => {}
+                ((), (), (), ()) = async { tokio::join!(watch, stats, window, liveness) } => {}
             }
         });
         Ok(Conn {
@@ -267,6 +326,9 @@ impl QuicConnector {
             draining,
             handshake_over,
             h3,
+            in_flight,
+            early_handles: Arc::default(),
+            early_rejected,
         })
     }
 
@@ -346,6 +408,7 @@ async fn confirm_handshake(
     accepted: quinn::ZeroRttAccepted,
     timeout: Duration,
     over: watch::Sender<bool>,
+    rejected: Arc<AtomicBool>,
 ) {
     let outcome = match tokio::time::timeout(timeout, accepted).await {
         Ok(true) => "accepted",
@@ -357,6 +420,9 @@ async fn confirm_handshake(
         }
     };
     debug!(remote = %conn.remote_address(), outcome, "0-RTT handshake over");
+    // Before the calls waiting for the handshake hear of it (they wait for the early
+    // streams' handles to go).
+    rejected.store(outcome == "rejected", Ordering::Release);
     metrics::counter!("quicrpc_client_zero_rtt_total", "outcome" => outcome).increment(1);
     let _ = over.send(true);
     // The server sends its new session tickets once it has the client's Finished, about a
