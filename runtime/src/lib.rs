@@ -83,7 +83,8 @@ pub use error::Error;
 pub use method::{CallKind, Idempotency, MethodInfo, method_info};
 pub use quicrpc_wire::{ParsePriorityError, Priority};
 pub use server::{
-    AddressValidation, HttpRequest, LayeredService, Server, ServerBuilder, ServerStats,
+    AddressValidation, HttpRequest, LayeredService, QuicLbConfig, Server, ServerBuilder,
+    ServerStats,
 };
 pub use transport::Transport;
 pub use zero_rtt::{NoZeroRtt, ZeroRtt};

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::budget;
 use super::credit::StreamCredit;
 use super::layers::{self, HttpRequest, LayerFn, LayeredService};
-use super::{AddressValidation, Server, ServerStats, Shared};
+use super::{AddressValidation, QuicLbConfig, Server, ServerStats, Shared};
 use crate::config::{ConnectionConfig, connection_setters};
 use crate::tls::{self, Certificate, Identity};
 use crate::{Error, Transport, wire};
@@ -37,6 +37,7 @@ pub struct ServerBuilder {
     drain_timeout: Duration,
     max_connection_age: Option<Duration>,
     address_validation: AddressValidation,
+    quic_lb: Option<QuicLbConfig>,
 }
 
 /// Default limit on open connections, QUIC and TCP together.
@@ -81,6 +82,7 @@ impl ServerBuilder {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_connection_age: None,
             address_validation: AddressValidation::default(),
+            quic_lb: None,
         }
     }
 
@@ -243,6 +245,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Puts a server ID in every QUIC connection ID the server issues, in QUIC-LB's plaintext
+    /// format (draft-ietf-quic-load-balancers), so that a UDP load balancer that reads it can
+    /// route a client's packets here after the client's address changes (NAT rebinding,
+    /// migration), where routing by address would send them to another server. This covers
+    /// the connection ID of the handshake and of a Retry and those sent later in
+    /// NEW_CONNECTION_ID frames. Default: none, quinn's own connection IDs (8
+    /// random-looking bytes). A configuration outside the draft's limits fails
+    /// [`bind`](Self::bind) with [`Error::Config`]. See docs/deployment.md.
+    #[must_use]
+    pub fn quic_lb(mut self, config: QuicLbConfig) -> Self {
+        self.quic_lb = Some(config);
+        self
+    }
+
     /// Wraps every service, on both transports, in a tower `layer`: a timeout, a concurrency
     /// limit, authentication from metadata, anything written for tonic's `Server::layer`.
     /// The first layer added is the outermost. A layer sees each call as an
@@ -372,6 +388,9 @@ impl ServerBuilder {
         tcp: Option<std::net::TcpListener>,
     ) -> Result<Server, Error> {
         let identity = self.identity.ok_or(Error::MissingIdentity)?;
+        if let Some(quic_lb) = &self.quic_lb {
+            quic_lb.validate()?;
+        }
         let sock_err = |source| Error::Bind {
             addr: "given socket".into(),
             source,
@@ -400,14 +419,15 @@ impl ServerBuilder {
                 {
                     quic_config = Some(server_config.clone());
                 }
+                let mut endpoint_config = quinn::EndpointConfig::default();
+                if let Some(quic_lb) = self.quic_lb.clone() {
+                    // quinn asks this for every connection ID the endpoint issues.
+                    endpoint_config.cid_generator(move || Box::new(quic_lb.generator()));
+                }
                 let runtime = Arc::new(quinn::TokioRuntime);
-                let endpoint = quinn::Endpoint::new(
-                    quinn::EndpointConfig::default(),
-                    Some(server_config),
-                    udp,
-                    runtime,
-                )
-                .map_err(sock_err)?;
+                let endpoint =
+                    quinn::Endpoint::new(endpoint_config, Some(server_config), udp, runtime)
+                        .map_err(sock_err)?;
                 Some(endpoint)
             }
             None => None,
