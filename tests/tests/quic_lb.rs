@@ -3,7 +3,7 @@
 //! would read it, from the destination connection IDs of the datagrams the client sends.
 //! The reading below is written from the draft's format, not with quicrpc's own decoder.
 
-use quicrpc::QuicLbConfig;
+use quicrpc::{AddressValidation, QuicLbConfig};
 use quicrpc_tests::pb::echo_client::EchoClient;
 use quicrpc_tests::raw::RecordingRelay;
 use quicrpc_tests::{TestOptions, TestServer, echo, within};
@@ -56,10 +56,23 @@ fn assert_carries_server_id(cid: &[u8], what: &str) {
 
 #[tokio::test]
 async fn every_connection_id_the_server_issues_carries_its_server_id() {
+    connection_ids_carry_the_server_id(AddressValidation::Never).await;
+}
+
+/// With a Retry first, the client's second Initial goes to the connection ID in the Retry.
+#[tokio::test]
+async fn so_does_the_connection_id_of_a_retry() {
+    connection_ids_carry_the_server_id(AddressValidation::Always).await;
+}
+
+async fn connection_ids_carry_the_server_id(validation: AddressValidation) {
     let config = QuicLbConfig::new(SERVER_ID)
         .config_id(CONFIG_ID)
         .nonce_len(NONCE_LEN);
-    let server = TestServer::start_with(TestOptions::default(), |b| b.quic_lb(config)).await;
+    let server = TestServer::start_with(TestOptions::default(), |b| {
+        b.quic_lb(config).address_validation(validation)
+    })
+    .await;
     // The relay records every datagram the client sends, and follows the client to its new
     // port after each rebind.
     let relay = RecordingRelay::start(server.addr).await;
@@ -85,6 +98,9 @@ async fn every_connection_id_the_server_issues_carries_its_server_id() {
         .await
         .expect("call after a rebind");
     }
+
+    let retries = usize::from(validation == AddressValidation::Always);
+    assert_eq!(server.stats.retries_sent(), retries, "Retries");
 
     let datagrams = relay.recorded();
     let (client_chosen, _) = destination_cid(&datagrams[0]);
