@@ -76,7 +76,8 @@ pub mod tls;
 use quicrpc_wire as wire;
 
 pub use client::{
-    Balance, Change, Channel, ChannelBuilder, Fallback, QuicWire, ResponseBody, ResponseFuture,
+    Balance, Change, Channel, ChannelBuilder, Dns, Fallback, QuicWire, Resolve, ResponseBody,
+    ResponseFuture,
 };
 pub use config::CongestionControl;
 pub use error::Error;

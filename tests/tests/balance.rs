@@ -320,3 +320,73 @@ async fn errors_name_the_server() {
         "{status:?}"
     );
 }
+
+/// A resolver whose answer the test changes.
+#[derive(Clone, Default)]
+struct Changing(std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+impl Changing {
+    fn set(&self, addrs: Vec<std::net::SocketAddr>) {
+        *self.0.lock().expect("lock") = addrs;
+    }
+}
+
+impl quicrpc::Resolve for Changing {
+    fn resolve(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Vec<std::net::SocketAddr>, quicrpc::Error>>
+                + Send
+                + '_,
+        >,
+    > {
+        let addrs = self.0.lock().expect("lock").clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+/// A resolved channel follows its resolver: servers that appear get calls, those that
+/// disappear get no more.
+#[tokio::test]
+async fn a_resolved_channel_follows_its_resolver() {
+    let servers = three_servers().await;
+    let resolver = Changing::default();
+    resolver.set(vec![servers[0].addr, servers[1].addr]);
+    let template = builder_for_port(&servers[0], 0);
+    let channel = Balance::RoundRobin
+        .resolve(template, resolver.clone(), Duration::from_secs(1))
+        .expect("channel");
+    let client = EchoClient::new(channel);
+    within("the first two servers in use", async {
+        while handled(&servers)[..2].contains(&0) {
+            client.clone().unary(echo("x")).await.expect("served");
+        }
+    })
+    .await;
+    resolver.set(vec![servers[1].addr, servers[2].addr]);
+    within("the third server in use, at the next resolution", async {
+        while handled(&servers)[2] == 0 {
+            client.clone().unary(echo("x")).await.expect("served");
+        }
+    })
+    .await;
+    // The removal came before the addition: the first server is out already.
+    let removed = handled(&servers)[0];
+    calls(&client, 40, 4).await;
+    assert_eq!(
+        handled(&servers)[0],
+        removed,
+        "a server no longer resolved got calls"
+    );
+}
+
+/// `Balance::dns` resolves the name in the URI: `localhost` here.
+#[tokio::test]
+async fn a_dns_channel_reaches_the_servers_of_a_name() {
+    let server = TestServer::start().await;
+    let channel = Balance::RoundRobin.dns(builder(&server)).expect("channel");
+    let client = EchoClient::new(channel);
+    calls(&client, 20, 2).await;
+    assert_eq!(handled(std::slice::from_ref(&server)), [20]);
+}

@@ -161,6 +161,9 @@ pub(super) struct Balancer {
     open: AtomicBool,
     /// Told of each change to the servers.
     changed: tokio::sync::Notify,
+    /// Told (one stored permit) when a call or a background attempt finds a server failing:
+    /// a resolver resolves again.
+    failures: Arc<tokio::sync::Notify>,
 }
 
 /// Tells a balancer's waiting calls, when dropped, that its servers have changed (after the
@@ -244,6 +247,7 @@ impl Balancer {
             seed: AtomicUsize::new(0x9e37_79b9),
             open: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
+            failures: Arc::default(),
         })
     }
 
@@ -252,6 +256,11 @@ impl Balancer {
     fn start(balancer: &Arc<Self>) {
         let weak = Arc::downgrade(balancer);
         tokio::spawn(readmit(weak));
+    }
+
+    /// What is told when a server fails.
+    pub(super) fn failures(&self) -> Arc<tokio::sync::Notify> {
+        self.failures.clone()
     }
 
     /// The transport of the first server with a connection up.
@@ -336,6 +345,7 @@ async fn readmit(weak: Weak<Balancer>) {
             return;
         };
         let endpoints = lock(&balancer.endpoints).clone();
+        let failures = balancer.failures();
         drop(balancer);
         for endpoint in endpoints {
             if endpoint.router.health() != Health::Out
@@ -344,10 +354,14 @@ async fn readmit(weak: Weak<Balancer>) {
             {
                 continue;
             }
+            let failures = failures.clone();
             tokio::spawn(async move {
                 match endpoint.router.connect().await {
                     Ok(()) => debug!(server = %endpoint.name, "re-admitted"),
-                    Err(e) => debug!(server = %endpoint.name, "still out: {e}"),
+                    Err(e) => {
+                        debug!(server = %endpoint.name, "still out: {e}");
+                        failures.notify_one();
+                    }
                 }
                 endpoint.readmitting.store(false, Ordering::Release);
             });
@@ -390,6 +404,9 @@ pub(super) async fn call(
                 let _outstanding = Outstanding::new(&endpoint.outstanding);
                 attempt(&endpoint.router, request, &mut call).await
             };
+            if matches!(&result, Err(e) if e.server_failed()) {
+                balancer.failures.notify_one();
+            }
             match result {
                 Ok(response) => return Ok(response),
                 Err(CallError::NotStarted(unsent, status)) if !last => {

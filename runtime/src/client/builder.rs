@@ -226,6 +226,12 @@ impl ChannelBuilder {
         &self.uri
     }
 
+    /// The same settings for another URI.
+    pub(super) fn with_uri(mut self, uri: String) -> Self {
+        self.uri = uri;
+        self
+    }
+
     /// The channel's router, unconnected.
     pub(super) fn router(self) -> Result<Router, Error> {
         let target = self.target()?;
@@ -259,7 +265,7 @@ impl ChannelBuilder {
     }
 
     /// The server, from the URI: `https://host[:port]`, port 443 by default.
-    fn target(&self) -> Result<Target, Error> {
+    pub(super) fn target(&self) -> Result<Target, Error> {
         let invalid = |reason: &str| Error::InvalidUri {
             uri: self.uri.clone(),
             reason: reason.to_owned(),

@@ -30,6 +30,7 @@ mod body;
 mod builder;
 mod fallback;
 mod quic;
+mod resolve;
 mod tcp;
 
 use std::borrow::Cow;
@@ -51,6 +52,7 @@ pub use self::fallback::Fallback;
 use self::fallback::{Route, Router};
 use self::quic::CallError;
 pub use self::quic::QuicWire;
+pub use self::resolve::{Dns, Resolve};
 use crate::status::status_code;
 use crate::telemetry::{CallTelemetry, Side, method_label};
 use crate::{Error, MethodInfo, Priority, Transport, ZeroRtt, deadline, method_info, priority};

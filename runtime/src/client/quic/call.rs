@@ -39,6 +39,14 @@ pub(in crate::client) enum CallError {
 }
 
 impl CallError {
+    /// Whether it says the server could not be reached, or was lost or went away.
+    pub(in crate::client) fn server_failed(&self) -> bool {
+        match self {
+            Self::NotStarted(..) | Self::Unprocessed(_) => true,
+            Self::Failed(status) => status.code() == tonic::Code::Unavailable,
+        }
+    }
+
     /// The status the call ends with if it goes no further.
     pub(in crate::client) fn into_status(self) -> Status {
         match self {
