@@ -134,3 +134,43 @@ async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection(
     methods.sort();
     assert_eq!(methods, ["Lookup", "Unary", "Unary"], "each call ran once");
 }
+
+/// A balanced channel whose one server is behind a path that drops UDP reaches that server
+/// over TCP and the other over QUIC: each server has its own fallback.
+#[tokio::test]
+async fn a_balanced_channel_falls_back_for_one_server_only() {
+    let ns = NetNs::create();
+    ns.block_udp();
+    let behind = serve_in(&ns).await;
+    let open = TestServer::start().await;
+    let endpoints = [
+        quicrpc::Channel::builder(format!("https://{}:{}", ns.ns_ip, behind.addr.port()))
+            .ca_certificate(behind.cert.ca_certificate())
+            .domain_name("localhost")
+            .connect_timeout(Duration::from_secs(2)),
+        open.any_transport_builder(),
+    ];
+    let client = EchoClient::new(quicrpc::Balance::RoundRobin.list(endpoints));
+    let mut transports = Vec::new();
+    for i in 0..10 {
+        let response = within("call", client.clone().unary(echo(&format!("c{i}"))))
+            .await
+            .expect("served");
+        transports.push(*response.extensions().get::<Transport>().expect("transport"));
+    }
+    assert!(transports.contains(&Transport::Tcp), "{transports:?}");
+    assert!(transports.contains(&Transport::Quic), "{transports:?}");
+    assert_eq!(
+        (
+            behind.stats.quic_connections(),
+            behind.stats.tcp_connections()
+        ),
+        (0, 1),
+        "the server without UDP, over TCP"
+    );
+    assert_eq!(
+        (open.stats.quic_connections(), open.stats.tcp_connections()),
+        (1, 0),
+        "the other, over QUIC"
+    );
+}
