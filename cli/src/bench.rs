@@ -10,12 +10,12 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use quicrpc::{Channel, Priority};
+use quicrpc_schema::escape;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::call::{CallSpec, Invocation, invoke, parse_priority};
 use crate::error::{CliError, code_name};
-use crate::escape::escape;
 use crate::input::{parse_duration, parse_rate};
 use crate::schema::SchemaArgs;
 use crate::target::TargetArgs;

@@ -9,15 +9,14 @@ use clap::Args;
 use futures_util::{Stream, StreamExt as _};
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
 use quicrpc::{Channel, Priority, Transport};
+use quicrpc_schema::{DynamicCodec, escape, method_path, split_method};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataMap;
 
-use crate::codec::DynamicCodec;
 use crate::error::CliError;
-use crate::escape::escape;
 use crate::input::{parse_duration, parse_headers, parse_messages, read_data};
-use crate::schema::{Schema, SchemaArgs, split_method};
+use crate::schema::SchemaArgs;
 use crate::target::TargetArgs;
 
 /// `quicrpc call`.
@@ -136,7 +135,9 @@ impl CallSpec<'_> {
         };
         let local = match self.schema.has_protos() {
             true => {
-                let method = Schema::open(self.schema, None, target.connect_timeout)?
+                let method = self
+                    .schema
+                    .open(None, target.connect_timeout)?
                     .method(self.method)
                     .await?;
                 Some(self.requests(method, text.as_deref())?)
@@ -147,8 +148,9 @@ impl CallSpec<'_> {
         let (method, messages, from_stdin) = match local {
             Some(requests) => requests,
             None => {
-                let mut schema =
-                    Schema::open(self.schema, Some(channel.clone()), target.connect_timeout)?;
+                let mut schema = self
+                    .schema
+                    .open(Some(channel.clone()), target.connect_timeout)?;
                 let method = schema.method(self.method).await?;
                 self.requests(method, text.as_deref())?
             }
@@ -298,8 +300,7 @@ pub(crate) async fn invoke_with(
     mut on_message: impl FnMut(DynamicMessage) -> Result<(), CliError>,
 ) -> Result<Outcome, CliError> {
     let method = &invocation.method;
-    let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-    let path = http::uri::PathAndQuery::from_maybe_shared(path)
+    let path = http::uri::PathAndQuery::from_maybe_shared(method_path(method))
         .map_err(|e| CliError::Usage(format!("method path: {e}")))?;
     let codec = DynamicCodec::new(method.output());
     let mut grpc = tonic::client::Grpc::new(channel);

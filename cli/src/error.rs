@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::escape::escape;
+use quicrpc_schema::escape;
 
 /// Exit code: bad command-line arguments or option values (an address, a header, a
 /// duration). `EX_USAGE`.
@@ -66,6 +66,21 @@ impl fmt::Display for CliError {
             | Self::CantCreate(m)
             | Self::Unreachable(m) => f.write_str(m),
             Self::Status(status) => write_status(f, status),
+        }
+    }
+}
+
+impl From<quicrpc_schema::Error> for CliError {
+    fn from(error: quicrpc_schema::Error) -> Self {
+        use quicrpc_schema::Error;
+        match error {
+            Error::BadMethodPath(m) => Self::Usage(m),
+            Error::NoSuchFile(m) => Self::NoInput(m),
+            Error::BadSchema(m) => Self::Data(m),
+            Error::UnknownName(m) => Self::UnknownName(m),
+            Error::Status(status) => Self::Status(status),
+            // Error is non-exhaustive: a kind added later reads as bad input until mapped.
+            other => Self::Data(other.to_string()),
         }
     }
 }

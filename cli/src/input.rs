@@ -136,7 +136,7 @@ pub(crate) fn parse_messages(
         let n = index + 1;
         let value = value
             .map_err(|e| CliError::Data(format!("request message {n} is not valid JSON: {e}")))?;
-        let message = message_from_json(value, desc).map_err(|e| {
+        let message = quicrpc_schema::message_from_json(value, desc).map_err(|e| {
             CliError::Data(format!(
                 "request message {n} does not fit {}: {e}",
                 desc.full_name()
@@ -145,23 +145,6 @@ pub(crate) fn parse_messages(
         messages.push(message);
     }
     Ok(messages)
-}
-
-/// One message from a JSON value; the error names the field that does not fit.
-fn message_from_json(
-    value: serde_json::Value,
-    desc: &MessageDescriptor,
-) -> Result<DynamicMessage, String> {
-    let mut track = serde_path_to_error::Track::new();
-    let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
-    DynamicMessage::deserialize(desc.clone(), deserializer).map_err(|e| {
-        let path = track.path().to_string();
-        if path == "." || path.is_empty() {
-            e.to_string()
-        } else {
-            format!("field `{path}`: {e}")
-        }
-    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use prost_reflect::{
     ServiceDescriptor, Value,
 };
 
+use quicrpc_schema::{Schema, Symbol, escape, escape_keeping_lines};
+
 use crate::error::CliError;
-use crate::escape::{escape, escape_keeping_lines};
-use crate::schema::{Schema, SchemaArgs, Symbol};
+use crate::schema::SchemaArgs;
 use crate::target::TargetArgs;
 
 /// `quicrpc list`.
@@ -57,9 +58,9 @@ pub(crate) struct DescribeArgs {
 async fn open(target: &TargetArgs, args: &SchemaArgs) -> Result<Schema, CliError> {
     target.uri()?;
     if args.has_protos() {
-        return Schema::open(args, None, target.connect_timeout);
+        return args.open(None, target.connect_timeout);
     }
-    Schema::open(args, Some(target.connect().await?), target.connect_timeout)
+    args.open(Some(target.connect().await?), target.connect_timeout)
 }
 
 /// Runs `quicrpc list`.

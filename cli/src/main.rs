@@ -5,9 +5,7 @@
 mod bench;
 mod call;
 mod certs;
-mod codec;
 mod error;
-mod escape;
 mod input;
 mod inspect;
 mod schema;
@@ -19,7 +17,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::error::{CliError, EXIT_USAGE};
-use crate::escape::escape_keeping_lines;
+use quicrpc_schema::escape_keeping_lines;
 
 const EXAMPLES: &str = "\
 Examples:

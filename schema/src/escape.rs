@@ -12,13 +12,13 @@ use std::fmt::Write as _;
 /// `text` with each control character (C0, DEL and C1, newlines and tabs included) and each
 /// bidirectional-override character written as a `\u{..}` escape: for text from the server
 /// that belongs on one line (a status message, a metadata value, a name).
-pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+pub fn escape(text: &str) -> Cow<'_, str> {
     escape_unless(text, |_| false)
 }
 
 /// As [`escape`], but keeping line breaks (`\n`): for a whole message of several lines
 /// (an error with a hint, `describe`'s output) that may hold text from the server.
-pub(crate) fn escape_keeping_lines(text: &str) -> Cow<'_, str> {
+pub fn escape_keeping_lines(text: &str) -> Cow<'_, str> {
     escape_unless(text, |c| c == '\n')
 }
 

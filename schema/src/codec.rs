@@ -1,5 +1,7 @@
-//! A tonic codec for messages known only at run time ([`DynamicMessage`]).
+//! tonic codecs for messages known only at run time: [`DynamicCodec`] for
+//! [`DynamicMessage`]s, [`RawCodec`] for messages already encoded.
 
+use bytes::{Buf as _, BufMut as _, Bytes};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
@@ -7,12 +9,13 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Encodes request messages as they are, decodes responses as `response`.
 #[derive(Clone, Debug)]
-pub(crate) struct DynamicCodec {
+pub struct DynamicCodec {
     response: MessageDescriptor,
 }
 
 impl DynamicCodec {
-    pub(crate) fn new(response: MessageDescriptor) -> Self {
+    /// A codec whose responses are `response` messages.
+    pub fn new(response: MessageDescriptor) -> Self {
         Self { response }
     }
 }
@@ -34,7 +37,7 @@ impl Codec for DynamicCodec {
 
 /// See [`DynamicCodec`].
 #[derive(Debug)]
-pub(crate) struct DynamicEncoder;
+pub struct DynamicEncoder;
 
 impl Encoder for DynamicEncoder {
     type Item = DynamicMessage;
@@ -48,7 +51,7 @@ impl Encoder for DynamicEncoder {
 
 /// See [`DynamicCodec`].
 #[derive(Debug)]
-pub(crate) struct DynamicDecoder(MessageDescriptor);
+pub struct DynamicDecoder(MessageDescriptor);
 
 impl Decoder for DynamicDecoder {
     type Item = DynamicMessage;
@@ -63,5 +66,52 @@ impl Decoder for DynamicDecoder {
                     self.0.full_name()
                 ))
             })
+    }
+}
+
+/// Sends and receives each message's protobuf encoding as it is, unchecked: for callers
+/// that encode and decode messages themselves, or decode them later.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// See [`RawCodec`].
+#[derive(Debug)]
+pub struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+/// See [`RawCodec`].
+#[derive(Debug)]
+pub struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
