@@ -541,6 +541,13 @@ impl TestServer {
         .expect("service alive")
     }
 
+    /// The next event the service reports, waiting as long as it takes; `None` once the
+    /// service is gone. For programs that serve until told to stop (`echo-server`); tests
+    /// use the bounded [`Self::next_event`].
+    pub async fn wait_event(&self) -> Option<Event> {
+        self.events.lock().await.recv().await
+    }
+
     /// Starts a graceful shutdown and returns the serve task, which ends when it is done.
     pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<Result<(), quicrpc::Error>> {
         if let Some(tx) = self.shutdown.take() {
