@@ -192,6 +192,11 @@ impl Task {
                 outcome = self.call(request, settings, requests) => outcome,
             },
         };
+        // close() could not take the schema (and its clone of the channel) while a call was
+        // looking a method up in it; the call, cancelled, lets it go now.
+        if self.shared.closed.is_cancelled() {
+            self.shared.release_schema().await;
+        }
         let status = match outcome {
             Ok(trailers) => CallStatus::ok(&trailers),
             Err(status) => CallStatus::from_status(&status),

@@ -165,6 +165,11 @@ impl Shared {
         lock(&self.methods).clear();
     }
 
+    /// Drops the schema, which holds a clone of the channel for reflection.
+    pub(crate) async fn release_schema(&self) {
+        drop(self.schema.lock().await.take());
+    }
+
     /// The connection, for a call.
     pub(crate) fn channel(&self) -> Result<Channel, Status> {
         lock(&self.channel)

@@ -5,6 +5,8 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
+const v8 = require('node:v8');
+const vm = require('node:vm');
 const { Client, status } = require('..');
 const { EchoServer, within, ROOT } = require('./support');
 
@@ -77,6 +79,20 @@ test('close() cancels the calls under way and lets the connection go', async () 
   assert.equal(client.transport(), 'closed');
   const after = await failure('new call', client.unary(`${ECHO}/Unary`, {}));
   assert.equal(after.code, status.UNAVAILABLE);
+});
+
+test('a client that is garbage-collected lets its connection go', async () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  await (async () => {
+    const client = await connect();
+    await within('unary', client.unary(`${ECHO}/Unary`, { message: 'then forgotten' }));
+  })();
+  await server.until('one QUIC connection', (stats) => stats.quic === 1);
+  await server.until('the connection gone after collection', (stats) => {
+    gc();
+    return stats.quic === 0;
+  });
 });
 
 test('message types from .proto files instead of reflection', async () => {
