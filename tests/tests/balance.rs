@@ -203,6 +203,101 @@ async fn a_server_that_dies_silently_is_found_out_within_seconds() {
         .expect("served elsewhere");
 }
 
+/// A server process killed with SIGKILL (no close, no reset over UDP): calls caught on it end
+/// within 3 s, replay-safe ones served by another server, the others UNAVAILABLE naming it.
+#[tokio::test]
+async fn a_server_process_killed_abruptly_is_found_out_within_seconds() {
+    use std::io::BufRead as _;
+    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_echo-server"))
+        .args(["--barrier", "1000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start echo-server");
+    let stdout = process.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    });
+    let first = within("the server's first line", first)
+        .await
+        .expect("joined")
+        .expect("read");
+    // {"port": PORT, "ca": "PEM with \n escapes"}
+    let port: u16 = first
+        .split("\"port\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let ca = first
+        .split("\"ca\": \"")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once('"'))
+        .map(|(pem, _)| pem.replace("\\n", "\n"))
+        .unwrap_or_else(|| panic!("no CA in {first:?}"));
+    let ca = quicrpc::tls::Certificate::from_pem(ca).expect("CA");
+    let others = three_servers().await;
+    let endpoints = [
+        Channel::builder(format!("https://localhost:{port}"))
+            .ca_certificate(ca)
+            .fallback(Fallback::QuicOnly),
+        builder(&others[1]),
+        builder(&others[2]),
+    ];
+    let client = EchoClient::new(Balance::PickFirst.list(endpoints));
+    calls(&client, 5, 1).await;
+    let caught = EchoRequest {
+        barrier: true,
+        ..echo("caught")
+    };
+    let lookups: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut client, request) = (client.clone(), caught.clone());
+            tokio::spawn(async move { client.lookup(request).await })
+        })
+        .collect();
+    let unary = {
+        let (mut client, request) = (client.clone(), caught.clone());
+        tokio::spawn(async move { client.unary(request).await })
+    };
+    // Nothing says when the four have reached the other process's handlers. Let their
+    // tasks send them (a unary request goes out whole at its first poll), then make a call
+    // behind them on the same connection: once it is answered, the server has read them.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    within(
+        "a call behind the four",
+        client.clone().unary(echo("behind")),
+    )
+    .await
+    .expect("served");
+    process.kill().expect("SIGKILL");
+    let _ = process.wait();
+    let bound = Duration::from_secs(3);
+    for lookup in lookups {
+        let reply = tokio::time::timeout(bound, lookup)
+            .await
+            .expect("a replay-safe call caught on the killed server ends within 3 s")
+            .expect("joined")
+            .expect("and is served by another server");
+        assert_eq!(reply.into_inner().message, "caught");
+    }
+    let status = tokio::time::timeout(bound, unary)
+        .await
+        .expect("a call caught on the killed server ends within 3 s")
+        .expect("joined")
+        .expect_err("a call that is not replay-safe is not sent twice");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains(&format!("localhost:{port}")),
+        "the error names the server: {status:?}"
+    );
+}
+
 /// A server drained with `serve_with_shutdown` while calls flow costs zero failed calls:
 /// calls on it finish, calls it refuses (after its GOAWAY) go to another server.
 #[tokio::test]

@@ -10,17 +10,28 @@
 //!   input.
 //!
 //! It exits when its standard input closes, so it never outlives the test that started it.
+//! With `--barrier N`, requests that set `barrier` wait at a barrier of N (as
+//! `TestOptions::barrier`): calls that stay under way on this server.
 //!
 //! Run with: `cargo run -p quicrpc-tests --bin echo-server`
 
 use std::io::Write as _;
 
-use quicrpc_tests::{Event, TestServer};
+use quicrpc_tests::{Event, TestOptions, TestServer};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 #[tokio::main]
 async fn main() {
-    let server = TestServer::start().await;
+    let args: Vec<String> = std::env::args().collect();
+    let barrier = args
+        .windows(2)
+        .find(|pair| pair[0] == "--barrier")
+        .and_then(|pair| pair[1].parse().ok());
+    let options = TestOptions {
+        barrier,
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(options, |b| b).await;
     let ready = format!(
         "{{\"port\": {}, \"ca\": {}}}",
         server.addr.port(),
