@@ -10,9 +10,10 @@
 //! A call waiting for a response sends nothing, so while calls are under way and the server
 //! has been quiet for a quarter of the limit, the client sends a probe: a one-byte QUIC
 //! DATAGRAM, ack-eliciting and without stream state, which a quicrpc server takes into a
-//! tiny buffer it never reads ([`crate::config::PROBE_DATAGRAMS`]). A server that takes no
-//! datagrams (another HTTP/3 server) is not probed: its death is found when the client next
-//! sends. A connection with no call under way is never judged.
+//! tiny buffer it never reads ([`crate::config::PROBE_DATAGRAMS`]). A connection speaking
+//! HTTP/3 is not probed (an HTTP/3 server would take a DATAGRAM for an HTTP datagram, RFC
+//! 9297): there, a dead server is found when the client next sends. A connection with no
+//! call under way is never judged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,10 +62,15 @@ fn ack_eliciting(stats: &quinn::ConnectionStats) -> u64 {
 }
 
 /// Watches `conn` until it closes, and closes it locally when the server has been silent
-/// for longer than [`limit`] while ack-eliciting packets waited for it. Calls on it then end
+/// for longer than [`limit`] while ack-eliciting packets waited for it. With `probes` (the
+/// count of calls under way), it probes a quiet server while calls wait. Calls on it then end
 /// with UNAVAILABLE (a balanced channel sends replay-safe ones to another server), and the
 /// channel's next call connects anew.
-pub(super) async fn watch(conn: quinn::Connection, floor: Duration, in_flight: Arc<AtomicUsize>) {
+pub(super) async fn watch(
+    conn: quinn::Connection,
+    floor: Duration,
+    probes: Option<Arc<AtomicUsize>>,
+) {
     let stats = conn.stats();
     let mut heard = stats.udp_rx.datagrams;
     let mut heard_at = Instant::now();
@@ -89,7 +95,11 @@ pub(super) async fn watch(conn: quinn::Connection, floor: Duration, in_flight: A
         }
         if ack_eliciting(&stats) != sent {
             waiting_since.get_or_insert(now);
-        } else if in_flight.load(Ordering::Relaxed) > 0 && now - heard_at > limit / 4 {
+        } else if probes
+            .as_ref()
+            .is_some_and(|in_flight| in_flight.load(Ordering::Relaxed) > 0)
+            && now - heard_at > limit / 4
+        {
             // Calls wait and the server is quiet: ask it for an acknowledgement. Fails only
             // where the server takes no datagrams, or the connection is gone.
             let _ = conn.send_datagram(Bytes::from_static(b"?"));

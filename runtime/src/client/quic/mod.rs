@@ -307,10 +307,12 @@ impl QuicConnector {
         let liveness = {
             let quic = quic.clone();
             let floor = self.unresponsive_after;
-            let in_flight = in_flight.clone();
+            // Probes only on the native wire: an HTTP/3 server would read a QUIC DATAGRAM as
+            // an HTTP datagram (RFC 9297), which it may refuse.
+            let probes = (!speaks_http3).then(|| in_flight.clone());
             async move {
                 if let Some(floor) = floor {
-                    liveness::watch(quic, floor, in_flight).await;
+                    liveness::watch(quic, floor, probes).await;
                 }
             }
         };
