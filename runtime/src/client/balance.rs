@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::fallback::{Health, Router};
 use super::quic::CallError;
-use super::{Call, Channel, ChannelBuilder, Inner, ResponseBody, attempt, under_deadline};
+use super::{Call, Channel, ChannelBuilder, ResponseBody, attempt, under_deadline};
 use crate::Transport;
 use crate::sync::lock;
 use crate::zero_rtt::client_may_send;
@@ -82,9 +82,7 @@ impl Balance {
             }
         }
         Balancer::start(&balancer);
-        Channel {
-            inner: Inner::Balanced(balancer),
-        }
+        Channel::balanced(balancer)
     }
 
     /// A balanced channel, as [`Balance::list`] makes, whose servers come and go through
@@ -99,6 +97,21 @@ impl Balance {
         capacity: usize,
     ) -> (
         Channel,
+        tokio::sync::mpsc::Sender<Change<K, ChannelBuilder>>,
+    )
+    where
+        K: std::hash::Hash + Eq + Send + 'static,
+    {
+        let (balancer, changes) = self.fed(capacity);
+        (Channel::balanced(balancer), changes)
+    }
+
+    /// [`Balance::channel`]'s balancer, before it is made a [`Channel`].
+    pub(super) fn fed<K>(
+        self,
+        capacity: usize,
+    ) -> (
+        Arc<Balancer>,
         tokio::sync::mpsc::Sender<Change<K, ChannelBuilder>>,
     )
     where
@@ -140,12 +153,7 @@ impl Balance {
                 balancer.changed.notify_waiters();
             }
         });
-        (
-            Channel {
-                inner: Inner::Balanced(balancer),
-            },
-            tx,
-        )
+        (balancer, tx)
     }
 }
 
@@ -265,7 +273,7 @@ impl Balancer {
 
     /// The transport of the first server with a connection up.
     pub(super) fn transport(&self) -> Transport {
-        let endpoints = lock(&self.endpoints).clone();
+        let endpoints = lock(&self.endpoints);
         endpoints
             .iter()
             .find(|e| e.router.health() == Health::Up)
@@ -277,29 +285,29 @@ impl Balancer {
     /// when every one left is out, among those left anyway (their reconnect backoff then
     /// decides).
     fn pick(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
-        let all = lock(&self.endpoints).clone();
-        let left: Vec<Arc<Endpoint>> = all
-            .into_iter()
-            .filter(|e| !tried.iter().any(|t| Arc::ptr_eq(t, e)))
-            .collect();
-        let eligible: Vec<Arc<Endpoint>> = left.iter().filter(|e| e.eligible()).cloned().collect();
-        let candidates = if eligible.is_empty() { left } else { eligible };
+        let endpoints = lock(&self.endpoints);
+        let left = || {
+            endpoints
+                .iter()
+                .filter(|e| !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+        };
+        let mut candidates: Vec<&Arc<Endpoint>> = left().filter(|e| e.eligible()).collect();
+        if candidates.is_empty() {
+            candidates = left().collect();
+        }
         match candidates.len() {
             0 => None,
-            1 => candidates.into_iter().next(),
-            n => Some(match self.policy {
-                Balance::PickFirst => candidates[0].clone(),
-                Balance::RoundRobin => {
-                    candidates[self.turn.fetch_add(1, Ordering::Relaxed) % n].clone()
-                }
+            1 => candidates.first().map(|e| Arc::clone(e)),
+            n => Some(Arc::clone(match self.policy {
+                Balance::PickFirst => candidates[0],
+                Balance::RoundRobin => candidates[self.turn.fetch_add(1, Ordering::Relaxed) % n],
                 Balance::PowerOfTwoChoices => {
                     let a = self.random() % n;
                     let b = (a + 1 + self.random() % (n - 1)) % n;
                     let load = |i: usize| candidates[i].outstanding.load(Ordering::Relaxed);
-                    let pick = if load(b) < load(a) { b } else { a };
-                    candidates[pick].clone()
+                    candidates[if load(b) < load(a) { b } else { a }]
                 }
-            }),
+            })),
         }
     }
 
@@ -439,8 +447,7 @@ pub(super) async fn call(
     let result = under_deadline(deadline, attempts)
         .await
         .map_err(CallError::into_status);
-    let transport = balancer.transport();
-    call.finish(result, || transport)
+    call.finish(result, || balancer.transport())
 }
 
 /// Whether a call's request is one message (unary and server-streaming calls): it can be

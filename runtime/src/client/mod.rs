@@ -130,6 +130,12 @@ impl Channel {
         Balance::default().channel(capacity)
     }
 
+    fn balanced(balancer: Arc<Balancer>) -> Self {
+        Self {
+            inner: Inner::Balanced(balancer),
+        }
+    }
+
     fn one(router: Router) -> Self {
         Self {
             inner: Inner::One(Arc::new(router)),

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::balance::{Balance, Balancer, Change};
-use super::{Channel, ChannelBuilder, Inner};
+use super::{Channel, ChannelBuilder};
 use crate::Error;
 
 /// How often a resolved channel resolves again when nothing asks it to sooner.
@@ -117,19 +117,16 @@ impl Balance {
     ) -> Result<Channel, Error> {
         let target = template.target()?;
         let template = template.domain_name(target.server_name);
-        let (channel, changes) = self.channel::<SocketAddr>(64);
-        let Inner::Balanced(balancer) = &channel.inner else {
-            return Err(Error::config("a balanced channel expected"));
-        };
+        let (balancer, changes) = self.fed::<SocketAddr>(64);
         let feeding = Feed {
             resolver,
             template,
             changes,
-            balancer: Arc::downgrade(balancer),
+            balancer: Arc::downgrade(&balancer),
             interval: interval.max(SOONEST_AFTER_FAILURE),
         };
         tokio::spawn(feeding.run());
-        Ok(channel)
+        Ok(Channel::balanced(balancer))
     }
 }
 
