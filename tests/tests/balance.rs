@@ -132,6 +132,59 @@ async fn a_server_that_is_down_costs_no_failed_call() {
     assert_eq!(counts[1] + counts[2], 30, "{counts:?}");
 }
 
+type Caught<T> = tokio::task::JoinHandle<Result<tonic::Response<T>, tonic::Status>>;
+
+/// Three replay-safe calls (`Lookup`) and a unary one that are not, each made with `barrier`
+/// set, so that they stay under way on a server with a barrier.
+fn caught_calls(
+    client: &EchoClient<Channel>,
+) -> (
+    Vec<Caught<quicrpc_tests::pb::EchoReply>>,
+    Caught<quicrpc_tests::pb::EchoReply>,
+) {
+    let caught = EchoRequest {
+        barrier: true,
+        ..echo("caught")
+    };
+    let lookups = (0..3)
+        .map(|_| {
+            let (mut client, request) = (client.clone(), caught.clone());
+            tokio::spawn(async move { client.lookup(request).await })
+        })
+        .collect();
+    let (mut client, request) = (client.clone(), caught);
+    let unary = tokio::spawn(async move { client.unary(request).await });
+    (lookups, unary)
+}
+
+/// The calls of [`caught_calls`], caught on the server at `port` when it died: within 3 s
+/// each, the replay-safe ones served by another server, the other UNAVAILABLE naming it.
+async fn failed_over(
+    lookups: Vec<Caught<quicrpc_tests::pb::EchoReply>>,
+    unary: Caught<quicrpc_tests::pb::EchoReply>,
+    port: u16,
+) {
+    let bound = Duration::from_secs(3);
+    for lookup in lookups {
+        let reply = tokio::time::timeout(bound, lookup)
+            .await
+            .expect("a replay-safe call caught on the dead server ends within 3 s")
+            .expect("joined")
+            .expect("and is served by another server");
+        assert_eq!(reply.into_inner().message, "caught");
+    }
+    let status = tokio::time::timeout(bound, unary)
+        .await
+        .expect("a call caught on the dead server ends within 3 s")
+        .expect("joined")
+        .expect_err("a call that is not replay-safe is not sent twice");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains(&format!("localhost:{port}")),
+        "the error names the server: {status:?}"
+    );
+}
+
 /// A server that dies without a word (a relay in front of it cut: no close, no reset, what a
 /// process killed with SIGKILL leaves): calls caught on it end within 3 s, replay-safe ones
 /// served by another server, the others UNAVAILABLE naming it; new calls go elsewhere.
@@ -152,20 +205,7 @@ async fn a_server_that_dies_silently_is_found_out_within_seconds() {
     ];
     let client = EchoClient::new(Balance::PickFirst.list(endpoints));
     calls(&client, 10, 2).await;
-    let caught = EchoRequest {
-        barrier: true,
-        ..echo("caught")
-    };
-    let lookups: Vec<_> = (0..3)
-        .map(|_| {
-            let (mut client, request) = (client.clone(), caught.clone());
-            tokio::spawn(async move { client.lookup(request).await })
-        })
-        .collect();
-    let unary = {
-        let (mut client, request) = (client.clone(), caught.clone());
-        tokio::spawn(async move { client.unary(request).await })
-    };
+    let (lookups, unary) = caught_calls(&client);
     // The ten calls before, and the four caught: all on server 0 (the first).
     until(
         "the four calls are under way on server 0",
@@ -174,27 +214,7 @@ async fn a_server_that_dies_silently_is_found_out_within_seconds() {
     )
     .await;
     relay.cut();
-    let bound = Duration::from_secs(3);
-    for lookup in lookups {
-        let reply = tokio::time::timeout(bound, lookup)
-            .await
-            .expect("a replay-safe call caught on the dead server ends within 3 s")
-            .expect("joined")
-            .expect("and is served by another server");
-        assert_eq!(reply.into_inner().message, "caught");
-    }
-    let status = tokio::time::timeout(bound, unary)
-        .await
-        .expect("a call caught on the dead server ends within 3 s")
-        .expect("joined")
-        .expect_err("a call that is not replay-safe is not sent twice");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains(&format!("localhost:{}", relay.addr.port())),
-        "the error names the server: {status:?}"
-    );
+    failed_over(lookups, unary, relay.addr.port()).await;
     // New calls go to the servers that are alive, at once.
     let mut request = tonic::Request::new(echo("after"));
     request.set_timeout(Duration::from_secs(1));
@@ -249,20 +269,7 @@ async fn a_server_process_killed_abruptly_is_found_out_within_seconds() {
     ];
     let client = EchoClient::new(Balance::PickFirst.list(endpoints));
     calls(&client, 5, 1).await;
-    let caught = EchoRequest {
-        barrier: true,
-        ..echo("caught")
-    };
-    let lookups: Vec<_> = (0..3)
-        .map(|_| {
-            let (mut client, request) = (client.clone(), caught.clone());
-            tokio::spawn(async move { client.lookup(request).await })
-        })
-        .collect();
-    let unary = {
-        let (mut client, request) = (client.clone(), caught.clone());
-        tokio::spawn(async move { client.unary(request).await })
-    };
+    let (lookups, unary) = caught_calls(&client);
     // Nothing says when the four have reached the other process's handlers. Let their
     // tasks send them (a unary request goes out whole at its first poll), then make a call
     // behind them on the same connection: once it is answered, the server has read them.
@@ -277,25 +284,7 @@ async fn a_server_process_killed_abruptly_is_found_out_within_seconds() {
     .expect("served");
     process.kill().expect("SIGKILL");
     let _ = process.wait();
-    let bound = Duration::from_secs(3);
-    for lookup in lookups {
-        let reply = tokio::time::timeout(bound, lookup)
-            .await
-            .expect("a replay-safe call caught on the killed server ends within 3 s")
-            .expect("joined")
-            .expect("and is served by another server");
-        assert_eq!(reply.into_inner().message, "caught");
-    }
-    let status = tokio::time::timeout(bound, unary)
-        .await
-        .expect("a call caught on the killed server ends within 3 s")
-        .expect("joined")
-        .expect_err("a call that is not replay-safe is not sent twice");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(
-        status.message().contains(&format!("localhost:{port}")),
-        "the error names the server: {status:?}"
-    );
+    failed_over(lookups, unary, port).await;
 }
 
 /// A server drained with `serve_with_shutdown` while calls flow costs zero failed calls:
