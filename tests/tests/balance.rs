@@ -311,6 +311,40 @@ async fn draining_a_server_mid_load_fails_no_call() {
     calls(&client, 60, 6).await;
 }
 
+/// A server that is out is tried again in the background. While that attempt is under way
+/// (a connection resumed with 0-RTT to a server that is gone counts as under way until its
+/// handshake times out), no call goes to it: every call is answered by a server that is up,
+/// within a second, though the connect timeout is ten.
+#[tokio::test]
+async fn no_call_waits_on_a_server_being_tried_again() {
+    let mut servers = three_servers().await;
+    let patient = |s: &TestServer| builder(s).connect_timeout(Duration::from_secs(10));
+    let client = EchoClient::new(Channel::balance_list(servers.iter().map(patient)));
+    // Each server gets a connection, and so gives a ticket for 0-RTT.
+    calls(&client, 60, 6).await;
+    within("shutdown", servers[0].begin_shutdown())
+        .await
+        .expect("joined")
+        .expect("clean");
+    // Background attempts start every quarter second; each lasts the connect timeout.
+    let callers = (0..4).map(|i| {
+        let client = client.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                let mut request = tonic::Request::new(echo(&format!("c{i}")));
+                request.set_timeout(Duration::from_secs(1));
+                client
+                    .clone()
+                    .unary(request)
+                    .await
+                    .expect("answered within a second by a server that is up");
+            }
+        }
+    });
+    within("the calls", futures_util::future::join_all(callers)).await;
+}
+
 /// A server that goes away and comes back on the same address gets calls again.
 #[tokio::test]
 async fn a_server_that_comes_back_gets_calls_again() {

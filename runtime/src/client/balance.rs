@@ -225,8 +225,12 @@ impl Endpoint {
         }
     }
 
+    /// Whether new calls may go to it: not out, and not being tried again in the
+    /// background. A server that was out and is being tried again may be gone: a resumed
+    /// connection to it counts as under way (calls could wait on it) until its handshake
+    /// fails, which takes the connect timeout; it takes calls again once it connects.
     fn eligible(&self) -> bool {
-        self.router.health() != Health::Out
+        !self.readmitting.load(Ordering::Acquire) && self.router.health() != Health::Out
     }
 }
 
@@ -364,7 +368,7 @@ async fn readmit(weak: Weak<Balancer>) {
             }
             let failures = failures.clone();
             tokio::spawn(async move {
-                match endpoint.router.connect().await {
+                match endpoint.router.connect_answered().await {
                     Ok(()) => debug!(server = %endpoint.name, "re-admitted"),
                     Err(e) => {
                         debug!(server = %endpoint.name, "still out: {e}");

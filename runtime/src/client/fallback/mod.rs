@@ -206,6 +206,31 @@ impl Router {
         self.establish().await.map(drop)
     }
 
+    /// Connects now, as [`connect`](Self::connect), and waits for a resumed QUIC connection's
+    /// handshake too (the connect timeout bounds it): a server tried again after it was out
+    /// counts as back only once it has answered. A resumed connection whose handshake fails
+    /// counts as a failed attempt for the backoff.
+    pub(super) async fn connect_answered(self: &Arc<Self>) -> Result<(), Error> {
+        let route = {
+            let _one_at_a_time = self.connecting.lock().await;
+            self.establish().await?
+        };
+        let Route::Quic(conn) = route else {
+            return Ok(());
+        };
+        conn.handshake_over().await;
+        match conn.quic.close_reason() {
+            None => Ok(()),
+            Some(reason) => {
+                lock(&self.state).backoff.failed(Instant::now());
+                Err(Error::Connect {
+                    addr: conn.quic.remote_address(),
+                    source: reason,
+                })
+            }
+        }
+    }
+
     /// A route for a call with `deadline`: the current one, or a new connection by the
     /// policy. A call without a deadline fails fast with UNAVAILABLE while a reconnect is
     /// backing off; one with a deadline waits for the next attempt, if it comes before the
