@@ -7,12 +7,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::transport::{Cc, Windows};
-use crate::{agents, chart, hol, inflight, load, memory, mixed, serve, setup, stream};
+use crate::{agents, chart, failover, hol, inflight, load, memory, mixed, serve, setup, stream};
 
 #[derive(Parser)]
 #[command(
     about = "Benchmarks: quicrpc over QUIC and over its TCP fallback against plain tonic",
-    after_help = "serve, load, setup, stream, hold, agents and mixed are what compare runs in \
+    after_help = "serve, load, setup, stream, hold, agents, mixed and failover are what compare runs in \
                   its child processes."
 )]
 pub(crate) struct Cli {
@@ -49,6 +49,9 @@ pub(crate) enum Cmd {
     /// Run bulk uploads and urgent calls on one connection (scenario `mixed`); prints one
     /// `MIXED` line.
     Mixed(mixed::MixedArgs),
+    /// Call three servers through a balanced channel while the parent drains or kills one
+    /// (scenario `failover`); prints `READY`, then one `FAILOVER` line.
+    Failover(failover::FailoverArgs),
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.
@@ -72,6 +75,8 @@ pub(crate) enum Scenario {
     Agents(agents::CompareArgs),
     /// Priority under load: BULK uploads and CRITICAL/HIGH unary calls on one connection.
     Mixed(mixed::CompareArgs),
+    /// Fleets: a balanced client over three servers while one is drained or killed.
+    Failover(failover::CompareArgs),
 }
 
 impl Scenario {
@@ -87,6 +92,7 @@ impl Scenario {
             Self::Memory(_) => "memory",
             Self::Agents(_) => "agents",
             Self::Mixed(_) => "mixed",
+            Self::Failover(_) => "failover",
         }
     }
 
@@ -101,6 +107,7 @@ impl Scenario {
             Self::Memory(args) => &args.common,
             Self::Agents(args) => &args.common,
             Self::Mixed(args) => &args.common,
+            Self::Failover(args) => &args.common,
         }
     }
 

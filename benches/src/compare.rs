@@ -12,7 +12,7 @@ use crate::cli::{Common, Scenario};
 use crate::process::Placement;
 use crate::report;
 use crate::transport::ClientKind;
-use crate::{agents, hol, inflight, memory, mixed, setup, stream};
+use crate::{agents, failover, hol, inflight, memory, mixed, setup, stream};
 
 /// A `compare` run under way: its settings, where its processes run, and its link.
 pub(crate) struct Run {
@@ -93,6 +93,7 @@ pub(crate) fn run(scenario: &Scenario) -> Result<(), BoxError> {
         Scenario::Memory(args) => memory::tables(&run, args.count),
         Scenario::Agents(args) => agents::tables(&run, &args.workload),
         Scenario::Mixed(args) => mixed::tables(&run, args),
+        Scenario::Failover(args) => failover::tables(&run, args),
     };
     if let Some(lab) = &run.lab {
         let (up, down) = lab.counts();

@@ -8,6 +8,7 @@
 //! cargo run --release -p quicrpc-benches -- compare inflight --concurrency 1,50,256,1000
 //! cargo run --release -p quicrpc-benches -- compare stream --streams 1,8 --delay-ms 25
 //! cargo run --release -p quicrpc-benches -- compare mixed --bulk 0,8,32,128 --urgent 8
+//! cargo run --release -p quicrpc-benches -- compare failover --event drain,kill
 //! ```
 //!
 //! `compare SCENARIO` starts each server and each client in its own process, pinned to
@@ -15,14 +16,15 @@
 //! repeats, and prints Markdown tables: for unary load, calls/s, p50/p99/p99.9 latency and CPU
 //! per call as the median of the repetitions with their min and max, and ratios to tonic (and
 //! to bare quinn where it ran) computed within each repetition. `serve` and the client
-//! subcommands (`load`, `setup`, `stream`, `hold`, `agents`, `mixed`) are the halves it runs.
+//! subcommands (`load`, `setup`, `stream`, `hold`, `agents`, `mixed`,
+//! `failover`) are the halves it runs.
 //!
 //! Modules: `cli` (the command line), `compare` (the driver), `process` (the child processes,
 //! `/proc`), `transport` (what is compared, and the QUIC settings swept), `serve` and `dial`
 //! (its servers and clients), `bare` (bare quinn's server and client), `load` (the unary load
 //! loops), `report` and `chart` (tables, CSV, SVG); a module per scenario: `inflight` (1 and
 //! 2), `stream` (3), `setup` (4 and 6), `hol` (5), `memory` (7), `agents` (8), `mixed`
-//! (priority under load).
+//! (priority under load), `failover` (fleets).
 
 #[allow(missing_docs, unreachable_pub)] // generated code
 mod helloworld {
@@ -35,6 +37,7 @@ mod chart;
 mod cli;
 mod compare;
 mod dial;
+mod failover;
 mod hol;
 mod inflight;
 mod load;
@@ -74,6 +77,11 @@ fn main() -> Result<(), BoxError> {
             Ok(())
         }
         Cmd::Agents(args) => current_thread()?.block_on(agents::run(&args)),
+        Cmd::Failover(args) => {
+            let result = current_thread()?.block_on(failover::run(&args))?;
+            println!("{}", result.line());
+            Ok(())
+        }
         Cmd::Chart(args) => chart::run(&args),
         Cmd::Compare(scenario) => compare::run(&scenario),
     }

@@ -49,8 +49,18 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) fn start(kind: ServerKind, run: &Run) -> Result<Self, BoxError> {
+        Self::start_with(kind, run, &[])
+    }
+
+    /// [`start`](Self::start), with `extra` flags for `serve`.
+    pub(crate) fn start_with(
+        kind: ServerKind,
+        run: &Run,
+        extra: &[String],
+    ) -> Result<Self, BoxError> {
         let place = &run.place;
-        let args = serve_flags(kind, run);
+        let mut args = serve_flags(kind, run);
+        args.extend_from_slice(extra);
         let (child, line) = start_pinned(place.server_core, place.ns.as_deref(), &args)?;
         let port = line
             .trim()
@@ -80,6 +90,17 @@ impl ServerProcess {
 
     pub(crate) fn cpu_ms(&self) -> Option<f64> {
         cpu_ms_of(&self.pid())
+    }
+
+    /// Closes its standard input, which starts its graceful shutdown; does not wait for it.
+    pub(crate) fn close_input(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Kills it with SIGKILL (`taskset` and `ip netns exec` exec the server, so the child is
+    /// the server itself).
+    pub(crate) fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()
     }
 }
 

@@ -33,11 +33,17 @@ pub(crate) struct ServeArgs {
     pub(crate) max_streams: Option<u32>,
     #[command(flatten)]
     pub(crate) windows: Windows,
+    /// Answer every Greeter call with this instead of the name it was sent (to tell servers
+    /// apart behind a balanced client).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
 }
 
-/// Greeter: answers with the name it was sent.
+/// Greeter: answers with the name it was sent, or with its own if it has one.
 #[derive(Default)]
-struct Greeting;
+struct Greeting {
+    name: Option<String>,
+}
 
 #[tonic::async_trait]
 impl Greeter for Greeting {
@@ -45,9 +51,11 @@ impl Greeter for Greeting {
         &self,
         request: tonic::Request<HelloRequest>,
     ) -> Result<tonic::Response<HelloReply>, tonic::Status> {
-        Ok(tonic::Response::new(HelloReply {
-            message: request.into_inner().name,
-        }))
+        let message = match &self.name {
+            Some(name) => name.clone(),
+            None => request.into_inner().name,
+        };
+        Ok(tonic::Response::new(HelloReply { message }))
     }
 }
 
@@ -73,7 +81,9 @@ async fn serve_quicrpc(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<
     }
     let server = builder
         .identity(quicrpc::tls::Identity::from_pem(cert, key)?)
-        .add_service(GreeterServer::new(Greeting))
+        .add_service(GreeterServer::new(Greeting {
+            name: args.name.clone(),
+        }))
         .add_service(AgentControlServer::new(Agents::default()))
         .congestion_control(args.cc.quicrpc())
         .bind((args.addr, 0))
@@ -91,7 +101,9 @@ async fn serve_tonic(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<()
     tonic::transport::Server::builder()
         .max_concurrent_streams(args.max_streams)
         .tls_config(tls)?
-        .add_service(GreeterServer::new(Greeting))
+        .add_service(GreeterServer::new(Greeting {
+            name: args.name.clone(),
+        }))
         .add_service(AgentControlServer::new(Agents::default()))
         .serve_with_incoming_shutdown(
             // TCP_NODELAY, as quicrpc's TCP side and grpc-go set it: without it,
