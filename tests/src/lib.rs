@@ -375,6 +375,8 @@ pub struct TestServer {
     pub cert: quicrpc::tls::SelfSigned,
     /// Its live connection counts.
     pub stats: quicrpc::ServerStats,
+    /// Its health service's reporter (Echo starts SERVING).
+    pub health: tonic_health::server::HealthReporter,
     events: Mutex<mpsc::UnboundedReceiver<Event>>,
     runs: Arc<std::sync::Mutex<Vec<Run>>>,
     produced: Arc<std::sync::atomic::AtomicU64>,
@@ -473,6 +475,7 @@ impl TestServer {
             addr,
             cert,
             stats,
+            health,
             events: Mutex::new(events),
             runs,
             produced,

@@ -345,6 +345,40 @@ async fn no_call_waits_on_a_server_being_tried_again() {
     within("the calls", futures_util::future::join_all(callers)).await;
 }
 
+/// With health checks, a server whose health service says NOT_SERVING gets no new calls,
+/// and gets them again once it says SERVING.
+#[tokio::test]
+async fn a_server_not_serving_by_its_health_checks_gets_no_calls() {
+    type Echo = quicrpc_tests::pb::echo_server::EchoServer<quicrpc_tests::EchoService>;
+    let servers = three_servers().await;
+    let checked =
+        |s: &TestServer| builder(s).health_check("quicrpc.testing.Echo", Duration::from_millis(50));
+    let client = EchoClient::new(Balance::RoundRobin.list(servers.iter().map(checked)));
+    calls(&client, 30, 3).await;
+    servers[0].health.set_not_serving::<Echo>().await;
+    // Once a check has seen it, a round of calls leaves it out.
+    within("the server is left out", async {
+        loop {
+            let before = handled(&servers)[0];
+            calls(&client, 30, 3).await;
+            if handled(&servers)[0] == before {
+                break;
+            }
+        }
+    })
+    .await;
+    let left_out = handled(&servers)[0];
+    calls(&client, 90, 3).await;
+    assert_eq!(handled(&servers)[0], left_out, "no call reached it");
+    servers[0].health.set_serving::<Echo>().await;
+    within("the server gets calls again", async {
+        while handled(&servers)[0] == left_out {
+            calls(&client, 30, 3).await;
+        }
+    })
+    .await;
+}
+
 /// A server that goes away and comes back on the same address gets calls again.
 #[tokio::test]
 async fn a_server_that_comes_back_gets_calls_again() {

@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::Status;
 use tracing::{debug, warn};
 
 use super::fallback::{Health, Router};
+use super::health::{self, Verdict};
 use super::quic::CallError;
 use super::{Call, Channel, ChannelBuilder, ResponseBody, attempt, under_deadline};
 use crate::Transport;
@@ -206,18 +208,39 @@ struct Endpoint {
     outstanding: AtomicUsize,
     /// A background connection attempt is under way.
     readmitting: AtomicBool,
+    /// What its last health check said (never NOT_SERVING without checks).
+    verdict: Arc<Verdict>,
+    /// Stops its health checks when it goes.
+    _checks: Option<DropGuard>,
 }
 
 impl Endpoint {
     fn build(builder: ChannelBuilder) -> Option<Self> {
         let uri = builder.uri().to_owned();
+        let checks = builder.health_checks().cloned();
         match builder.router() {
-            Ok(router) => Some(Self {
-                name: router.calls.authority.clone(),
-                router: Arc::new(router),
-                outstanding: AtomicUsize::new(0),
-                readmitting: AtomicBool::new(false),
-            }),
+            Ok(router) => {
+                let router = Arc::new(router);
+                let verdict = Arc::new(Verdict::default());
+                let checks = checks.map(|check| {
+                    let stop = CancellationToken::new();
+                    tokio::spawn(health::run(
+                        router.clone(),
+                        check,
+                        verdict.clone(),
+                        stop.clone(),
+                    ));
+                    stop.drop_guard()
+                });
+                Some(Self {
+                    name: router.calls.authority.clone(),
+                    router,
+                    outstanding: AtomicUsize::new(0),
+                    readmitting: AtomicBool::new(false),
+                    verdict,
+                    _checks: checks,
+                })
+            }
             Err(e) => {
                 warn!(%uri, "left out of the balanced channel: {e}");
                 None
@@ -229,8 +252,11 @@ impl Endpoint {
     /// background. A server that was out and is being tried again may be gone: a resumed
     /// connection to it counts as under way (calls could wait on it) until its handshake
     /// fails, which takes the connect timeout; it takes calls again once it connects.
+    /// A server whose health check says it is not serving takes no new calls either.
     fn eligible(&self) -> bool {
-        !self.readmitting.load(Ordering::Acquire) && self.router.health() != Health::Out
+        !self.readmitting.load(Ordering::Acquire)
+            && !self.verdict.not_serving()
+            && self.router.health() != Health::Out
     }
 }
 
@@ -369,7 +395,11 @@ async fn readmit(weak: Weak<Balancer>) {
             let failures = failures.clone();
             tokio::spawn(async move {
                 match endpoint.router.connect_answered().await {
-                    Ok(()) => debug!(server = %endpoint.name, "re-admitted"),
+                    Ok(()) => {
+                        // A check on its last connection no longer speaks for it.
+                        endpoint.verdict.forget();
+                        debug!(server = %endpoint.name, "re-admitted");
+                    }
                     Err(e) => {
                         debug!(server = %endpoint.name, "still out: {e}");
                         failures.notify_one();

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::fallback::{Fallback, FallbackSettings, Router};
+use super::health::HealthCheck;
 use super::quic::{QuicConnector, QuicWire};
 use super::tcp::TcpConnector;
 use super::{CallSettings, Channel};
@@ -30,6 +31,7 @@ pub struct ChannelBuilder {
     fallback: FallbackSettings,
     wire: QuicWire,
     unresponsive_after: Option<Duration>,
+    health_check: Option<HealthCheck>,
 }
 
 /// The server a channel talks to, from its URI.
@@ -61,6 +63,7 @@ impl ChannelBuilder {
             fallback: FallbackSettings::default(),
             wire: QuicWire::default(),
             unresponsive_after: Some(DEFAULT_UNRESPONSIVE_AFTER),
+            health_check: None,
         }
     }
 
@@ -136,6 +139,24 @@ impl ChannelBuilder {
     #[must_use]
     pub fn unresponsive_timeout(mut self, after: Option<Duration>) -> Self {
         self.unresponsive_after = after;
+        self
+    }
+
+    /// In a balanced channel ([`Channel::balance_list`] and the other
+    /// [`Balance`](crate::Balance) forms), checks this server actively: every `interval`,
+    /// while it has a connection up, a `grpc.health.v1.Health/Check` call asks about
+    /// `service` ("" for the server as a whole) on that connection. While the last answer is
+    /// anything but SERVING, or the last check failed or took longer than the interval (at
+    /// least a second), the server gets no new calls, unless no server is left. A server
+    /// without the health service (UNIMPLEMENTED) counts as serving and is not checked
+    /// again. A channel to one server does not check. Default: no checks; a server is judged
+    /// by its connection alone.
+    #[must_use]
+    pub fn health_check(mut self, service: impl Into<String>, interval: Duration) -> Self {
+        self.health_check = Some(HealthCheck {
+            service: service.into(),
+            interval,
+        });
         self
     }
 
@@ -230,6 +251,11 @@ impl ChannelBuilder {
     pub(super) fn with_uri(mut self, uri: String) -> Self {
         self.uri = uri;
         self
+    }
+
+    /// The health checks of this server in a balanced channel, if any.
+    pub(super) fn health_checks(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
     }
 
     /// The channel's router, unconnected.

@@ -29,6 +29,7 @@ mod balance;
 mod body;
 mod builder;
 mod fallback;
+mod health;
 mod quic;
 mod resolve;
 mod tcp;
