@@ -141,6 +141,11 @@ pub(crate) struct Common {
     pub(crate) max_streams: Option<u32>,
     #[command(flatten)]
     pub(crate) windows: Windows,
+    /// TCP congestion controller (Linux name, e.g. cubic) of every TCP transport, both ends:
+    /// quicrpc's TCP side through its builders, tonic's sockets directly (the host's if
+    /// absent). Scenarios that connect through `dial` and `serve` only (not setup, failover).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) tcp_cc: Option<String>,
     /// Append the medians to this CSV file, for `chart`.
     #[arg(long)]
     pub(crate) csv: Option<PathBuf>,

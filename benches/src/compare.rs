@@ -67,6 +67,9 @@ impl Run {
 /// Runs `scenario`, printing its tables.
 pub(crate) fn run(scenario: &Scenario) -> Result<(), BoxError> {
     let common = scenario.common();
+    if let Some(cc) = &common.tcp_cc {
+        let _ = crate::process::TCP_CC_FOR_CHILDREN.set(cc.clone());
+    }
     let certs = write_certs()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let pin = cores >= 2 && Command::new("taskset").arg("-V").output().is_ok();
@@ -133,10 +136,13 @@ fn header(scenario: &Scenario, pin: bool) -> String {
     // "Latency", as the scenario was once printed with `{:?}`.
     let mut title = scenario.name().to_owned();
     title[..1].make_ascii_uppercase();
-    let windows = match common.windows.label() {
+    let mut windows = match common.windows.label() {
         none if none.is_empty() => none,
         windows => format!("; quicrpc with {windows}"),
     };
+    if let Some(cc) = &common.tcp_cc {
+        windows.push_str(&format!("; TCP congestion control {cc} (both ends)"));
+    }
     format!(
         "# {title}: {} repetitions of {} s (+{} s warm-up); {link}; QUIC congestion control {:?}{windows}; {}-byte requests; {}",
         common.reps,

@@ -96,9 +96,13 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
                 ClientKind::Http3 => quicrpc::QuicWire::Http3,
                 _ => quicrpc::QuicWire::Native,
             };
+            let mut builder = quicrpc::Channel::builder(uri);
+            if let Some(cc) = crate::transport::tcp_cc() {
+                builder = builder.tcp_congestion_control(cc);
+            }
             let channel = target
                 .windows
-                .channel(quicrpc::Channel::builder(uri))
+                .channel(builder)
                 .ca_certificate(quicrpc::tls::Certificate::from_pem(ca)?)
                 .domain_name("localhost")
                 .congestion_control(target.cc.quicrpc())
@@ -112,11 +116,25 @@ pub(crate) async fn dial(target: &Target) -> Result<Dialed, BoxError> {
             let tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca))
                 .domain_name("localhost");
-            let channel = tonic::transport::Endpoint::from_shared(uri)?
+            let endpoint = tonic::transport::Endpoint::from_shared(uri)?
                 .tls_config(tls)?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
+                .tcp_nodelay(true);
+            let channel = match crate::transport::tcp_cc() {
+                None => endpoint.connect().await?,
+                // tonic has no setter for it: its own TCP connect, with the controller set,
+                // under tonic's TLS (which wraps any connector).
+                Some(_) => {
+                    let connector = tower::service_fn(|uri: http::Uri| async move {
+                        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                        let port = uri.port_u16().unwrap_or(443);
+                        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+                        tcp.set_nodelay(true)?;
+                        crate::transport::set_tcp_cc(socket2::SockRef::from(&tcp))?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tcp))
+                    });
+                    endpoint.connect_with_connector(connector).await?
+                }
+            };
             Ok(Dialed::Tonic(channel))
         }
         ClientKind::Quinn => Err("bare quinn speaks no gRPC: it runs only where a scenario \

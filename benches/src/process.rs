@@ -149,8 +149,14 @@ pub(crate) fn pinned(core: Option<&str>, ns: Option<&str>, args: &[String]) -> C
     line.extend(args.iter().map(Into::into));
     let mut command = Command::new(&line[0]);
     command.args(&line[1..]);
+    if let Some(cc) = TCP_CC_FOR_CHILDREN.get() {
+        command.env(crate::transport::TCP_CC, cc);
+    }
     command
 }
+
+/// `compare --tcp-cc`: the TCP congestion controller every child process is told to use.
+pub(crate) static TCP_CC_FOR_CHILDREN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Starts this executable with `args` as [`pinned`] says, its standard input held open (the
 /// process stops when it closes), and returns it with the first line it printed: empty if

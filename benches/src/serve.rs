@@ -76,6 +76,9 @@ pub(crate) async fn serve(args: &ServeArgs) -> Result<(), BoxError> {
 
 async fn serve_quicrpc(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<(), BoxError> {
     let mut builder = args.windows.server(quicrpc::Server::builder());
+    if let Some(cc) = crate::transport::tcp_cc() {
+        builder = builder.tcp_congestion_control(cc);
+    }
     if let Some(streams) = args.max_streams {
         builder = builder.max_concurrent_streams(streams);
     }
@@ -95,6 +98,7 @@ async fn serve_quicrpc(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<
 
 async fn serve_tonic(args: &ServeArgs, cert: Vec<u8>, key: Vec<u8>) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind((args.addr, 0)).await?;
+    crate::transport::set_tcp_cc(socket2::SockRef::from(&listener))?;
     announce(listener.local_addr()?.port())?;
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(cert, key));

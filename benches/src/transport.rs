@@ -4,6 +4,23 @@
 
 use clap::ValueEnum;
 
+/// The environment variable that carries `compare --tcp-cc` to the child processes.
+pub(crate) const TCP_CC: &str = "QUICRPC_BENCH_TCP_CC";
+
+/// The TCP congestion controller this process's TCP sockets get ([`TCP_CC`]), if any: the
+/// host's otherwise.
+pub(crate) fn tcp_cc() -> Option<String> {
+    std::env::var(TCP_CC).ok().filter(|name| !name.is_empty())
+}
+
+/// Sets [`tcp_cc`] on `socket`, if one is chosen.
+pub(crate) fn set_tcp_cc(socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+    match tcp_cc() {
+        Some(name) => socket.set_tcp_congestion(name.as_bytes()),
+        None => Ok(()),
+    }
+}
+
 /// QUIC congestion controllers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Cc {

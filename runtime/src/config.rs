@@ -68,6 +68,8 @@ pub(crate) struct ConnectionConfig {
     /// `None`: sized by quicrpc to the path ([`crate::window`]), up to
     /// [`MAX_AUTO_SEND_WINDOW`].
     pub(crate) send_window: Option<u64>,
+    /// The TCP side's congestion controller (Linux `TCP_CONGESTION`); the host's if `None`.
+    pub(crate) tcp_congestion_control: Option<String>,
     /// Where to write a qlog trace per connection.
     #[cfg(feature = "qlog")]
     pub(crate) qlog_dir: Option<std::path::PathBuf>,
@@ -95,6 +97,7 @@ impl ConnectionConfig {
             stream_receive_window: DEFAULT_STREAM_WINDOW,
             connection_receive_window: DEFAULT_CONNECTION_WINDOW,
             send_window: None,
+            tcp_congestion_control: None,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -112,6 +115,7 @@ impl ConnectionConfig {
             stream_receive_window: DEFAULT_STREAM_WINDOW,
             connection_receive_window: DEFAULT_CONNECTION_WINDOW,
             send_window: None,
+            tcp_congestion_control: None,
             #[cfg(feature = "qlog")]
             qlog_dir: None,
         }
@@ -282,6 +286,23 @@ macro_rules! connection_setters {
             self
         }
 
+        /// The congestion controller of this side's TCP connections (the fallback), by its
+        /// Linux name (`TCP_CONGESTION`): "cubic", "bbr", "reno" or any other the kernel
+        /// has. A name the kernel does not know, or does not allow this process
+        /// (`net.ipv4.tcp_allowed_congestion_control`, unless it has `CAP_NET_ADMIN`), is
+        /// logged and the host's default kept; other systems keep theirs. Default: the
+        /// host's (`net.ipv4.tcp_congestion_control`).
+        ///
+        /// Why it matters: with the host's BBR, many small calls in flight over a long path
+        /// take two round trips each, because BBR paces each round trip's burst at the rate
+        /// it measured, which that pacing itself held down; CUBIC takes one. Under random
+        /// loss BBR carries more (docs/tuning.md has both measurements).
+        #[must_use]
+        pub fn tcp_congestion_control(mut self, name: impl Into<String>) -> Self {
+            self.config.tcp_congestion_control = Some(name.into());
+            self
+        }
+
         /// Writes a qlog trace of every QUIC connection into `dir` (one file per connection,
         /// named `<side>-<unix ms>-<pid>-<n>.qlog`), for qvis and similar tools. Costs a
         /// file write per packet event: for debugging, not production. Feature `qlog`.
@@ -295,6 +316,23 @@ macro_rules! connection_setters {
 }
 
 pub(crate) use connection_setters;
+
+/// Sets the TCP congestion controller `name` on `socket` (a listener's is inherited by the
+/// connections it accepts), if one is configured; a failure is logged, and the host's default
+/// stays.
+pub(crate) fn set_tcp_congestion(socket: socket2::SockRef<'_>, name: Option<&str>) {
+    let Some(name) = name else { return };
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    let result = socket.set_tcp_congestion(name.as_bytes());
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let result: std::io::Result<()> = {
+        let _ = socket;
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    };
+    if let Err(e) = result {
+        tracing::warn!("TCP congestion control {name:?} not set, the host's default stays: {e}");
+    }
+}
 
 #[cfg(test)]
 mod tests {

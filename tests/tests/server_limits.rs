@@ -394,3 +394,44 @@ async fn accepted_tcp_sockets_have_keepalive_on() {
     })
     .await;
 }
+
+/// `tcp_congestion_control` on both builders sets the controller of the TCP side's sockets:
+/// the server's accepted socket (through its listener) and the client's, as `ss` reports
+/// them. "reno" is neither CI's nor these VMs' default, and every Linux kernel has it.
+#[tokio::test]
+async fn tcp_congestion_control_is_set_on_both_ends() {
+    let server =
+        TestServer::start_with(TestOptions::default(), |b| b.tcp_congestion_control("reno")).await;
+    let channel = within(
+        "connect over TCP",
+        server
+            .any_transport_builder()
+            .fallback(Fallback::TcpOnly)
+            .tcp_congestion_control("reno")
+            .connect(),
+    )
+    .await
+    .expect("connected");
+    within("a call", EchoClient::new(channel).unary(echo("hello")))
+        .await
+        .expect("served");
+    let port = server.addr.port();
+    // `ss -tinH`: a line per socket, then a line of its TCP info that begins with the
+    // congestion controller's name.
+    let controllers = |filter: &str| -> Vec<String> {
+        let out = std::process::Command::new("ss")
+            .args(["-tinH", "state", "established", filter])
+            .output()
+            .expect("ss (iproute2) runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .chunks(2)
+            .filter_map(|pair| Some(pair.get(1)?.split_whitespace().next()?.to_owned()))
+            .collect()
+    };
+    let server_end = controllers(&format!("( sport = :{port} )"));
+    let client_end = controllers(&format!("( dport = :{port} )"));
+    assert_eq!(server_end, ["reno"], "the server's accepted socket");
+    assert_eq!(client_end, ["reno"], "the client's socket");
+}

@@ -31,6 +31,8 @@ pub(super) struct TcpConnector {
     /// tonic's TLS would take the process-default provider, allow TLS 1.2, and cannot be
     /// told not to verify.
     tls: TcpTls,
+    /// The congestion controller set on each connection's socket, if not the host's.
+    congestion: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -77,7 +79,11 @@ impl TcpConnector {
             Some(interval) => endpoint.http2_keep_alive_interval(interval),
             None => endpoint,
         };
-        Ok(Self { endpoint, tls })
+        Ok(Self {
+            endpoint,
+            tls,
+            congestion: config.tcp_congestion_control.as_deref().map(Arc::from),
+        })
     }
 
     /// Connects: TCP, TLS, HTTP/2.
@@ -85,13 +91,19 @@ impl TcpConnector {
     /// Not cancel-safe: cancelling it abandons the attempt (what the race does to the loser).
     pub(super) async fn connect(&self) -> Result<tonic::transport::Channel, Error> {
         let tls = self.tls.clone();
+        let congestion = self.congestion.clone();
         let connector = tower::service_fn(move |uri: Uri| {
             let tls = tls.clone();
+            let congestion = congestion.clone();
             async move {
                 let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
                 let port = uri.port_u16().unwrap_or(443);
                 let tcp = tokio::net::TcpStream::connect((host, port)).await?;
                 tcp.set_nodelay(true)?;
+                crate::config::set_tcp_congestion(
+                    socket2::SockRef::from(&tcp),
+                    congestion.as_deref(),
+                );
                 let tls = tokio_rustls::TlsConnector::from(tls.config)
                     .connect(tls.server_name, tcp)
                     .await?;
