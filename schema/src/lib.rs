@@ -29,6 +29,7 @@
 mod codec;
 mod error;
 mod escape;
+mod idempotency;
 mod json;
 mod priority;
 mod protos;
@@ -39,6 +40,7 @@ mod suggest;
 pub use codec::{DynamicCodec, DynamicDecoder, DynamicEncoder, RawCodec, RawDecoder, RawEncoder};
 pub use error::Error;
 pub use escape::{escape, escape_keeping_lines};
+pub use idempotency::{call_kind, declared_idempotency};
 pub use json::{JsonError, message_from_json};
 pub use priority::declared_priority;
 pub use schema::{OptionNames, Schema, Symbol, method_path, split_method};

@@ -362,16 +362,21 @@ struct RequestState {
 }
 
 /// A request with the call's metadata, deadline and priority (the caller's, or the one the
-/// method declares).
+/// method declares), and the method's kind and idempotency from its descriptor, by which
+/// quicrpc sends a replay-safe call as 0-RTT early data on a resumed connection (generated
+/// code has them in its method tables; a call built at run time passes them along).
 fn request_with<T>(method: &Method, settings: &CallSettings, body: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
     *request.metadata_mut() = settings.metadata.clone();
     if let Some(timeout) = settings.timeout {
         request.set_timeout(timeout);
     }
+    let extensions = request.extensions_mut();
     if let Some(priority) = settings.priority.or(method.priority) {
-        request.extensions_mut().insert(priority);
+        extensions.insert(priority);
     }
+    extensions.insert(method.kind);
+    extensions.insert(method.idempotency);
     request
 }
 

@@ -1,11 +1,11 @@
-//! A method as calls need it, from the schema: its path, kind, declared priority and message
-//! types, and the conversions between its messages and what JavaScript passes.
+//! A method as calls need it, from the schema: its path, kind, declared priority and
+//! idempotency, and message types, and the conversions between its messages and what JavaScript passes.
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
-use quicrpc::Priority;
+use quicrpc::{CallKind, Idempotency, Priority};
 
 /// A request message as JavaScript gave it.
 #[derive(Debug)]
@@ -24,6 +24,11 @@ pub(crate) struct Method {
     pub(crate) server_streaming: bool,
     /// `option (quicrpc.priority)`, applied unless the call names one.
     pub(crate) priority: Option<Priority>,
+    /// The method's shape, for quicrpc's 0-RTT decision.
+    pub(crate) kind: CallKind,
+    /// `option idempotency_level`, from the descriptor and nowhere else: quicrpc sends a
+    /// call as 0-RTT early data, which can be replayed, only if it is replay-safe.
+    pub(crate) idempotency: Idempotency,
     input: MessageDescriptor,
     output: MessageDescriptor,
 }
@@ -37,6 +42,8 @@ impl Method {
             client_streaming: method.is_client_streaming(),
             server_streaming: method.is_server_streaming(),
             priority: quicrpc_schema::declared_priority(method),
+            kind: quicrpc_schema::call_kind(method),
+            idempotency: quicrpc_schema::declared_idempotency(method),
             input: method.input(),
             output: method.output(),
         })

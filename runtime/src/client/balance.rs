@@ -20,7 +20,6 @@ use super::quic::CallError;
 use super::{Call, Channel, ChannelBuilder, ResponseBody, attempt, under_deadline};
 use crate::Transport;
 use crate::sync::lock;
-use crate::zero_rtt::client_may_send;
 
 /// How often servers that are out are tried again in the background, so that a server that
 /// comes back gets calls again (each server's own reconnect backoff spaces the attempts).
@@ -424,14 +423,14 @@ pub(super) async fn call(
         // its own refuses it unprocessed, or, for a replay-safe method, vanishes under it.
         let mut copy: Option<http::Request<Bytes>> = None;
         let mut request = request;
-        if one_message(call.info) {
+        if call.declared.one_message() {
             let buffered = super::quic::buffer_request(request)
                 .await
                 .map_err(CallError::Failed)?;
             request = buffered.clone().map(super::quic::full_body);
             copy = Some(buffered);
         }
-        let replay_safe = client_may_send(call.info) && copy.is_some();
+        let replay_safe = call.declared.client_may_send() && copy.is_some();
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut failed: Option<Status> = None;
         loop {
@@ -482,17 +481,6 @@ pub(super) async fn call(
         .await
         .map_err(CallError::into_status);
     call.finish(result, || balancer.transport())
-}
-
-/// Whether a call's request is one message (unary and server-streaming calls): it can be
-/// kept and sent again.
-fn one_message(info: Option<&crate::MethodInfo>) -> bool {
-    info.is_some_and(|m| {
-        matches!(
-            m.kind(),
-            crate::CallKind::Unary | crate::CallKind::ServerStreaming
-        )
-    })
 }
 
 /// `status`, naming the server when it says the server could not be reached or was lost.

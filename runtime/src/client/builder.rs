@@ -206,8 +206,9 @@ impl ChannelBuilder {
     /// `idempotency_level` option) with a single request message (unary and server-streaming)
     /// go as early data, which saves a round trip on a resumed connection; other calls wait
     /// for the handshake. A call the server does not run from early data is sent again after
-    /// the handshake. [`NoZeroRtt`](crate::NoZeroRtt) opts one call out. See
-    /// [`ZeroRtt`](crate::ZeroRtt).
+    /// the handshake. [`NoZeroRtt`](crate::NoZeroRtt) opts one call out. A call to a method
+    /// that no generated table describes declares its kind and idempotency in its request's
+    /// extensions. See [`ZeroRtt`](crate::ZeroRtt).
     #[must_use]
     pub fn zero_rtt(mut self, enabled: bool) -> Self {
         self.tls.early_data = enabled;

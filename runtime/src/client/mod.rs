@@ -56,7 +56,8 @@ pub use self::quic::QuicWire;
 pub use self::resolve::{Dns, Resolve};
 use crate::status::status_code;
 use crate::telemetry::{CallTelemetry, Side, method_label};
-use crate::{Error, MethodInfo, Priority, Transport, ZeroRtt, deadline, method_info, priority};
+use crate::zero_rtt::Declared;
+use crate::{Error, Priority, Transport, ZeroRtt, deadline, method_info, priority};
 
 /// A connection to one server, shared by every clone: the transport under tonic-generated
 /// clients.
@@ -273,7 +274,10 @@ struct CallSettings {
 /// One call, as the channel follows it across attempts.
 struct Call {
     deadline: Option<Instant>,
-    info: Option<&'static MethodInfo>,
+    /// The method's kind and idempotency, for 0-RTT and resending: from its table entry, or
+    /// the [`CallKind`](crate::CallKind) and [`Idempotency`](crate::Idempotency) in the
+    /// request's extensions.
+    declared: Declared,
     /// The method's metrics label.
     method: Cow<'static, str>,
     priority: Priority,
@@ -290,7 +294,7 @@ impl Call {
         let info = method_info(path);
         Ok(Self {
             deadline: deadline::from_headers(request.headers())?,
-            info,
+            declared: Declared::new(info, request.extensions()),
             method: method_label(path, info),
             priority: priority::resolve(request.extensions().get().copied(), info),
             zero_rtt: ZeroRtt::NotUsed,

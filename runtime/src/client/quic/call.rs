@@ -20,7 +20,6 @@ use crate::stream::{
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::FrameDecoder;
-use crate::zero_rtt::client_may_send;
 use crate::{NoZeroRtt, Priority, Transport, ZeroRtt};
 
 /// Why a call on a connection ended without a response head.
@@ -102,7 +101,7 @@ impl Conn {
         loop {
             let early = self.in_early_data()
                 && call.zero_rtt == ZeroRtt::NotUsed
-                && client_may_send(call.info)
+                && call.declared.client_may_send()
                 && request.extensions().get::<NoZeroRtt>().is_none();
             if early {
                 let buffered = buffer_request(request).await.map_err(CallError::Failed)?;
