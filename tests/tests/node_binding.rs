@@ -2,13 +2,20 @@
 //! Echo test server: runs the binding's own tests with Node's test runner (`node --test`),
 //! each test file starting the `echo-server` program built with this crate.
 //!
+//! A second test runs `bindings/node/netns/` against the server in a network namespace
+//! whose UDP is dropped (root, iproute2 and nftables, as `tests/tests/netns.rs`).
+//!
 //! It needs node (20 or later) and the addon built: `npm ci && npm run build` in
 //! `bindings/node` (`.ci/run` does both). It fails loudly without them, and when the addon
 //! is older than the Rust code it is built from.
 
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
+
+use quicrpc_tests::netns::NetNs;
+use quicrpc_tests::{TestOptions, TestServer};
 
 /// Bound on the whole `node --test` run (about 10 s on two cores in a debug build).
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -54,26 +61,30 @@ fn built_addon(dir: &Path) -> PathBuf {
     addon
 }
 
-#[tokio::test]
-async fn node_binding_tests_pass_against_the_echo_server() {
+/// Runs `node --test DIR` in the binding's directory with `env`, and returns its output once
+/// every test in it passed (and at least `at_least` ran).
+async fn node_tests(dir_arg: &str, env: &[(&str, &str)], at_least: usize) -> String {
     let dir = binding_dir();
     built_addon(&dir);
-    let child = tokio::process::Command::new("node")
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg("--test")
-        .arg("test/")
+        .arg(dir_arg)
         .current_dir(&dir)
         .env("QUICRPC_ECHO_SERVER", env!("CARGO_BIN_EXE_echo-server"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    let child = command
         .spawn()
         .unwrap_or_else(|e| panic!("THIS TEST DID NOT RUN: cannot start node ({e})"));
     let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("node --test did not finish within {RUN_LIMIT:?}"))
         .expect("node --test");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     print!("{stdout}");
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(
@@ -90,5 +101,40 @@ async fn node_binding_tests_pass_against_the_echo_server() {
             .unwrap_or_else(|| panic!("no `# {label}` line in node's output"))
     };
     assert_eq!(count("fail"), 0);
-    assert!(count("pass") >= 20, "too few Node.js tests ran");
+    assert!(count("pass") >= at_least, "too few Node.js tests ran");
+    stdout
+}
+
+#[tokio::test]
+async fn node_binding_tests_pass_against_the_echo_server() {
+    node_tests("test/", &[], 20).await;
+}
+
+/// The Node.js client with `fallback: 'auto'` reaches a server whose UDP is dropped (in a
+/// network namespace, behind nftables) over TCP: `bindings/node/netns/`. Needs root.
+#[tokio::test]
+async fn node_client_falls_back_to_tcp_where_udp_is_dropped() {
+    let ns = NetNs::create();
+    ns.block_udp();
+    let ip = ns.ns_ip;
+    let (udp, tcp) = ns.enter(|| {
+        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
+        let port = udp.local_addr().expect("address").port();
+        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
+        (udp, tcp)
+    });
+    let options = TestOptions {
+        sockets: Some((Some(udp), Some(tcp))),
+        ..TestOptions::default()
+    };
+    let server = TestServer::start_with(options, |b| b).await;
+    let uri = format!("https://{ip}:{}", server.addr.port());
+    let env = [
+        ("QUICRPC_NETNS_URI", uri.as_str()),
+        ("QUICRPC_NETNS_CA", server.cert.ca_pem()),
+    ];
+    node_tests("netns/", &env, 2).await;
+    // The server ran the Node client's calls (its log has these two methods, not Bidi).
+    let methods: Vec<String> = server.runs().into_iter().map(|run| run.method).collect();
+    assert_eq!(methods, ["Unary", "ServerStream"]);
 }
