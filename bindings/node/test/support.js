@@ -83,7 +83,7 @@ class EchoServer {
     return within(`server event ${name}`, this.nextLine((line) => line.event === name));
   }
 
-  /** The server's live counts: `{ quic, tcp, calls }`. */
+  /** The server's live counts: `{ quic, tcp, calls, produced }` (`produced`: reply payload bytes the streaming handlers handed over). */
   async stats() {
     this.child.stdin.write('stats\n');
     return (await within('server stats', this.nextLine((line) => line.stats !== undefined))).stats;

@@ -6,8 +6,9 @@
 //!
 //! - first `{"port": PORT, "ca": "PEM"}`, once it listens;
 //! - then `{"event": "HangStarted"}` and the like, as the service reports them ([`Event`]);
-//! - `{"stats": {"quic": N, "tcp": N, "calls": N}}` for each `stats` line read on standard
-//!   input.
+//! - `{"stats": {"quic": N, "tcp": N, "calls": N, "produced": N}}` for each `stats` line
+//!   read on standard input (`produced`: the reply payload bytes that the streaming
+//!   handlers have handed to the server, [`TestServer::produced_bytes`]).
 //!
 //! It exits when its standard input closes, so it never outlives the test that started it.
 //! With `--barrier N`, requests that set `barrier` wait at a barrier of N (as
@@ -47,10 +48,11 @@ async fn main() {
             },
             line = commands.next_line() => match line {
                 Ok(Some(line)) if line.trim() == "stats" => say(&format!(
-                    "{{\"stats\": {{\"quic\": {}, \"tcp\": {}, \"calls\": {}}}}}",
+                    "{{\"stats\": {{\"quic\": {}, \"tcp\": {}, \"calls\": {}, \"produced\": {}}}}}",
                     server.stats.quic_connections(),
                     server.stats.tcp_connections(),
-                    server.stats.calls()
+                    server.stats.calls(),
+                    server.produced_bytes()
                 )),
                 Ok(Some(other)) => eprintln!("echo-server: unknown command {other:?}"),
                 // Standard input closed (or unreadable): the test is over.
