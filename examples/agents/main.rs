@@ -16,6 +16,10 @@
 //! Spawn           high        100    ...     ...   QUIC
 //! ...
 //! ```
+//!
+//! With `--serve`, it only serves the agents service on a loopback port, for clients in
+//! other processes (`examples/node/agents.mjs`): it prints one line,
+//! `{"port": PORT, "ca": "PEM"}`, and serves until its standard input closes.
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bind("127.0.0.1:0")
         .await?;
     let addr = server.local_addr();
+    if std::env::args().any(|arg| arg == "--serve") {
+        // PEM is printable ASCII and newlines: only the newlines need escaping in JSON.
+        let ca = cert.ca_pem().replace('\n', "\\n");
+        println!("{{\"port\": {}, \"ca\": \"{ca}\"}}", addr.port());
+        let (closed, stdin_closed) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = closed.send(());
+        });
+        server
+            .serve_with_shutdown(async {
+                let _ = stdin_closed.await;
+            })
+            .await?;
+        return Ok(());
+    }
     tokio::spawn(server.serve());
 
     let channel = quicrpc::Channel::builder(format!("https://localhost:{}", addr.port()))
