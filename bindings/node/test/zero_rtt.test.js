@@ -16,7 +16,7 @@ const { Client } = require('..');
 const { EchoServer, within, ROOT } = require('./support');
 
 const ECHO = 'quicrpc.testing.Echo';
-const DELAY_MS = 150;
+const DELAY_MS = 250;
 
 let server;
 let relay;
