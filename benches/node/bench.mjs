@@ -7,14 +7,16 @@
 //   cargo build --release -p quicrpc-benches -p quicrpc-netlab
 //   (cd bindings/node && npm ci && npm run build:release)
 //   (cd tests/node && npm ci)          # @grpc/grpc-js and @grpc/proto-loader, reused here
-//   node benches/node/bench.mjs unary --reps 3 --duration 5 --inflight 1,50
+//   node benches/node/bench.mjs unary --reps 3 --duration 5 --inflight 1,50 --quiet wait
 //   node benches/node/bench.mjs agents --reps 3 --agents 100 --rounds 2
 //   target/release/quicrpc-netlab --delay-ms 25 --loss-pct 1 -- \
 //     node benches/node/bench.mjs agents --reps 3 --agents 100 --rounds 2
 //
 // Each measurement is a client process of its own, pinned to core 1 (the server to core 0)
 // with taskset; clients alternate within each repetition, and every ratio to grpc-js is
-// taken within a repetition. Under quicrpc-netlab (NETLAB_NS set), the server runs in the
+// taken within a repetition. With `--quiet wait`, on a machine shared with other work, each
+// measurement waits until no compiler (rustc, cargo) or other quicrpc-bench process runs,
+// and is run again if one started during it. Under quicrpc-netlab (NETLAB_NS set), the server runs in the
 // link's server namespace and the clients reach it across the emulated link.
 //
 // unary: closed loop of RetrieveMemory (a 100-byte record) with N calls in flight on one
@@ -23,7 +25,9 @@
 // protobufjs via @grpc/proto-loader).
 // agents: the agents demo's workload (examples/src/workload.rs), each agent's life: spawn;
 // a status stream held open; a task with 10 progress steps; 4 stores and 4 retrieves of
-// 1 KiB; a 256 KiB upload in 16 KiB chunks; terminate. p50 and p99 per method.
+// 1 KiB; a 256 KiB upload in 16 KiB chunks; terminate. p50 and p99 per method. With
+// `--bulk bytes`, quicrpc writes the upload's chunks encoded (Uint8Array) rather than as
+// JS objects.
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
@@ -184,6 +188,24 @@ const MEMORIES = 4;
 const MEMORY_BYTES = 1024;
 const BULK_BYTES = 256 * 1024;
 const BULK_CHUNK = 16 * 1024;
+/** A varint, as protobuf encodes one. */
+function varint(value) {
+  const bytes = [];
+  let n = BigInt(value);
+  while (n >= 0x80n) {
+    bytes.push(Number(n & 0x7fn) | 0x80);
+    n >>= 7n;
+  }
+  bytes.push(Number(n));
+  return bytes;
+}
+
+/** Chunk { agent_id, data: BULK_CHUNK bytes of 7 }, encoded (`--bulk bytes`). */
+function encodedChunk(agentId) {
+  const head = Buffer.from([0x08, ...varint(agentId), 0x12, ...varint(BULK_CHUNK)]);
+  return Buffer.concat([head, Buffer.alloc(BULK_CHUNK, 7)]);
+}
+
 const METHODS = ['Spawn', 'Terminate', 'ExecuteTask', 'StoreMemory', 'RetrieveMemory', 'StatusUpdates', 'BulkTransfer'];
 
 /** One agent's life, as examples/src/workload.rs runs it; each call timed into `times`. */
@@ -214,8 +236,9 @@ async function agentLife(client, n, times) {
     const record = await timed('RetrieveMemory', () => client.unary('RetrieveMemory', { agentId, key: `fact-${i}` }));
     if (client.bytes(record.value) !== MEMORY_BYTES) throw new Error('memory came back with the wrong size');
   }
+  const chunk = client.encodedChunks ? encodedChunk(agentId) : { agentId, data: Buffer.alloc(BULK_CHUNK, 7) };
   const chunks = (function* () {
-    for (let i = 0; i < BULK_BYTES / BULK_CHUNK; i++) yield { agentId, data: Buffer.alloc(BULK_CHUNK, 7) };
+    for (let i = 0; i < BULK_BYTES / BULK_CHUNK; i++) yield chunk;
   })();
   const sent = await timed('BulkTransfer', () => client.clientStream('BulkTransfer', chunks));
   if (Number(sent.bytes) !== BULK_BYTES) throw new Error('the bulk upload lost bytes');
@@ -247,6 +270,8 @@ async function agentsLoad(client, { agents, rounds }) {
 async function clientMain(args) {
   const kind = args.client;
   const client = await CLIENTS[kind]({ uri: args.uri, ca: readFileSync(args.ca, 'utf8') });
+  // quicrpc only: the upload's chunks as encoded bytes rather than JS objects.
+  client.encodedChunks = args.bulk === 'bytes' && kind !== 'grpc-js';
   try {
     const result = args.workload === 'agents'
       ? await agentsLoad(client, { agents: Number(args.agents), rounds: Number(args.rounds) })
@@ -299,7 +324,58 @@ async function startServer(args, certs) {
   return { uri: `https://${ip}:${port}`, stop: () => child.stdin.end(), child };
 }
 
+/** Process ids of `name` (exact), none if there are none. */
+function pids(name) {
+  try {
+    return execFileSync('pgrep', ['-x', name], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+/**
+ * What else is using the CPUs, on a machine shared with other work: a compiler, or a
+ * benchmark process that is not this run's server.
+ */
+function otherLoad(server) {
+  const others = [...pids('rustc'), ...pids('cargo'), ...pids('quicrpc-bench').filter((pid) => pid !== server.child.pid)];
+  return others.length > 0;
+}
+
+/** Waits (at most `QUIET_WAIT_MS`, polling) until nothing else loads the machine. */
+const QUIET_WAIT_MS = 15 * 60 * 1000;
+async function quiet(server) {
+  const until = Date.now() + QUIET_WAIT_MS;
+  while (otherLoad(server)) {
+    if (Date.now() > until) throw new Error('the machine did not become quiet within 15 minutes');
+    await new Promise((resolve) => setTimeout(resolve, 10_000));
+  }
+}
+
+/** Discarded measurements: other load appeared while they ran. */
+let discarded = 0;
+
+/**
+ * One measurement in a client process of its own. With `--quiet wait`, it starts once
+ * nothing else loads the machine, and is discarded and run again (up to 5 times) if
+ * something else started meanwhile.
+ */
 async function measure(args, server, certs, kind, extra) {
+  for (let attempt = 0; ; attempt++) {
+    if (args.quiet === 'wait') await quiet(server);
+    let disturbed = false;
+    const watch = args.quiet === 'wait' ? setInterval(() => { disturbed ||= otherLoad(server); }, 500) : null;
+    try {
+      const result = await measureOnce(args, server, certs, kind, extra);
+      if (!disturbed || attempt >= 5) return { ...result, disturbed };
+      discarded++;
+    } finally {
+      if (watch) clearInterval(watch);
+    }
+  }
+}
+
+async function measureOnce(args, server, certs, kind, extra) {
   const argv = [process.execPath, SCRIPT, 'client', '--client', kind, '--uri', server.uri,
     '--ca', path.join(certs, 'ca.pem'), ...extra];
   const [program, rest] = pinned(1, argv, args.taskset !== 'off');
@@ -310,6 +386,12 @@ async function measure(args, server, certs, kind, extra) {
   const line = out.split('\n').find((l) => l.startsWith('RESULT '));
   if (code !== 0 || !line) throw new Error(`client ${kind} failed (${code}): ${out}`);
   return JSON.parse(line.slice('RESULT '.length));
+}
+
+/** The line under each table: how many measurements were run again, and any left disturbed. */
+function disturbance(results) {
+  const left = Object.values(results).flat().filter((r) => r.disturbed).length;
+  return `\nMeasurements discarded so far because other load started during them: ${discarded}; kept while disturbed: ${left}.`;
 }
 
 const median = (values) => {
@@ -341,6 +423,7 @@ async function unaryRun(args, server, certs) {
       const ratio = (key) => (base ? range(r.map((x, i) => x[key] / base[i][key]), 2) : '–');
       console.log(`| ${kind} | ${range(r.map((x) => x.callsPerS), 0)} | ${range(r.map((x) => x.p50Us), 0)} | ${range(r.map((x) => x.p99Us), 0)} | ${ratio('callsPerS')} | ${ratio('p50Us')} | ${ratio('p99Us')} | ${r.reduce((a, x) => a + x.errors, 0)} |`);
     }
+    if (args.quiet === 'wait') console.log(disturbance(results));
   }
 }
 
@@ -352,6 +435,7 @@ async function agentsRun(args, server, certs) {
     for (const kind of rep % 2 ? [...clients].reverse() : clients) {
       results[kind].push(await measure(args, server, certs, kind, [
         '--workload', 'agents', '--agents', String(args.agents || 100), '--rounds', String(args.rounds || 2),
+        '--bulk', String(args.bulk || 'objects'),
       ]));
     }
   }
@@ -372,6 +456,7 @@ async function agentsRun(args, server, certs) {
   for (const c of clients) {
     console.log(`\n${c}: run time ${range(results[c].map((x) => x.seconds), 2)} s; failed agents ${results[c].reduce((a, x) => a + x.failed, 0)}`);
   }
+  if (args.quiet === 'wait') console.log(disturbance(results));
 }
 
 async function main() {
@@ -379,7 +464,7 @@ async function main() {
   const [mode] = args._;
   if (mode === 'client') return clientMain(args);
   if (mode !== 'unary' && mode !== 'agents') {
-    throw new Error('usage: bench.mjs unary|agents [--reps N] [--duration S] [--warmup S] [--inflight 1,50] [--agents N] [--rounds N] [--clients a,b] [--bench PATH] [--taskset off]');
+    throw new Error('usage: bench.mjs unary|agents [--reps N] [--duration S] [--warmup S] [--inflight 1,50] [--agents N] [--rounds N] [--clients a,b] [--bulk objects|bytes] [--bench PATH] [--taskset off] [--quiet wait]');
   }
   const certs = makeCerts();
   const server = await startServer(args, certs);
