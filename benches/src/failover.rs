@@ -1,8 +1,9 @@
 //! The `failover` scenario: one balanced client over three servers, each a process of its
 //! own, while `--callers` callers make Greeter calls back to back (`SayHello` is declared
 //! `NO_SIDE_EFFECTS`, so it is replay-safe). A third of the way into the measured time one
-//! server is drained (its standard input closes: `serve_with_shutdown`) or killed (SIGKILL: no
-//! CONNECTION_CLOSE, no FIN over UDP; over TCP the kernel still resets the connections). The
+//! server is drained (its standard input closes: `serve_with_shutdown`), killed (SIGKILL: no
+//! CONNECTION_CLOSE, no FIN over UDP; over TCP the kernel still resets the connections) or
+//! frozen (SIGSTOP: silent on both transports, as a machine that vanished). The
 //! client is quicrpc's `Channel::balance_list` (over QUIC, or over its TCP fallback) or tonic's
 //! `Channel::balance_list`, both picking by power of two choices. Reported: calls/s before the
 //! event, the calls that failed, the slowest call after the event (what a caller waited for the
@@ -37,6 +38,10 @@ pub(crate) enum Event {
     Drain,
     /// SIGKILL.
     Kill,
+    /// SIGSTOP: the process stays, its sockets open, and answers nothing, over TCP as over
+    /// QUIC: a machine that vanished (power, a cut link) as its clients see it. Killed once
+    /// the client is done.
+    Freeze,
 }
 
 /// The `failover` subcommand's arguments: the client half.
@@ -67,7 +72,12 @@ pub(crate) struct FailoverArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct CompareArgs {
     /// What happens to one server, comma-separated: a table each.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "drain,kill")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drain,kill,freeze"
+    )]
     pub(crate) event: Vec<Event>,
     /// Callers, each making one call after another.
     #[arg(long, default_value_t = 16)]
@@ -404,6 +414,7 @@ fn measure_one(
     match event {
         Event::Drain => servers[0].close_input(),
         Event::Kill => servers[0].kill()?,
+        Event::Freeze => servers[0].signal("STOP")?,
     }
     let mut input = client.stdin.take().ok_or("no stdin")?;
     writeln!(input, "EVENT")?;
@@ -415,6 +426,10 @@ fn measure_one(
         }
     }
     client.wait()?;
+    if event == Event::Freeze {
+        // A stopped server never exits on its own.
+        servers[0].kill()?;
+    }
     result.ok_or_else(|| format!("{} failover client printed no result", kind.name()).into())
 }
 
@@ -422,6 +437,7 @@ fn table(event: Event, callers: usize, runs: &[Vec<(ClientKind, FailoverResult)>
     let what = match event {
         Event::Drain => "one of three servers drained (graceful shutdown)",
         Event::Kill => "one of three servers killed (SIGKILL)",
+        Event::Freeze => "one of three servers frozen (SIGSTOP): silent on TCP and QUIC alike",
     };
     let mut out = format!(
         "\n## Failover: {what}, {callers} callers\n\n{}\n{}\n",

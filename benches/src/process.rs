@@ -102,6 +102,18 @@ impl ServerProcess {
     pub(crate) fn kill(&mut self) -> std::io::Result<()> {
         self.child.kill()
     }
+
+    /// Sends it signal `name` ("STOP", say) with `kill(1)`.
+    pub(crate) fn signal(&self, name: &str) -> std::io::Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -{name} failed")))
+        }
+    }
 }
 
 impl Drop for ServerProcess {
