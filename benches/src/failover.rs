@@ -3,7 +3,7 @@
 //! `NO_SIDE_EFFECTS`, so it is replay-safe). A third of the way into the measured time one
 //! server is drained (its standard input closes: `serve_with_shutdown`), killed (SIGKILL: no
 //! CONNECTION_CLOSE, no FIN over UDP; over TCP the kernel still resets the connections) or
-//! frozen (SIGSTOP: silent on both transports, as a machine that vanished). The
+//! frozen (SIGSTOP: a hung server, answering no call on either transport). The
 //! client is quicrpc's `Channel::balance_list` (over QUIC, or over its TCP fallback) or tonic's
 //! `Channel::balance_list`, both picking by power of two choices. Reported: calls/s before the
 //! event, the calls that failed, the slowest call after the event (what a caller waited for the
@@ -38,9 +38,9 @@ pub(crate) enum Event {
     Drain,
     /// SIGKILL.
     Kill,
-    /// SIGSTOP: the process stays, its sockets open, and answers nothing, over TCP as over
-    /// QUIC: a machine that vanished (power, a cut link) as its clients see it. Killed once
-    /// the client is done.
+    /// SIGSTOP: the process stays, its sockets open, and answers no call: a hung server. Its
+    /// kernel still acknowledges TCP; QUIC's acknowledgements stop with the process, as
+    /// they would for a machine that vanished. Killed once the client is done.
     Freeze,
 }
 
@@ -437,7 +437,7 @@ fn table(event: Event, callers: usize, runs: &[Vec<(ClientKind, FailoverResult)>
     let what = match event {
         Event::Drain => "one of three servers drained (graceful shutdown)",
         Event::Kill => "one of three servers killed (SIGKILL)",
-        Event::Freeze => "one of three servers frozen (SIGSTOP): silent on TCP and QUIC alike",
+        Event::Freeze => "one of three servers frozen (SIGSTOP): it answers no call",
     };
     let mut out = format!(
         "\n## Failover: {what}, {callers} callers\n\n{}\n{}\n",
