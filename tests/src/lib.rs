@@ -411,6 +411,22 @@ impl TestServer {
         Self::start_with(TestOptions::default(), |b| b).await
     }
 
+    /// Starts a server on sockets bound inside `ns`, UDP and TCP on the same port.
+    pub async fn start_in(ns: &netns::NetNs) -> Self {
+        let ip = ns.ns_ip;
+        let (udp, tcp) = ns.enter(|| {
+            let udp = std::net::UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
+            let port = udp.local_addr().expect("address").port();
+            let tcp = std::net::TcpListener::bind((ip, port)).expect("TCP in the namespace");
+            (udp, tcp)
+        });
+        let options = TestOptions {
+            sockets: Some((Some(udp), Some(tcp))),
+            ..TestOptions::default()
+        };
+        Self::start_with(options, |b| b).await
+    }
+
     /// Starts a server, letting the test adjust the builder.
     pub async fn start_with(
         options: TestOptions,

@@ -1,36 +1,19 @@
 //! Fallback over a real network path that drops UDP: a server in a network namespace of the
 //! test's own, behind an nftables rule. Needs root (CI runs as root); fails loudly otherwise.
 
-use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use quicrpc::Transport;
 use quicrpc_tests::netns::NetNs;
 use quicrpc_tests::pb::echo_client::EchoClient;
-use quicrpc_tests::{TestOptions, TestServer, echo, transport_of, within};
-
-/// A test server on sockets bound inside `ns`, UDP and TCP on the same port.
-async fn serve_in(ns: &NetNs) -> TestServer {
-    let ip = ns.ns_ip;
-    let (udp, tcp) = ns.enter(|| {
-        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
-        let port = udp.local_addr().expect("address").port();
-        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
-        (udp, tcp)
-    });
-    let options = TestOptions {
-        sockets: Some((Some(udp), Some(tcp))),
-        ..TestOptions::default()
-    };
-    TestServer::start_with(options, |b| b).await
-}
+use quicrpc_tests::{TestServer, echo, transport_of, within};
 
 #[tokio::test]
 async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again() {
     let ns = NetNs::create();
     ns.block_udp();
     let ip = ns.ns_ip;
-    let server = serve_in(&ns).await;
+    let server = TestServer::start_in(&ns).await;
 
     let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
         .ca_certificate(server.cert.ca_certificate())
@@ -92,7 +75,7 @@ async fn udp_dropped_falls_back_to_tcp_and_returns_to_quic_when_it_passes_again(
 async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection() {
     let ns = NetNs::create();
     let ip = ns.ns_ip;
-    let server = serve_in(&ns).await;
+    let server = TestServer::start_in(&ns).await;
     let builder = quicrpc::Channel::builder(format!("https://{}:{}", ip, server.addr.port()))
         .ca_certificate(server.cert.ca_certificate())
         .domain_name("localhost")
@@ -141,7 +124,7 @@ async fn udp_dropped_after_a_session_began_falls_back_from_a_resumed_connection(
 async fn a_balanced_channel_falls_back_for_one_server_only() {
     let ns = NetNs::create();
     ns.block_udp();
-    let behind = serve_in(&ns).await;
+    let behind = TestServer::start_in(&ns).await;
     let open = TestServer::start().await;
     let endpoints = [
         quicrpc::Channel::builder(format!("https://{}:{}", ns.ns_ip, behind.addr.port()))

@@ -9,13 +9,12 @@
 //! `bindings/node` (`.ci/run` does both). It fails loudly without them, and when the addon
 //! is older than the Rust code it is built from.
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
+use quicrpc_tests::TestServer;
 use quicrpc_tests::netns::NetNs;
-use quicrpc_tests::{TestOptions, TestServer};
 
 /// Bound on the whole `node --test` run (about 10 s on two cores in a debug build).
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -117,17 +116,7 @@ async fn node_client_falls_back_to_tcp_where_udp_is_dropped() {
     let ns = NetNs::create();
     ns.block_udp();
     let ip = ns.ns_ip;
-    let (udp, tcp) = ns.enter(|| {
-        let udp = UdpSocket::bind((ip, 0)).expect("UDP in the namespace");
-        let port = udp.local_addr().expect("address").port();
-        let tcp = TcpListener::bind((ip, port)).expect("TCP in the namespace");
-        (udp, tcp)
-    });
-    let options = TestOptions {
-        sockets: Some((Some(udp), Some(tcp))),
-        ..TestOptions::default()
-    };
-    let server = TestServer::start_with(options, |b| b).await;
+    let server = TestServer::start_in(&ns).await;
     let uri = format!("https://{ip}:{}", server.addr.port());
     let env = [
         ("QUICRPC_NETNS_URI", uri.as_str()),
