@@ -218,17 +218,11 @@ impl Router {
         let Route::Quic(conn) = route else {
             return Ok(());
         };
-        conn.handshake_over().await;
-        match conn.quic.close_reason() {
-            None => Ok(()),
-            Some(reason) => {
-                lock(&self.state).backoff.failed(Instant::now());
-                Err(Error::Connect {
-                    addr: conn.quic.remote_address(),
-                    source: reason,
-                })
-            }
+        let answered = conn.handshake_completed().await;
+        if answered.is_err() {
+            lock(&self.state).backoff.failed(Instant::now());
         }
+        answered
     }
 
     /// A route for a call with `deadline`: the current one, or a new connection by the
@@ -453,14 +447,7 @@ async fn probe_quic(weak: Weak<Router>, first_delay: Duration) {
             let conn = quic.connect(router.dropped.clone()).await?;
             // A resumed connection comes back before its handshake is done: a probe counts
             // only a completed one.
-            conn.handshake_over().await;
-            match conn.quic.close_reason() {
-                None => Ok(conn),
-                Some(reason) => Err(Error::Connect {
-                    addr: conn.quic.remote_address(),
-                    source: reason,
-                }),
-            }
+            conn.handshake_completed().await.map(|()| conn)
         };
         let authority = &router.calls.authority;
         match attempt.await {

@@ -164,6 +164,20 @@ impl Conn {
         }
     }
 
+    /// Waits for the handshake as [`handshake_over`](Self::handshake_over) does, and says
+    /// whether it completed: a resumed connection exists before its server has answered,
+    /// and its handshake may still fail (the connect timeout closes it).
+    pub(super) async fn handshake_completed(&self) -> Result<(), Error> {
+        self.handshake_over().await;
+        match self.quic.close_reason() {
+            None => Ok(()),
+            Some(reason) => Err(Error::Connect {
+                addr: self.quic.remote_address(),
+                source: reason,
+            }),
+        }
+    }
+
     /// A token that counts a stream handle opened in early data.
     pub(super) fn early_handle(&self) -> crate::stream::HandleToken {
         self.early_handles.token()
