@@ -235,25 +235,21 @@ fn report_errors(calls: &[Call], event: Instant) {
     for (error, n, at) in seen {
         eprintln!("  {n} calls failed, the first {at:.0} ms after the event: {error}");
     }
-    let mut slowest: Vec<(f64, f64, Option<usize>)> = calls
-        .iter()
-        .filter(|c| c.end >= event)
-        .map(|c| {
-            let ms = |from: Instant, to: Instant| {
-                let sign = if to >= from { 1.0 } else { -1.0 };
-                let span = if to >= from { to - from } else { from - to };
-                sign * span.as_secs_f64() * 1e3
-            };
-            (ms(c.start, c.end), ms(event, c.start), c.server)
-        })
-        .collect();
-    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let slowest: Vec<String> = slowest
+    let mut after: Vec<&Call> = calls.iter().filter(|c| c.end >= event).collect();
+    after.sort_by_key(|c| std::cmp::Reverse(c.end - c.start));
+    let slowest: Vec<String> = after
         .iter()
         .take(3)
-        .map(|(took, from, server)| match server {
-            Some(s) => format!("{took:.0} ms from {from:+.0} ms on s{s}"),
-            None => format!("{took:.0} ms from {from:+.0} ms, failed"),
+        .map(|c| {
+            let took = (c.end - c.start).as_secs_f64() * 1e3;
+            // When it started, from the event: negative for a call already under way.
+            let from = (c.start.saturating_duration_since(event).as_secs_f64()
+                - event.saturating_duration_since(c.start).as_secs_f64())
+                * 1e3;
+            match c.server {
+                Some(s) => format!("{took:.0} ms from {from:+.0} ms on s{s}"),
+                None => format!("{took:.0} ms from {from:+.0} ms, failed"),
+            }
         })
         .collect();
     eprintln!(
