@@ -234,6 +234,20 @@ impl Router {
         self: &Arc<Self>,
         deadline: Option<Instant>,
     ) -> Result<Route, Status> {
+        if let Some(route) = self.current_route() {
+            return Ok(route);
+        }
+        // Connecting is a large future (handshakes, the race between transports): boxed, so
+        // that every call's future does not carry its size, and copy it, for the rare call
+        // that connects.
+        Box::pin(self.route_connecting(deadline)).await
+    }
+
+    /// [`route`](Self::route) when no route is up now.
+    async fn route_connecting(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<Route, Status> {
         loop {
             let attempt = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, self.route_now())

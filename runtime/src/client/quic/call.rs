@@ -92,8 +92,16 @@ impl Conn {
     ) -> Result<http::Response<ResponseBody>, CallError> {
         let in_flight = self.in_flight();
         if let Some(send_request) = &self.h3 {
-            let mut response =
-                super::http3::call(self, send_request.clone(), request, call, settings).await?;
+            // Boxed: HTTP/3's call future is several times the native wire's, and would
+            // make every call's future as large.
+            let mut response = Box::pin(super::http3::call(
+                self,
+                send_request.clone(),
+                request,
+                call,
+                settings,
+            ))
+            .await?;
             response.body_mut().hold(in_flight);
             return Ok(response);
         }
