@@ -120,9 +120,14 @@ impl CallTelemetry {
             return;
         }
         let elapsed = self.start.elapsed();
-        self.span.record("grpc.status", format_args!("{code:?}"));
-        self.span
-            .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        // A span no subscriber wants still looks its fields up and formats them (for the
+        // `log` crate, which gets the event below anyway); with nothing listening, that was
+        // 2 % of a client's CPU per call.
+        if !self.span.is_disabled() {
+            self.span.record("grpc.status", format_args!("{code:?}"));
+            self.span
+                .record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        }
         tracing::debug!(parent: &self.span, "call finished");
         let (side, transport) = (self.side.as_str(), self.transport.label());
         metrics::counter!(
