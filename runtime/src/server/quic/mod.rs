@@ -293,7 +293,15 @@ async fn serve_connection(
                     };
                     // Counted from here, so the count covers the task before it first runs.
                     let call = shared.stats.call();
-                    calls.spawn(serve_call(send, recv, shared.clone(), origin, call));
+                    // Boxed: a call's future is about 3 KiB, and spawning moves a task's
+                    // future several times over; a box is moved as a pointer.
+                    calls.spawn(Box::pin(serve_call(
+                        send,
+                        recv,
+                        shared.clone(),
+                        origin,
+                        call,
+                    )));
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }
