@@ -4,8 +4,13 @@
 //!
 //! - `quinn stream`: bare quinn, a bidirectional stream per call carrying the gRPC-sized
 //!   request and reply bytes, no framing (the transport's own cost);
-//! - `quicrpc QUIC`: the same call as gRPC through quicrpc's channel and server over QUIC
-//!   (tonic's codec and service, quicrpc's frames, heads, bodies, limits and telemetry);
+//! - `quicrpc wire to quicrpc's server`: the same call as gRPC, written in quicrpc's own
+//!   frames straight onto a quinn stream (an encoded head, a DATA frame, FIN), to quicrpc's
+//!   server, and its answer read to the end and its frames decoded: the server's whole stack
+//!   (the stream and body layer, the head, limits, telemetry, tonic's codec and service)
+//!   with no client stack above the frames;
+//! - `quicrpc QUIC`: the same call through quicrpc's channel too (tonic's client codec,
+//!   quicrpc's call future, stream and body layer, deadline and telemetry);
 //! - `quicrpc TCP`: the same through quicrpc's TCP side (tonic's HTTP/2, quicrpc's TLS and
 //!   layers);
 //! - `quicrpc HTTP/3`: the same gRPC call from the hyperium `h3` client to quicrpc's server
@@ -139,6 +144,36 @@ async fn quinn_call(conn: &quinn::Connection, bytes: &[u8]) {
     assert_eq!(reply.len(), bytes.len());
 }
 
+/// One gRPC unary call in quicrpc's wire format on a bare quinn stream: `head` (an encoded
+/// HEADERS frame), a DATA frame holding `message` (the gRPC-framed request), FIN; then the
+/// answer read to its end, and its trailers checked for status OK.
+async fn wire_call(conn: &quinn::Connection, head: &bytes::Bytes, message: &bytes::Bytes) {
+    use quicrpc_wire::frame::{self, Frame, FrameDecoder};
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let mut chunks = [
+        head.clone(),
+        frame::data_head(message.len()),
+        message.clone(),
+    ];
+    send.write_all_chunks(&mut chunks).await.expect("write");
+    send.finish().expect("finish");
+    let reply = recv.read_to_end(1 << 20).await.expect("reply");
+    let mut decoder = FrameDecoder::new(16 << 10);
+    let mut buf = bytes::BytesMut::from(&reply[..]);
+    let mut trailers = None;
+    while let Some(frame) = decoder.decode(&mut buf).expect("a well-formed frame") {
+        if let Frame::Trailers(block) = frame {
+            trailers = Some(block);
+        }
+    }
+    let trailers =
+        quicrpc_wire::fields::decode_fields(&trailers.expect("trailers")).expect("trailer fields");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+}
+
 type H3Requests = h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>;
 
 /// An HTTP/3 client connection to quicrpc's server, its driver running.
@@ -243,6 +278,24 @@ fn benches(c: &mut Criterion) {
     };
     let quic = GreeterClient::new(channel(quicrpc::Fallback::QuicOnly));
     let (_h3_endpoint, h3_requests) = runtime.block_on(h3_client(&cert, quicrpc_addr));
+    let (_wire_endpoint, wire_conn) = runtime.block_on(quinn_client_offering(
+        &cert,
+        quicrpc_addr,
+        quicrpc_wire::ALPN,
+    ));
+    let mut fields = http::HeaderMap::new();
+    fields.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    fields.insert("te", http::HeaderValue::from_static("trailers"));
+    let wire_head = quicrpc_wire::fields::encode_request_head(
+        "/helloworld.Greeter/SayHello",
+        Some("localhost"),
+        None,
+        &fields,
+    );
+    let wire_message = bytes::Bytes::from(bytes.clone());
     let tcp = GreeterClient::new(channel(quicrpc::Fallback::TcpOnly));
 
     let tonic_addr = runtime.block_on(tonic_server(&cert));
@@ -263,6 +316,13 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("unary call, both ends, one thread");
     group.bench_function("quinn stream", |b| {
         b.iter_custom(|iters| timed(&runtime, iters, || quinn_call(&quinn_conn, &bytes)));
+    });
+    group.bench_function("quicrpc wire to quicrpc's server", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                wire_call(&wire_conn, &wire_head, &wire_message)
+            })
+        });
     });
     group.bench_function("quicrpc QUIC", |b| {
         b.iter_custom(|iters| {
