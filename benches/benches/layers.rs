@@ -15,6 +15,9 @@
 //!   layers);
 //! - `quicrpc HTTP/3`: the same gRPC call from the hyperium `h3` client to quicrpc's server
 //!   over HTTP/3 (gRFC G2), on the same QUIC endpoint;
+//! - `tonic's client to quicrpc's TCP side` and `quicrpc's TCP client to tonic's server`:
+//!   one end of the TCP side's stack each, against plain tonic at the other, to split what
+//!   the TCP side costs over tonic between quicrpc's server and its client;
 //! - `tonic`: plain tonic, client and server, TCP and TLS.
 //!
 //! ```text
@@ -235,6 +238,23 @@ async fn tonic_server(cert: &SelfSigned) -> SocketAddr {
     addr
 }
 
+/// A plain tonic channel (TCP, TLS) to the server at `addr`.
+async fn tonic_channel_to(
+    cert: &SelfSigned,
+    addr: SocketAddr,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("URI")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(cert.ca_pem()))
+                .domain_name("localhost"),
+        )?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+}
+
 /// Times `iters` calls of `call`, one after another.
 fn timed<F: Future<Output = ()>>(
     runtime: &tokio::runtime::Runtime,
@@ -299,19 +319,23 @@ fn benches(c: &mut Criterion) {
     let tcp = GreeterClient::new(channel(quicrpc::Fallback::TcpOnly));
 
     let tonic_addr = runtime.block_on(tonic_server(&cert));
-    let tonic_channel = runtime.block_on(
-        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", tonic_addr.port()))
-            .expect("URI")
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(cert.ca_pem()))
-                    .domain_name("localhost"),
-            )
-            .expect("TLS")
-            .tcp_nodelay(true)
-            .connect(),
-    );
+    let tonic_channel = runtime.block_on(tonic_channel_to(&cert, tonic_addr));
     let tonic = GreeterClient::new(tonic_channel.expect("connect"));
+    let tonic_to_quicrpc = GreeterClient::new(
+        runtime
+            .block_on(tonic_channel_to(&cert, quicrpc_addr))
+            .expect("connect"),
+    );
+    let quicrpc_to_tonic = GreeterClient::new(
+        runtime
+            .block_on(
+                quicrpc::Channel::builder(format!("https://localhost:{}", tonic_addr.port()))
+                    .ca_certificate(cert.ca_certificate())
+                    .fallback(quicrpc::Fallback::TcpOnly)
+                    .connect(),
+            )
+            .expect("connect"),
+    );
 
     let mut group = c.benchmark_group("unary call, both ends, one thread");
     group.bench_function("quinn stream", |b| {
@@ -349,6 +373,26 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed(&runtime, iters, || {
                 h3_call(h3_requests.clone(), grpc_request.clone())
+            })
+        });
+    });
+    group.bench_function("tonic's client to quicrpc's TCP side", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                let mut client = tonic_to_quicrpc.clone();
+                async move {
+                    client.say_hello(request()).await.expect("call");
+                }
+            })
+        });
+    });
+    group.bench_function("quicrpc's TCP client to tonic's server", |b| {
+        b.iter_custom(|iters| {
+            timed(&runtime, iters, || {
+                let mut client = quicrpc_to_tonic.clone();
+                async move {
+                    client.say_hello(request()).await.expect("call");
+                }
             })
         });
     });
