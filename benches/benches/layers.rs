@@ -255,6 +255,23 @@ async fn tonic_channel_to(
         .await
 }
 
+/// A row of Greeter calls through `client` (a `GreeterClient` over any channel), one at a
+/// time.
+macro_rules! greeter_row {
+    ($group:ident, $runtime:ident, $name:expr, $client:ident) => {
+        $group.bench_function($name, |b| {
+            b.iter_custom(|iters| {
+                timed(&$runtime, iters, || {
+                    let mut client = $client.clone();
+                    async move {
+                        client.say_hello(request()).await.expect("call");
+                    }
+                })
+            });
+        });
+    };
+}
+
 /// Times `iters` calls of `call`, one after another.
 fn timed<F: Future<Output = ()>>(
     runtime: &tokio::runtime::Runtime,
@@ -348,26 +365,8 @@ fn benches(c: &mut Criterion) {
             })
         });
     });
-    group.bench_function("quicrpc QUIC", |b| {
-        b.iter_custom(|iters| {
-            timed(&runtime, iters, || {
-                let mut client = quic.clone();
-                async move {
-                    client.say_hello(request()).await.expect("call");
-                }
-            })
-        });
-    });
-    group.bench_function("quicrpc TCP", |b| {
-        b.iter_custom(|iters| {
-            timed(&runtime, iters, || {
-                let mut client = tcp.clone();
-                async move {
-                    client.say_hello(request()).await.expect("call");
-                }
-            })
-        });
-    });
+    greeter_row!(group, runtime, "quicrpc QUIC", quic);
+    greeter_row!(group, runtime, "quicrpc TCP", tcp);
     let grpc_request = bytes::Bytes::from(bytes.clone());
     group.bench_function("quicrpc HTTP/3", |b| {
         b.iter_custom(|iters| {
@@ -376,36 +375,19 @@ fn benches(c: &mut Criterion) {
             })
         });
     });
-    group.bench_function("tonic's client to quicrpc's TCP side", |b| {
-        b.iter_custom(|iters| {
-            timed(&runtime, iters, || {
-                let mut client = tonic_to_quicrpc.clone();
-                async move {
-                    client.say_hello(request()).await.expect("call");
-                }
-            })
-        });
-    });
-    group.bench_function("quicrpc's TCP client to tonic's server", |b| {
-        b.iter_custom(|iters| {
-            timed(&runtime, iters, || {
-                let mut client = quicrpc_to_tonic.clone();
-                async move {
-                    client.say_hello(request()).await.expect("call");
-                }
-            })
-        });
-    });
-    group.bench_function("tonic", |b| {
-        b.iter_custom(|iters| {
-            timed(&runtime, iters, || {
-                let mut client = tonic.clone();
-                async move {
-                    client.say_hello(request()).await.expect("call");
-                }
-            })
-        });
-    });
+    greeter_row!(
+        group,
+        runtime,
+        "tonic's client to quicrpc's TCP side",
+        tonic_to_quicrpc
+    );
+    greeter_row!(
+        group,
+        runtime,
+        "quicrpc's TCP client to tonic's server",
+        quicrpc_to_tonic
+    );
+    greeter_row!(group, runtime, "tonic", tonic);
     group.finish();
 }
 
