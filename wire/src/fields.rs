@@ -137,7 +137,8 @@ where
         varint::len(n.len() as u64) + n.len() + varint::len(v.len() as u64) + v.len()
     };
     let payload: usize = fields().map(field_len).sum();
-    let mut buf = BytesMut::with_capacity(frame::MAX_FRAME_HEAD + payload);
+    // Exactly the frame's size, so that freezing it takes no second allocation.
+    let mut buf = BytesMut::with_capacity(frame::head_len(ty, payload as u64) + payload);
     frame::put_head(&mut buf, ty, payload as u64);
     for (name, value) in fields() {
         varint::put(&mut buf, name.len() as u64);
@@ -145,6 +146,7 @@ where
         varint::put(&mut buf, value.len() as u64);
         buf.put_slice(value);
     }
+    debug_assert_eq!(buf.len(), buf.capacity());
     buf.freeze()
 }
 
@@ -235,10 +237,45 @@ fn regular_field(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue),
     if name.iter().any(u8::is_ascii_uppercase) {
         return Err(FieldError::InvalidName(lossy(name)));
     }
-    let name = HeaderName::from_bytes(name).map_err(|_| FieldError::InvalidName(lossy(name)))?;
-    let value =
-        HeaderValue::from_bytes(value).map_err(|_| FieldError::InvalidValue(name.to_string()))?;
+    let name = match well_known_name(name) {
+        Some(name) => name,
+        None => HeaderName::from_bytes(name).map_err(|_| FieldError::InvalidName(lossy(name)))?,
+    };
+    let value = match well_known_value(value) {
+        Some(value) => value,
+        None => HeaderValue::from_bytes(value)
+            .map_err(|_| FieldError::InvalidValue(name.to_string()))?,
+    };
     Ok((name, value))
+}
+
+/// gRPC's own field names, which `http` does not know: decoded without an allocation, where
+/// `HeaderName::from_bytes` copies every name it does not know into one of its own.
+fn well_known_name(name: &[u8]) -> Option<HeaderName> {
+    let name = match name {
+        b"grpc-status" => "grpc-status",
+        b"grpc-message" => "grpc-message",
+        b"grpc-timeout" => "grpc-timeout",
+        b"grpc-encoding" => "grpc-encoding",
+        b"grpc-accept-encoding" => "grpc-accept-encoding",
+        b"grpc-status-details-bin" => "grpc-status-details-bin",
+        _ => return None,
+    };
+    Some(HeaderName::from_static(name))
+}
+
+/// The values nearly every call carries (its content type, `te: trailers`, an OK status):
+/// decoded without an allocation, where `HeaderValue::from_bytes` copies every value.
+fn well_known_value(value: &[u8]) -> Option<HeaderValue> {
+    let value = match value {
+        b"application/grpc" => "application/grpc",
+        b"application/grpc+proto" => "application/grpc+proto",
+        b"trailers" => "trailers",
+        b"0" => "0",
+        b"identity" => "identity",
+        _ => return None,
+    };
+    Some(HeaderValue::from_static(value))
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -283,6 +320,47 @@ mod tests {
     /// A block of `n` fields named `a` with empty values: three bytes each on the wire.
     fn empty_fields(n: usize) -> Vec<u8> {
         std::iter::repeat_n([1u8, b'a', 0], n).flatten().collect()
+    }
+
+    /// The names and values decoded without an allocation are the ones `http` would have
+    /// made of the same bytes; an unknown value is still copied as it was.
+    #[test]
+    fn well_known_fields_decode_as_any_other() {
+        let mut fields = HeaderMap::new();
+        for name in [
+            "grpc-status",
+            "grpc-message",
+            "grpc-timeout",
+            "grpc-encoding",
+            "grpc-accept-encoding",
+            "grpc-status-details-bin",
+            "content-type",
+            "te",
+        ] {
+            for value in [
+                "application/grpc",
+                "application/grpc+proto",
+                "trailers",
+                "0",
+                "identity",
+                "gzip",
+            ] {
+                fields.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                );
+            }
+        }
+        let frame = encode_fields(frame::TRAILERS, &fields);
+        let (ty, used) = varint::get(&frame).unwrap();
+        let (len, used_too) = varint::get(&frame[used..]).unwrap();
+        assert_eq!(
+            (ty, frame.len()),
+            (frame::TRAILERS, used + used_too + len as usize)
+        );
+        let decoded = decode_fields(&frame[used + used_too..]).unwrap();
+        assert_eq!(decoded, fields);
+        assert_eq!(decoded.len(), 8 * 6);
     }
 
     #[test]

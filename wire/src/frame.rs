@@ -54,16 +54,23 @@ pub fn put_head(buf: &mut impl BufMut, ty: u64, len: u64) {
     varint::put(buf, len);
 }
 
+/// The length of the head of a frame of type `ty` with a payload of `len` bytes.
+pub fn head_len(ty: u64, len: u64) -> usize {
+    varint::len(ty) + varint::len(len)
+}
+
 /// The head of a DATA frame carrying `len` bytes.
 pub fn data_head(len: usize) -> Bytes {
-    let mut buf = BytesMut::with_capacity(varint::len(len as u64) + 1);
+    let mut buf = BytesMut::with_capacity(head_len(DATA, len as u64));
     put_head(&mut buf, DATA, len as u64);
     buf.freeze()
 }
 
 /// A whole frame of type `ty` around `payload`.
 pub fn encode(ty: u64, payload: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(MAX_FRAME_HEAD + payload.len());
+    // Exactly the frame's size: a buffer filled to its capacity freezes into `Bytes` without
+    // a second allocation for the shared count.
+    let mut buf = BytesMut::with_capacity(head_len(ty, payload.len() as u64) + payload.len());
     put_head(&mut buf, ty, payload.len() as u64);
     buf.put_slice(payload);
     buf.freeze()

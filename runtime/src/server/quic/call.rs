@@ -111,8 +111,9 @@ async fn handle_call(
         Ok(head) => head,
         Err(status) => return reject(send, recv, status).await,
     };
-    let info = method_info(&head.path);
-    if early && !runs_from_early_data(info, &head.path) {
+    let path = uri.path();
+    let info = method_info(path);
+    if early && !runs_from_early_data(info, path) {
         // Not run, so the client may send it again once the handshake is complete.
         recv.stop(ErrorCode::TooEarly);
         send.reset(ErrorCode::TooEarly);
@@ -126,7 +127,7 @@ async fn handle_call(
     };
     let telemetry = CallTelemetry::start(
         Side::Server,
-        server_method_label(&head.path, info),
+        server_method_label(path, info),
         Transport::Quic,
         Some(priority),
         Some(stream_id),
@@ -188,15 +189,18 @@ async fn respond(
     }
 }
 
-/// A request head, and its path as a URI.
 /// Decodes a request head whose field list may count `max_list_size` bytes (with each
-/// field's overhead, as HTTP/2 counts it).
+/// field's overhead, as HTTP/2 counts it), and its path as a URI (the head's `path` is left
+/// empty).
 fn decode_head(
     block: &[u8],
     max_list_size: usize,
 ) -> Result<(fields::RequestHead, http::Uri), Status> {
-    let head = fields::decode_request_head_within(block, max_list_size).map_err(malformed)?;
-    let uri = http::Uri::try_from(head.path.as_str())
+    let mut head = fields::decode_request_head_within(block, max_list_size).map_err(malformed)?;
+    // The URI takes the path's buffer rather than a copy of it; `uri.path()` is the path from
+    // here on.
+    let path = bytes::Bytes::from(std::mem::take(&mut head.path));
+    let uri = http::Uri::from_maybe_shared(path)
         .map_err(|_| Status::internal("protocol error: invalid :path"))?;
     Ok((head, uri))
 }
