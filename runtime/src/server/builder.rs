@@ -8,11 +8,11 @@ use std::time::Duration;
 use http::Request;
 use tonic::body::Body as TonicBody;
 use tonic::server::NamedService;
-use tonic::service::RoutesBuilder;
 use tracing::debug;
 
 use super::budget;
 use super::credit::StreamCredit;
+use super::dispatch::Services;
 use super::layers::{self, HttpRequest, LayerFn, LayeredService};
 use super::{AddressValidation, QuicLbConfig, Server, ServerStats, Shared};
 use crate::config::{ConnectionConfig, connection_setters};
@@ -22,7 +22,7 @@ use crate::{Error, Transport, wire};
 /// Configures a [`Server`]. Created by [`Server::builder`].
 pub struct ServerBuilder {
     identity: Option<Identity>,
-    routes: RoutesBuilder,
+    services: Services,
     config: ConnectionConfig,
     quic: bool,
     tcp: bool,
@@ -67,7 +67,7 @@ impl ServerBuilder {
     pub(super) fn new() -> Self {
         Self {
             identity: None,
-            routes: RoutesBuilder::default(),
+            services: Services::default(),
             config: ConnectionConfig::server_default(),
             quic: true,
             tcp: true,
@@ -120,7 +120,13 @@ impl ServerBuilder {
         self
     }
 
-    /// Adds a tonic service, such as a generated `FooServer`.
+    /// Adds a tonic service, such as a generated `FooServer`. Calls reach it by the service
+    /// name in their path, `/package.Service/Method`; a path that names no added service is
+    /// UNIMPLEMENTED, on both transports.
+    ///
+    /// # Panics
+    ///
+    /// If a service of the same name was added already (as tonic's `Server` does).
     #[must_use]
     pub fn add_service<S>(mut self, service: S) -> Self
     where
@@ -130,10 +136,10 @@ impl ServerBuilder {
             + Send
             + Sync
             + 'static,
-        S::Response: axum::response::IntoResponse,
+        S::Response: axum::response::IntoResponse + 'static,
         S::Future: Send + 'static,
     {
-        self.routes.add_service(service);
+        self.services.add(service);
         self
     }
 
@@ -439,7 +445,7 @@ impl ServerBuilder {
             }
             None => None,
         };
-        let routes = self.routes.routes().prepare();
+        let services = self.services.dispatch();
         // One message at the receive limit always fits, prefix included.
         let one_message = self
             .config
@@ -454,8 +460,8 @@ impl ServerBuilder {
             tcp,
             local_addr,
             shared: Arc::new(Shared {
-                service: layers::stack(routes.clone(), &self.layers),
-                routes,
+                service: layers::stack(services.clone(), &self.layers),
+                services,
                 layers: self.layers,
                 config: self.config,
                 client_roots: self.client_roots,

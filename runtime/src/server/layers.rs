@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tonic::body::Body as TonicBody;
-use tonic::service::Routes;
 use tower::util::BoxCloneSyncService;
+
+use super::dispatch::Dispatch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,13 +42,13 @@ where
     Arc::new(move |inner| BoxCloneSyncService::new(Recover::new(layer.layer(inner))))
 }
 
-/// The routes wrapped in `layers`, the first added outermost (as with tower's
+/// The services wrapped in `layers`, the first added outermost (as with tower's
 /// `ServiceBuilder` and tonic's `Server::layer`).
-pub(super) fn stack(routes: Routes, layers: &[LayerFn]) -> LayeredService {
+pub(super) fn stack(services: Dispatch, layers: &[LayerFn]) -> LayeredService {
     layers
         .iter()
         .rev()
-        .fold(BoxCloneSyncService::new(routes), |inner, layer| {
+        .fold(BoxCloneSyncService::new(services), |inner, layer| {
             layer(inner)
         })
 }

@@ -4,6 +4,7 @@
 pub(crate) mod budget;
 mod builder;
 mod credit;
+mod dispatch;
 mod h3;
 mod layers;
 mod quic;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 use tracing::info;
 
 pub use self::builder::ServerBuilder;
@@ -64,7 +64,7 @@ struct Shared {
     /// The services, wrapped in the user's layers: what every call on QUIC goes to.
     service: LayeredService,
     /// The services alone, and the layers: the TCP side stacks them inside tonic's server.
-    routes: Routes,
+    services: dispatch::Dispatch,
     layers: Vec<LayerFn>,
     config: ConnectionConfig,
     /// CAs that client certificates must chain to; empty when clients need none.

@@ -11,6 +11,7 @@ use http_body::{Body, Frame};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::body::Body as TonicBody;
+use tonic::service::Routes;
 use tracing::{Instrument, debug, info};
 
 use tokio::time::Instant;
@@ -59,10 +60,13 @@ pub(super) async fn serve_tcp(
             };
             move |inner| CallDuties(inner, duties.clone())
         }))
-        // The user's layers, inside quicrpc's own, around the same services as on QUIC.
+        // The user's layers, inside quicrpc's own, around the same services as on QUIC, which
+        // take the place of tonic's router (given none: it would answer every call
+        // UNIMPLEMENTED).
         .layer(tower::layer::layer_fn({
             let layers = shared.layers.clone();
-            move |routes| super::layers::stack(routes, &layers)
+            let services = shared.services.clone();
+            move |_: Routes| super::layers::stack(services.clone(), &layers)
         }));
     // tonic says GOAWAY at the age and waits for the calls; with its own grace period set it
     // would skip the GOAWAY and close at age + grace. So the end of the grace is Counted's.
@@ -100,7 +104,7 @@ pub(super) async fn serve_tcp(
         },
     );
     let serve = server
-        .add_routes(shared.routes.clone())
+        .add_routes(Routes::default())
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let drain = shared.drain_timeout;
     let drain_timeout = async {
