@@ -251,31 +251,37 @@ fn regular_field(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue),
 
 /// gRPC's own field names, which `http` does not know: decoded without an allocation, where
 /// `HeaderName::from_bytes` copies every name it does not know into one of its own.
-fn well_known_name(name: &[u8]) -> Option<HeaderName> {
-    let name = match name {
-        b"grpc-status" => "grpc-status",
-        b"grpc-message" => "grpc-message",
-        b"grpc-timeout" => "grpc-timeout",
-        b"grpc-encoding" => "grpc-encoding",
-        b"grpc-accept-encoding" => "grpc-accept-encoding",
-        b"grpc-status-details-bin" => "grpc-status-details-bin",
-        _ => return None,
-    };
-    Some(HeaderName::from_static(name))
-}
+static WELL_KNOWN_NAMES: [HeaderName; 6] = [
+    HeaderName::from_static("grpc-status"),
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("grpc-timeout"),
+    HeaderName::from_static("grpc-encoding"),
+    HeaderName::from_static("grpc-accept-encoding"),
+    HeaderName::from_static("grpc-status-details-bin"),
+];
 
 /// The values nearly every call carries (its content type, `te: trailers`, an OK status):
 /// decoded without an allocation, where `HeaderValue::from_bytes` copies every value.
+static WELL_KNOWN_VALUES: [HeaderValue; 5] = [
+    HeaderValue::from_static("application/grpc"),
+    HeaderValue::from_static("application/grpc+proto"),
+    HeaderValue::from_static("trailers"),
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("identity"),
+];
+
+fn well_known_name(name: &[u8]) -> Option<HeaderName> {
+    WELL_KNOWN_NAMES
+        .iter()
+        .find(|known| known.as_str().as_bytes() == name)
+        .cloned()
+}
+
 fn well_known_value(value: &[u8]) -> Option<HeaderValue> {
-    let value = match value {
-        b"application/grpc" => "application/grpc",
-        b"application/grpc+proto" => "application/grpc+proto",
-        b"trailers" => "trailers",
-        b"0" => "0",
-        b"identity" => "identity",
-        _ => return None,
-    };
-    Some(HeaderValue::from_static(value))
+    WELL_KNOWN_VALUES
+        .iter()
+        .find(|known| known.as_bytes() == value)
+        .cloned()
 }
 
 fn lossy(bytes: &[u8]) -> String {
