@@ -416,22 +416,43 @@ async fn tcp_congestion_control_is_set_on_both_ends() {
         .await
         .expect("served");
     let port = server.addr.port();
-    // `ss -tinH`: a line per socket, then a line of its TCP info that begins with the
-    // congestion controller's name.
-    let controllers = |filter: &str| -> Vec<String> {
-        let out = std::process::Command::new("ss")
-            .args(["-tinH", "state", "established", filter])
-            .output()
-            .expect("ss (iproute2) runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let lines: Vec<&str> = text.lines().collect();
-        lines
-            .chunks(2)
-            .filter_map(|pair| Some(pair.get(1)?.split_whitespace().next()?.to_owned()))
-            .collect()
-    };
-    let server_end = controllers(&format!("( sport = :{port} )"));
-    let client_end = controllers(&format!("( dport = :{port} )"));
-    assert_eq!(server_end, ["reno"], "the server's accepted socket");
-    assert_eq!(client_end, ["reno"], "the client's socket");
+    // `ss -tinH`: a line per socket (queues, local address, peer address), then a line of its
+    // TCP info that begins with the congestion controller's name. Other tests' sockets may
+    // use the server's port number as their own ephemeral port (the server binds it with
+    // SO_REUSEADDR), so the test's own connection is picked out by both of its ends.
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let port_of = |address: &str| address.rsplit(':').next()?.parse::<u16>().ok();
+    // (local port, peer port, controller) of each socket.
+    let sockets: Vec<(u16, u16, String)> = lines
+        .chunks(2)
+        .filter_map(|pair| {
+            let mut words = pair.first()?.split_whitespace().skip(2);
+            let local = port_of(words.next()?)?;
+            let peer = port_of(words.next()?)?;
+            Some((
+                local,
+                peer,
+                pair.get(1)?.split_whitespace().next()?.to_owned(),
+            ))
+        })
+        .collect();
+    let clients: Vec<&(u16, u16, String)> = sockets.iter().filter(|s| s.1 == port).collect();
+    let server_end: Vec<&str> = sockets
+        .iter()
+        .filter(|s| s.0 == port && clients.iter().any(|c| c.0 == s.1))
+        .map(|s| s.2.as_str())
+        .collect();
+    let client_end: Vec<&str> = clients.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(
+        server_end,
+        ["reno"],
+        "the server's accepted socket; ss:\n{text}"
+    );
+    assert_eq!(client_end, ["reno"], "the client's socket; ss:\n{text}");
 }
