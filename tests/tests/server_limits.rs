@@ -395,31 +395,14 @@ async fn accepted_tcp_sockets_have_keepalive_on() {
     .await;
 }
 
-/// `tcp_congestion_control` on both builders sets the controller of the TCP side's sockets:
-/// the server's accepted socket (through its listener) and the client's, as `ss` reports
-/// them. "reno" is neither CI's nor these VMs' default, and every Linux kernel has it.
-#[tokio::test]
-async fn tcp_congestion_control_is_set_on_both_ends() {
-    let server =
-        TestServer::start_with(TestOptions::default(), |b| b.tcp_congestion_control("reno")).await;
-    let channel = within(
-        "connect over TCP",
-        server
-            .any_transport_builder()
-            .fallback(Fallback::TcpOnly)
-            .tcp_congestion_control("reno")
-            .connect(),
-    )
-    .await
-    .expect("connected");
-    within("a call", EchoClient::new(channel).unary(echo("hello")))
-        .await
-        .expect("served");
-    let port = server.addr.port();
+/// The established TCP connections of `port` as `ss -tinH` reports them: for the server's end
+/// and the client's end of each, in that order, the congestion controller's name; and `ss`'s
+/// whole output, to show when an assertion fails. Other tests' sockets may use the same port
+/// number as their own ephemeral port (the server binds it with SO_REUSEADDR), so a
+/// connection is known by both of its ends.
+fn tcp_controllers(port: u16) -> (Vec<(String, String)>, String) {
     // `ss -tinH`: a line per socket (queues, local address, peer address), then a line of its
-    // TCP info that begins with the congestion controller's name. Other tests' sockets may
-    // use the server's port number as their own ephemeral port (the server binds it with
-    // SO_REUSEADDR), so the test's own connection is picked out by both of its ends.
+    // TCP info that begins with the congestion controller's name.
     let filter = format!("( sport = :{port} or dport = :{port} )");
     let out = std::process::Command::new("ss")
         .args(["-tinH", "state", "established", &filter])
@@ -442,17 +425,73 @@ async fn tcp_congestion_control_is_set_on_both_ends() {
             ))
         })
         .collect();
-    let clients: Vec<&(u16, u16, String)> = sockets.iter().filter(|s| s.1 == port).collect();
-    let server_end: Vec<&str> = sockets
+    let connections = sockets
         .iter()
-        .filter(|s| s.0 == port && clients.iter().any(|c| c.0 == s.1))
-        .map(|s| s.2.as_str())
+        .filter(|client| client.1 == port)
+        .filter_map(|client| {
+            let server = sockets
+                .iter()
+                .find(|server| server.0 == port && server.1 == client.0)?;
+            Some((server.2.clone(), client.2.clone()))
+        })
         .collect();
-    let client_end: Vec<&str> = clients.iter().map(|c| c.2.as_str()).collect();
+    (connections, text)
+}
+
+/// `tcp_congestion_control` on both builders sets the controller of the TCP side's sockets:
+/// the server's accepted socket (through its listener) and the client's, as `ss` reports
+/// them. "reno" is neither CI's nor these VMs' default, and every Linux kernel has it.
+#[tokio::test]
+async fn tcp_congestion_control_is_set_on_both_ends() {
+    let server =
+        TestServer::start_with(TestOptions::default(), |b| b.tcp_congestion_control("reno")).await;
+    let channel = within(
+        "connect over TCP",
+        server
+            .any_transport_builder()
+            .fallback(Fallback::TcpOnly)
+            .tcp_congestion_control("reno")
+            .connect(),
+    )
+    .await
+    .expect("connected");
+    within("a call", EchoClient::new(channel).unary(echo("hello")))
+        .await
+        .expect("served");
+    let (connections, text) = tcp_controllers(server.addr.port());
     assert_eq!(
-        server_end,
-        ["reno"],
-        "the server's accepted socket; ss:\n{text}"
+        connections,
+        [("reno".to_owned(), "reno".to_owned())],
+        "(server's end, client's end); ss:\n{text}"
     );
-    assert_eq!(client_end, ["reno"], "the client's socket; ss:\n{text}");
+}
+
+/// The server's controller is on its listener from the moment `bind` returns, before the
+/// server is served: the kernel completes a TCP handshake without waiting for accept(), and a
+/// connection it took in earlier would keep the host's controller. (CI saw it: serving began
+/// on a busy runtime after the test's client had connected.)
+#[tokio::test]
+async fn tcp_congestion_control_holds_from_bind() {
+    let cert = quicrpc::tls::SelfSigned::new(["localhost"]).expect("certificate");
+    let server = quicrpc::Server::builder()
+        .identity(cert.identity())
+        .tcp_congestion_control("reno")
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let port = server.local_addr().port();
+    // Connected, and never served: the connection waits in the listener's accept queue.
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connected");
+    let (connections, text) = tcp_controllers(port);
+    let client_port = client.local_addr().expect("client's address").port();
+    assert!(
+        text.contains(&format!(":{client_port}")),
+        "the client's connection is listed; ss:\n{text}"
+    );
+    assert_eq!(
+        connections.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["reno"],
+        "the server's end; ss:\n{text}"
+    );
+    drop(server);
 }

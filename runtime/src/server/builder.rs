@@ -440,6 +440,14 @@ impl ServerBuilder {
         };
         let tcp = match tcp {
             Some(tcp) => {
+                // On the listener before anyone can learn its port: the kernel completes
+                // handshakes without waiting for accept(), and a connection it takes in before
+                // this is set keeps the host's controller (seen in CI, where serving began
+                // on a busy runtime after the test's client had connected).
+                crate::config::set_tcp_congestion(
+                    socket2::SockRef::from(&tcp),
+                    self.config.tcp_congestion_control.as_deref(),
+                );
                 tcp.set_nonblocking(true).map_err(sock_err)?;
                 Some(tokio::net::TcpListener::from_std(tcp).map_err(sock_err)?)
             }

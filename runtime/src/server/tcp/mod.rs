@@ -37,10 +37,6 @@ pub(super) async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().ok();
-    crate::config::set_tcp_congestion(
-        socket2::SockRef::from(&listener),
-        shared.config.tcp_congestion_control.as_deref(),
-    );
     // quicrpc's own TLS rather than tonic's: TLS 1.3 only and the ring provider, as on QUIC
     // (tonic's takes the process-wide default provider and allows TLS 1.2), every client CA
     // in one verifier, and handshakes that count against no limit until they complete.
