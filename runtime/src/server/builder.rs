@@ -408,6 +408,7 @@ impl ServerBuilder {
         };
         #[cfg(feature = "qlog")]
         let mut quic_config = None;
+        let mut loopback_quic_config = None;
         let quic = match udp {
             Some(udp) => {
                 let tls = tls::server_config(
@@ -425,7 +426,13 @@ impl ServerBuilder {
                 {
                     quic_config = Some(server_config.clone());
                 }
-                let mut endpoint_config = quinn::EndpointConfig::default();
+                if self.config.max_udp_payload_size.is_none() {
+                    let transport = self.config.server_transport(streams)?;
+                    let mut config = server_config.clone();
+                    config.transport_config(Arc::new(self.config.over_loopback(transport)));
+                    loopback_quic_config = Some(Arc::new(config));
+                }
+                let mut endpoint_config = self.config.endpoint_config();
                 if let Some(quic_lb) = self.quic_lb.clone() {
                     // quinn asks this for every connection ID the endpoint issues.
                     endpoint_config.cid_generator(move || Box::new(quic_lb.generator()));
@@ -483,6 +490,7 @@ impl ServerBuilder {
                 address_validation: self.address_validation,
                 #[cfg(feature = "qlog")]
                 quic_config,
+                loopback_quic_config,
             }),
             identity,
         })

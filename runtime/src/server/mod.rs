@@ -84,6 +84,9 @@ struct Shared {
     /// The QUIC server config, for connections that need one of their own (qlog).
     #[cfg(feature = "qlog")]
     quic_config: Option<quinn::ServerConfig>,
+    /// The QUIC server config for clients over loopback, where larger datagrams are searched
+    /// for; `None` where every client gets the endpoint's (the largest UDP payload is set).
+    loopback_quic_config: Option<Arc<quinn::ServerConfig>>,
 }
 
 impl fmt::Debug for Server {

@@ -65,6 +65,9 @@ impl QuicWire {
 pub(super) struct QuicConnector {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
+    /// For a server over loopback: larger datagrams searched for (`None`: as any other, the
+    /// largest UDP payload being set).
+    loopback_client_config: Option<quinn::ClientConfig>,
     host: String,
     port: u16,
     server_name: String,
@@ -216,9 +219,19 @@ impl QuicConnector {
         let http3 = wire != QuicWire::Native;
         let mut client_config = quinn::ClientConfig::new(shared_tls(&tls, wire)?);
         client_config.transport_config(Arc::new(config.client_transport(http3)?));
+        let loopback_client_config = match config.max_udp_payload_size {
+            Some(_) => None,
+            None => {
+                let mut loopback = client_config.clone();
+                let transport = config.over_loopback(config.client_transport(http3)?);
+                loopback.transport_config(Arc::new(transport));
+                Some(loopback)
+            }
+        };
         Ok(Self {
-            endpoint: bind_client_endpoint()?,
+            endpoint: bind_client_endpoint(config)?,
             client_config,
+            loopback_client_config,
             host: target.host.clone(),
             port: target.port,
             server_name: target.server_name.clone(),
@@ -234,20 +247,25 @@ impl QuicConnector {
 
     /// The client config for a new connection: the shared one, or, when a qlog trace is
     /// asked for, one of its own that writes it.
-    fn client_config_now(&self) -> Result<quinn::ClientConfig, Error> {
+    fn client_config_now(&self, addr: SocketAddr) -> Result<quinn::ClientConfig, Error> {
+        let loopback = crate::config::is_loopback(addr);
         #[cfg(feature = "qlog")]
         if let Some(dir) = &self.config.qlog_dir {
-            let transport = crate::qlog::traced(
-                self.config
-                    .client_transport(self.wire != QuicWire::Native)?,
-                dir,
-                Side::Client,
-            )?;
+            let mut transport = self
+                .config
+                .client_transport(self.wire != QuicWire::Native)?;
+            if loopback {
+                transport = self.config.over_loopback(transport);
+            }
+            let transport = crate::qlog::traced(transport, dir, Side::Client)?;
             let mut config = self.client_config.clone();
             config.transport_config(Arc::new(transport));
             return Ok(config);
         }
-        Ok(self.client_config.clone())
+        match (loopback, &self.loopback_client_config) {
+            (true, Some(config)) => Ok(config.clone()),
+            _ => Ok(self.client_config.clone()),
+        }
     }
 
     /// Resolves the host and races a handshake to each of its addresses. The connection's
@@ -392,7 +410,7 @@ impl QuicConnector {
     ) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>), Error> {
         let connecting = self
             .endpoint
-            .connect_with(self.client_config_now()?, addr, &self.server_name)
+            .connect_with(self.client_config_now(addr)?, addr, &self.server_name)
             .map_err(|e| Error::Config {
                 message: format!("cannot start a handshake with {addr}"),
                 source: Some(e.into()),
@@ -463,11 +481,27 @@ fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
 }
 
 /// Binds a dual-stack client socket where the host has IPv6, an IPv4 one otherwise.
-fn bind_client_endpoint() -> Result<quinn::Endpoint, Error> {
+fn bind_client_endpoint(config: &ConnectionConfig) -> Result<quinn::Endpoint, Error> {
     let v6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
     let v4: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
-    quinn::Endpoint::client(v6)
-        .or_else(|_| quinn::Endpoint::client(v4))
+    let bind = |addr: SocketAddr| -> std::io::Result<quinn::Endpoint> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // Dual-stack where the host allows it, as quinn's `Endpoint::client` makes it.
+        if addr.is_ipv6()
+            && let Err(e) = socket.set_only_v6(false)
+        {
+            debug!("IPv6 client socket without IPv4: {e}");
+        }
+        socket.bind(&addr.into())?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        quinn::Endpoint::new(config.endpoint_config(), None, socket.into(), runtime)
+    };
+    bind(v6)
+        .or_else(|_| bind(v4))
         .map_err(|source| Error::Bind {
             addr: v4.to_string(),
             source,

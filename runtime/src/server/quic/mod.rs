@@ -337,20 +337,27 @@ pub(super) async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// Accepts a connection attempt, with a config of its own where it needs one (qlog).
-#[cfg_attr(not(feature = "qlog"), allow(unused_variables))]
+/// Accepts a connection attempt, with a config of its own where it needs one: a client over
+/// loopback (larger datagrams), or a qlog trace.
 fn accept(
     incoming: quinn::Incoming,
     shared: &Shared,
 ) -> Result<quinn::Connecting, Box<dyn std::error::Error>> {
+    let loopback = crate::config::is_loopback(incoming.remote_address());
     #[cfg(feature = "qlog")]
     if let (Some(dir), Some(config)) = (&shared.config.qlog_dir, &shared.quic_config) {
         let streams = StreamCredit::new(shared.config.max_concurrent_streams).limit();
-        let transport = shared.config.server_transport(streams)?;
+        let mut transport = shared.config.server_transport(streams)?;
+        if loopback {
+            transport = shared.config.over_loopback(transport);
+        }
         let transport = crate::qlog::traced(transport, dir, Side::Server)?;
         let mut config = config.clone();
         config.transport_config(Arc::new(transport));
         return Ok(incoming.accept_with(Arc::new(config))?);
+    }
+    if let (true, Some(config)) = (loopback, &shared.loopback_quic_config) {
+        return Ok(incoming.accept_with(config.clone())?);
     }
     Ok(incoming.accept()?)
 }
