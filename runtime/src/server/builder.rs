@@ -426,12 +426,10 @@ impl ServerBuilder {
                 {
                     quic_config = Some(server_config.clone());
                 }
-                if self.config.max_udp_payload_size.is_none() {
-                    let transport = self.config.server_transport(streams)?;
-                    let mut config = server_config.clone();
-                    config.transport_config(Arc::new(self.config.over_loopback(transport)));
-                    loopback_quic_config = Some(Arc::new(config));
-                }
+                let mut loopback = server_config.clone();
+                let transport = self.config.server_transport(streams)?;
+                loopback.transport_config(Arc::new(self.config.over_loopback(transport)));
+                loopback_quic_config = Some(Arc::new(loopback));
                 let mut endpoint_config = self.config.endpoint_config();
                 if let Some(quic_lb) = self.quic_lb.clone() {
                     // quinn asks this for every connection ID the endpoint issues.

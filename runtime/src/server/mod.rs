@@ -85,7 +85,7 @@ struct Shared {
     #[cfg(feature = "qlog")]
     quic_config: Option<quinn::ServerConfig>,
     /// The QUIC server config for clients over loopback, where larger datagrams are searched
-    /// for; `None` where every client gets the endpoint's (the largest UDP payload is set).
+    /// for unless the largest UDP payload is set; `None` without QUIC.
     loopback_quic_config: Option<Arc<quinn::ServerConfig>>,
 }
 

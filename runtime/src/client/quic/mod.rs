@@ -65,9 +65,9 @@ impl QuicWire {
 pub(super) struct QuicConnector {
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
-    /// For a server over loopback: larger datagrams searched for (`None`: as any other, the
-    /// largest UDP payload being set).
-    loopback_client_config: Option<quinn::ClientConfig>,
+    /// For a server over loopback: larger datagrams searched for, unless the largest UDP
+    /// payload is set (then the same as `client_config`).
+    loopback_client_config: quinn::ClientConfig,
     host: String,
     port: u16,
     server_name: String,
@@ -219,15 +219,10 @@ impl QuicConnector {
         let http3 = wire != QuicWire::Native;
         let mut client_config = quinn::ClientConfig::new(shared_tls(&tls, wire)?);
         client_config.transport_config(Arc::new(config.client_transport(http3)?));
-        let loopback_client_config = match config.max_udp_payload_size {
-            Some(_) => None,
-            None => {
-                let mut loopback = client_config.clone();
-                let transport = config.over_loopback(config.client_transport(http3)?);
-                loopback.transport_config(Arc::new(transport));
-                Some(loopback)
-            }
-        };
+        let mut loopback_client_config = client_config.clone();
+        loopback_client_config.transport_config(Arc::new(
+            config.over_loopback(config.client_transport(http3)?),
+        ));
         Ok(Self {
             endpoint: bind_client_endpoint(config)?,
             client_config,
@@ -262,10 +257,10 @@ impl QuicConnector {
             config.transport_config(Arc::new(transport));
             return Ok(config);
         }
-        match (loopback, &self.loopback_client_config) {
-            (true, Some(config)) => Ok(config.clone()),
-            _ => Ok(self.client_config.clone()),
-        }
+        Ok(match loopback {
+            true => self.loopback_client_config.clone(),
+            false => self.client_config.clone(),
+        })
     }
 
     /// Resolves the host and races a handshake to each of its addresses. The connection's
