@@ -387,6 +387,7 @@ mod tests {
                 stream_window: stream,
                 conn_window: conn,
                 send_window: send,
+                max_udp_payload: None,
             };
             assert_eq!(windows, want, "{line}");
         }
@@ -396,14 +397,16 @@ mod tests {
     #[test]
     fn windows_reach_every_child_as_they_were_given() {
         let given = scenario(
-            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435457",
+            "latency --stream-window 8388608 --conn-window 268435456 --send-window 268435457 \
+             --max-udp-payload 1452",
         )
         .unwrap()
         .common()
         .windows;
         assert_eq!(
             given.flags().join(" "),
-            "--stream-window 8388608 --conn-window 268435456 --send-window 268435457"
+            "--stream-window 8388608 --conn-window 268435456 --send-window 268435457 \
+             --max-udp-payload 1452"
         );
         let address = "--port 1 --certs d";
         for child in [

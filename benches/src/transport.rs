@@ -68,6 +68,10 @@ pub(crate) struct Windows {
     /// QUIC send window in bytes, both sides (quicrpc only).
     #[arg(long, value_name = "BYTES")]
     pub(crate) send_window: Option<u64>,
+    /// The largest UDP payload QUIC sends and takes, both sides (quicrpc only; its default
+    /// is 4,000 bytes over loopback).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_udp_payload: Option<u16>,
 }
 
 impl Windows {
@@ -78,6 +82,7 @@ impl Windows {
             ("--stream-window", self.stream_window.map(u64::from)),
             ("--conn-window", self.conn_window.map(u64::from)),
             ("--send-window", self.send_window),
+            ("--max-udp-payload", self.max_udp_payload.map(u64::from)),
         ];
         for (flag, bytes) in windows {
             if let Some(bytes) = bytes {
@@ -94,6 +99,7 @@ impl Windows {
             ("stream window", self.stream_window.map(u64::from)),
             ("connection window", self.conn_window.map(u64::from)),
             ("send window", self.send_window),
+            ("largest UDP payload", self.max_udp_payload.map(u64::from)),
         ];
         let set: Vec<String> = windows
             .iter()
@@ -112,6 +118,7 @@ impl Windows {
             B::stream_receive_window,
             B::connection_receive_window,
             B::send_window,
+            B::max_udp_payload_size,
         )
     }
 
@@ -125,17 +132,19 @@ impl Windows {
             B::stream_receive_window,
             B::connection_receive_window,
             B::send_window,
+            B::max_udp_payload_size,
         )
     }
 
-    /// `builder` with the windows that are set, by its setters for each (both builders have
-    /// the same three, and no trait in common).
+    /// `builder` with the settings that are set, by its setters for each (both builders have
+    /// the same four, and no trait in common).
     fn apply<B>(
         &self,
         mut builder: B,
         stream: fn(B, u32) -> B,
         connection: fn(B, u32) -> B,
         send: fn(B, u64) -> B,
+        payload: fn(B, u16) -> B,
     ) -> B {
         if let Some(bytes) = self.stream_window {
             builder = stream(builder, bytes);
@@ -145,6 +154,9 @@ impl Windows {
         }
         if let Some(bytes) = self.send_window {
             builder = send(builder, bytes);
+        }
+        if let Some(bytes) = self.max_udp_payload {
+            builder = payload(builder, bytes);
         }
         builder
     }
@@ -256,26 +268,33 @@ mod tests {
             calls.push(("send", bytes));
             calls
         }
-        let window = |stream, conn, send| Windows {
+        fn payload(mut calls: Calls, bytes: u16) -> Calls {
+            calls.push(("payload", bytes.into()));
+            calls
+        }
+        let window = |stream, conn, send, payload| Windows {
             stream_window: stream,
             conn_window: conn,
             send_window: send,
+            max_udp_payload: payload,
         };
         for (windows, want) in [
-            (window(None, None, None), vec![]),
-            (window(Some(1), None, None), vec![("stream", 1)]),
-            (window(None, Some(2), None), vec![("connection", 2)]),
-            (window(None, None, Some(3)), vec![("send", 3)]),
+            (window(None, None, None, None), vec![]),
+            (window(Some(1), None, None, None), vec![("stream", 1)]),
+            (window(None, Some(2), None, None), vec![("connection", 2)]),
+            (window(None, None, Some(3), None), vec![("send", 3)]),
+            (window(None, None, None, Some(4)), vec![("payload", 4)]),
             (
-                window(Some(8_388_608), Some(u32::MAX), Some(u64::MAX)),
+                window(Some(8_388_608), Some(u32::MAX), Some(u64::MAX), Some(1452)),
                 vec![
                     ("stream", 8_388_608),
                     ("connection", u32::MAX.into()),
                     ("send", u64::MAX),
+                    ("payload", 1452),
                 ],
             ),
         ] {
-            let calls = windows.apply(Vec::new(), stream, connection, send);
+            let calls = windows.apply(Vec::new(), stream, connection, send, payload);
             assert_eq!(calls, want, "{windows:?}");
         }
     }
