@@ -199,15 +199,32 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
-    let Some((conn, mut handshake)) = handshake(incoming, &shared).await else {
+    let Some((conn, handshake)) = handshake(incoming, &shared).await else {
         return;
     };
+    let peer = peer_certificates(&conn);
     if negotiated_alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
         let verdict = watch_handshake(&conn, handshake);
-        let peer = peer_certificates(&conn);
-        return super::h3::serve_connection(conn, shared, shutdown, peer, verdict).await;
+        // Boxed: HTTP/3's connection future is about 8 KiB, and every connection's task,
+        // idle or not, would otherwise keep room for it. Boxed in its own statement: a
+        // temporary that lived on across the await would keep that room too.
+        let h3 = Box::pin(super::h3::serve_connection(
+            conn, shared, shutdown, peer, verdict,
+        ));
+        return h3.await;
     }
-    let peer = peer_certificates(&conn);
+    serve_native(conn, handshake, peer, shared, shutdown, remote).await;
+}
+
+/// Serves a connection that speaks quicrpc's native wire, from its first call on.
+async fn serve_native(
+    conn: quinn::Connection,
+    mut handshake: Handshake,
+    peer: Option<PeerCertificates>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    remote: SocketAddr,
+) {
     debug!(%remote, "connection accepted");
     tokio::spawn(sample_connection(conn.clone(), Side::Server));
     tokio::spawn(crate::window::size_send_window(
@@ -416,5 +433,56 @@ async fn send_goaway(conn: quinn::Connection) {
     let mut frames = [prefix.freeze(), frame::encode(frame::GOAWAY, b"")];
     if send.write(&mut frames).await.is_ok() {
         send.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::tls::{ClientTls, SelfSigned, ServerVerification};
+
+    /// An idle connection's task holds the native wire's state, not room for HTTP/3's too
+    /// (it held 9.4 KiB, most of an idle connection's growth from 46 to 66 KiB; scenario 7
+    /// in docs/benchmarks.md).
+    #[tokio::test]
+    async fn a_connection_task_keeps_no_room_for_the_other_wire() {
+        let cert = SelfSigned::new(["localhost"]).expect("certificate");
+        let server = crate::Server::builder()
+            .identity(cert.identity())
+            .transports([crate::Transport::Quic])
+            .bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let shared = server.shared.clone();
+        let config = shared.loopback_quic_config.clone().expect("a QUIC config");
+        // An endpoint of the test's own, so that the server's accept loop does not take the
+        // connection attempt.
+        let endpoint =
+            quinn::Endpoint::server((*config).clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let client_tls = ClientTls {
+            roots: vec![cert.ca_certificate()],
+            identity: None,
+            sessions: 0,
+            early_data: false,
+            verify: ServerVerification::Verified,
+        };
+        let client_tls = client_tls.config(&[crate::wire::ALPN]).unwrap();
+        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_tls)));
+        let _connecting = client
+            .connect(endpoint.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let incoming = tokio::time::timeout(Duration::from_secs(10), endpoint.accept())
+            .await
+            .expect("a connection attempt within 10 s")
+            .expect("an open endpoint");
+        let serving = super::serve_connection(incoming, shared, CancellationToken::new());
+        let size = std::mem::size_of_val(&serving);
+        assert!(size <= 4096, "a connection's future is {size} bytes");
     }
 }
