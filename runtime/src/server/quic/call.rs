@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use futures_util::FutureExt as _;
 use http::{Request, Response, StatusCode};
 use quinn::VarInt;
 use tokio::time::Instant;
@@ -65,12 +66,39 @@ pub(super) async fn serve_call(
 ///
 /// Not cancel-safe, on purpose: `serve_call` cancels it to drop a call whose client went
 /// away; `send` then resets the stream.
+///
+/// In two stages, so that a call's future, boxed for each call, is about the size of its
+/// larger stage rather than their sum: Rust keeps room in an async function's state for every
+/// local that was ever borrowed, up to the end of its scope, and the head's stage borrows
+/// most of its own.
 async fn handle_call(
     send: &mut SendHalf,
     recv: quinn::RecvStream,
     shared: &Shared,
     origin: Origin,
 ) {
+    let Some(call) = accept_call(send, recv, shared, origin).await else {
+        return;
+    };
+    respond(send, shared, call).await;
+}
+
+/// A call whose head was read and accepted: its request for the service, its deadline and
+/// its telemetry.
+struct Accepted {
+    request: Request<TonicBody>,
+    deadline: Option<Instant>,
+    telemetry: CallTelemetry,
+}
+
+/// Reads a call's head and checks it: the call to run, or `None` when it was answered (or
+/// reset) here.
+async fn accept_call(
+    send: &mut SendHalf,
+    recv: quinn::RecvStream,
+    shared: &Shared,
+    origin: Origin,
+) -> Option<Accepted> {
     let Origin {
         remote,
         peer,
@@ -96,20 +124,26 @@ async fn handle_call(
         debug!(%remote, "request head not complete within {:?}", shared.handshake_timeout);
         recv.stop(ErrorCode::DeadlineExceeded);
         send.reset(ErrorCode::DeadlineExceeded);
-        return;
+        return None;
     };
     let block = match head {
         Ok(block) => block,
         Err(HeadError::Read(e)) => {
             debug!(%remote, "request stream failed before its head: {e}");
             send.reset(ErrorCode::Cancelled);
-            return;
+            return None;
         }
-        Err(e) => return reject(send, recv, e.into_status(Peer::Client)).await,
+        Err(e) => {
+            reject(send, recv, e.into_status(Peer::Client)).await;
+            return None;
+        }
     };
     let (head, uri) = match decode_head(&block, shared.config.max_header_list_size) {
         Ok(head) => head,
-        Err(status) => return reject(send, recv, status).await,
+        Err(status) => {
+            reject(send, recv, status).await;
+            return None;
+        }
     };
     let path = uri.path();
     let info = method_info(path);
@@ -117,13 +151,16 @@ async fn handle_call(
         // Not run, so the client may send it again once the handshake is complete.
         recv.stop(ErrorCode::TooEarly);
         send.reset(ErrorCode::TooEarly);
-        return;
+        return None;
     }
     let priority = priority::resolve(head.priority, info);
     send.set_priority(priority);
     let deadline = match deadline::from_headers(&head.fields) {
         Ok(deadline) => deadline,
-        Err(status) => return reject(send, recv, status).await,
+        Err(status) => {
+            reject(send, recv, status).await;
+            return None;
+        }
     };
     let telemetry = CallTelemetry::start(
         Side::Server,
@@ -148,40 +185,53 @@ async fn handle_call(
     *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = head.fields;
     call_extensions(request.extensions_mut(), priority, peer, early, remote);
-    respond(send, shared, request, deadline, telemetry).await;
+    Some(Accepted {
+        request,
+        deadline,
+        telemetry,
+    })
 }
 
 /// Runs the call's service and writes its response, or DEADLINE_EXCEEDED when the deadline
 /// passes first (dropping the handler).
-async fn respond(
-    send: &mut SendHalf,
-    shared: &Shared,
-    request: Request<TonicBody>,
-    deadline: Option<Instant>,
-    mut telemetry: CallTelemetry,
-) {
-    let respond = async {
-        let response = match shared.service.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        write_response(send, response).await
-    }
-    .instrument(telemetry.span().clone());
-    let code = match deadline {
-        None => respond.await,
-        Some(deadline) => match tokio::time::timeout_at(deadline, respond).await {
-            Ok(code) => code,
-            Err(_) => {
-                // The handler has been dropped; tell the client why.
-                send.send_status(
-                    &Status::deadline_exceeded("deadline exceeded"),
-                    ErrorCode::DeadlineExceeded,
-                )
-                .await;
-                Some(Code::DeadlineExceeded)
-            }
-        },
+async fn respond(send: &mut SendHalf, shared: &Shared, call: Accepted) {
+    let Accepted {
+        request,
+        deadline,
+        mut telemetry,
+    } = call;
+    let span = telemetry.span().clone();
+    // The service's future, then the response's writing, in one place: an async block would
+    // keep the request it captured beside them.
+    let answered = {
+        let respond = shared
+            .service
+            .clone()
+            .oneshot(request)
+            .then(|response| {
+                let response = match response {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                write_response(&mut *send, response)
+            })
+            .instrument(span);
+        match deadline {
+            None => Ok(respond.await),
+            Some(deadline) => tokio::time::timeout_at(deadline, respond).await,
+        }
+    };
+    let code = match answered {
+        Ok(code) => code,
+        Err(_) => {
+            // The handler has been dropped; tell the client why.
+            send.send_status(
+                &Status::deadline_exceeded("deadline exceeded"),
+                ErrorCode::DeadlineExceeded,
+            )
+            .await;
+            Some(Code::DeadlineExceeded)
+        }
     };
     // A response that ended without a status leaves the call counted as CANCELLED.
     if let Some(code) = code {
