@@ -231,7 +231,9 @@ impl ChannelBuilder {
     /// Connects now, failing if the server cannot be reached by the policy's transports.
     pub async fn connect(self) -> Result<Channel, Error> {
         let router = Arc::new(self.router()?);
-        router.connect().await?;
+        // Connecting is a large future (about 20 KiB: handshakes, the race between
+        // transports): boxed, so that the caller's task does not keep room for it after.
+        Box::pin(router.connect()).await?;
         Ok(Channel {
             inner: super::Inner::One(router),
         })
@@ -320,5 +322,20 @@ impl ChannelBuilder {
             server_name: self.domain_name.clone().unwrap_or_else(|| host.clone()),
             host,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Connecting's large future (about 20 KiB) is boxed: a task that awaits `connect` keeps
+    /// no room for it once connected.
+    #[test]
+    fn the_connect_future_is_small() {
+        let connecting = crate::Channel::builder("https://localhost:1").connect();
+        let size = std::mem::size_of_val(&connecting);
+        assert!(
+            size <= 1024,
+            "ChannelBuilder::connect's future is {size} bytes"
+        );
     }
 }
