@@ -65,6 +65,8 @@ mod status;
 mod stream;
 mod sync;
 mod telemetry;
+#[cfg(test)]
+mod test_support;
 mod transport;
 mod window;
 mod zero_rtt;

@@ -291,20 +291,14 @@ mod tests {
     /// after 10 s.
     #[tokio::test]
     async fn a_critical_write_gets_returning_credit_before_bulk_writers() {
-        use std::future::Future;
         use std::sync::atomic::AtomicU64;
         use std::task::Poll;
 
         use bytes::Bytes;
 
         use crate::stream::SendHalf;
-        use crate::tls::{ClientTls, SelfSigned, ServerVerification};
-
-        async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-            tokio::time::timeout(Duration::from_secs(10), future)
-                .await
-                .unwrap_or_else(|_| panic!("timed out: {what}"))
-        }
+        use crate::test_support::{client_endpoint, within};
+        use crate::tls::SelfSigned;
 
         const WINDOW: u32 = 16 * 1024;
         let cert = SelfSigned::new(["localhost"]).expect("certificate");
@@ -316,17 +310,7 @@ mod tests {
         server_config.transport_config(Arc::new(transport));
         let server =
             quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let client_tls = ClientTls {
-            roots: vec![cert.ca_certificate()],
-            identity: None,
-            sessions: 0,
-            early_data: false,
-            verify: ServerVerification::Verified,
-        };
-        let client_tls = client_tls.config(&[b"test"]).unwrap();
-        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_tls)));
+        let client = client_endpoint(&cert, b"test");
         let connecting = client
             .connect(server.local_addr().unwrap(), "localhost")
             .unwrap();

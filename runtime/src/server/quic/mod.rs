@@ -206,12 +206,11 @@ async fn serve_connection(
     if negotiated_alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
         let verdict = watch_handshake(&conn, handshake);
         // Boxed: HTTP/3's connection future is about 8 KiB, and every connection's task,
-        // idle or not, would otherwise keep room for it. Boxed in its own statement: a
-        // temporary that lived on across the await would keep that room too.
-        let h3 = Box::pin(super::h3::serve_connection(
+        // idle or not, would otherwise keep room for it.
+        return Box::pin(super::h3::serve_connection(
             conn, shared, shutdown, peer, verdict,
-        ));
-        return h3.await;
+        ))
+        .await;
     }
     serve_native(conn, handshake, peer, shared, shutdown, remote).await;
 }
@@ -438,22 +437,15 @@ async fn send_goaway(conn: quinn::Connection) {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use tokio_util::sync::CancellationToken;
 
     use super::{Origin, Shared};
     use crate::stream::{SendHalf, WriteGate};
     use crate::telemetry::Side;
-    use crate::tls::{ClientTls, SelfSigned, ServerVerification};
-
-    async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-        tokio::time::timeout(Duration::from_secs(10), future)
-            .await
-            .unwrap_or_else(|_| panic!("timed out: {what}"))
-    }
+    use crate::test_support::{client_endpoint, within};
+    use crate::tls::SelfSigned;
 
     /// A bound server's shared state, an endpoint of the test's own with its loopback config
     /// (so that the server's accept loop takes nothing), and a client endpoint that trusts it.
@@ -469,18 +461,7 @@ mod tests {
         let config = shared.loopback_quic_config.clone().expect("a QUIC config");
         let endpoint =
             quinn::Endpoint::server((*config).clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let client_tls = ClientTls {
-            roots: vec![cert.ca_certificate()],
-            identity: None,
-            sessions: 0,
-            early_data: false,
-            verify: ServerVerification::Verified,
-        };
-        let client_tls = client_tls.config(&[crate::wire::ALPN]).unwrap();
-        let client_tls = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_tls)));
-        (shared, endpoint, client)
+        (shared, endpoint, client_endpoint(&cert, crate::wire::ALPN))
     }
 
     /// An idle connection's task holds the native wire's state, not room for HTTP/3's too
