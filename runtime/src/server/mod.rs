@@ -11,6 +11,7 @@ mod quic;
 mod quic_lb;
 mod stats;
 mod tcp;
+mod turns;
 mod validation;
 
 use std::fmt;

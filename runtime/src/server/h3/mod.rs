@@ -31,6 +31,7 @@ use super::quic::{
     call_extensions, drain_signal, handshake_completed, runs_from_early_data, sleep_until_some,
 };
 use super::stats::CallGuard;
+use super::turns::Turns;
 use crate::http3::{self, quic};
 use crate::status::{normalize_status, status_code, status_fields};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
@@ -86,6 +87,7 @@ pub(super) async fn serve_connection(
         handshake,
     };
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
+    let mut turns = Turns::default();
     let drain = drain_signal(&shutdown, shared.max_connection_age, remote);
     tokio::pin!(drain);
     let mut drained_by = None;
@@ -114,6 +116,7 @@ pub(super) async fn serve_connection(
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }
+                    turns.started().await;
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -16,6 +16,7 @@ use self::call::{Origin, serve_call};
 pub(super) use self::call::{call_extensions, handshake_completed, runs_from_early_data};
 use super::credit::StreamCredit;
 use super::stats::HandshakeGuard;
+use super::turns::Turns;
 use super::{CLOSE_LINGER, Shared};
 use crate::stream::{RecvHalf, SendHalf, WriteGate, close_quietly, quic_code};
 use crate::telemetry::{Side, sample_connection};
@@ -238,6 +239,7 @@ async fn serve_native(
     });
     let calls = TaskTracker::new();
     let mut credit = StreamCredit::new(shared.config.max_concurrent_streams);
+    let mut turns = Turns::default();
     let handshake_deadline = handshake.deadline;
     let drain = drain_signal(&shutdown, shared.max_connection_age, remote);
     tokio::pin!(drain);
@@ -321,6 +323,7 @@ async fn serve_native(
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }
+                    turns.started().await;
                 }
                 Err(e) => {
                     debug!(%remote, "connection closed: {e}");
