@@ -15,23 +15,55 @@
 /// 32 served the same, 4 sent too many small batches.
 pub(super) const CALLS_PER_TURN: u32 = 16;
 
-/// Counts the calls an accept loop starts, and steps aside every [`CALLS_PER_TURN`].
+/// Counts the calls an accept loop starts back to back, and steps aside every
+/// [`CALLS_PER_TURN`].
 #[derive(Debug, Default)]
 pub(super) struct Turns {
     started: u32,
 }
 
 impl Turns {
-    /// Counts a call just started (spawned); after every [`CALLS_PER_TURN`]th, yields to the
-    /// runtime, so that the tasks queued meanwhile (the calls, the connection's driver) run
-    /// before the loop accepts another.
+    /// Counts a call just started (spawned); after every [`CALLS_PER_TURN`]th of one burst,
+    /// lets the tasks queued meanwhile (the calls, the connection's driver) run before the
+    /// loop accepts another.
+    ///
+    /// It steps aside by waking itself rather than with `tokio::task::yield_now`, which
+    /// would wait for the runtime's next poll for I/O: every task that poll woke (other
+    /// calls' reads, bulk uploads among them) would then run before the loop accepted the
+    /// rest of the burst, and an urgent call among it would wait for them.
     pub(super) async fn started(&mut self) {
         self.started += 1;
         if self.started >= CALLS_PER_TURN {
             self.started = 0;
-            tokio::task::yield_now().await;
+            step_aside().await;
         }
     }
+
+    /// Whether calls have been started since the loop last found nothing to accept.
+    pub(super) fn in_burst(&self) -> bool {
+        self.started > 0
+    }
+
+    /// The loop found nothing to accept: the burst is over, and the next one counts from
+    /// zero (calls that come one at a time never make it step aside).
+    pub(super) fn burst_over(&mut self) {
+        self.started = 0;
+    }
+}
+
+/// Pending once, with the task woken at once: it goes to the back of the runtime's queue
+/// of tasks ready to run, behind the ones woken before it.
+async fn step_aside() {
+    let mut stepped = false;
+    std::future::poll_fn(|cx| {
+        if stepped {
+            return std::task::Poll::Ready(());
+        }
+        stepped = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -41,6 +73,33 @@ mod tests {
     use tokio::sync::Notify;
 
     use super::*;
+
+    /// Only a burst steps aside: calls that come one at a time, or bursts shorter than a
+    /// turn, never wait.
+    #[test]
+    fn only_the_calls_of_one_burst_count() {
+        use futures_util::FutureExt;
+        let mut turns = Turns::default();
+        for burst in 0..3 {
+            for call in 1..CALLS_PER_TURN {
+                assert!(
+                    turns.started().now_or_never().is_some(),
+                    "call {call} of burst {burst} waited"
+                );
+            }
+            assert!(turns.in_burst());
+            turns.burst_over();
+            assert!(!turns.in_burst());
+        }
+        for _ in 1..CALLS_PER_TURN {
+            assert!(turns.started().now_or_never().is_some());
+        }
+        assert!(
+            turns.started().now_or_never().is_none(),
+            "the last call of a full turn steps aside"
+        );
+        assert!(!turns.in_burst(), "the next turn counts from zero");
+    }
 
     /// On one runtime thread, a task that the first call wakes (as a response wakes the
     /// connection's driver) runs after the first turn's calls and before the next turn's.

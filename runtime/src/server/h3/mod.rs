@@ -124,6 +124,8 @@ pub(super) async fn serve_connection(
                     break;
                 }
             },
+            // Last (the select is biased): nothing else was ready, so a burst of calls is over.
+            () = std::future::ready(()), if turns.in_burst() => turns.burst_over(),
         }
     }
     conn.close(h3_code(h3::error::Code::H3_NO_ERROR), b"");

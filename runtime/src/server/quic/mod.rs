@@ -330,6 +330,8 @@ async fn serve_native(
                     break;
                 }
             },
+            // Last (the select is biased): nothing else was ready, so a burst of calls is over.
+            () = std::future::ready(()), if turns.in_burst() => turns.burst_over(),
         }
     }
 }
