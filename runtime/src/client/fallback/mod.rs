@@ -240,7 +240,7 @@ impl Router {
         // Connecting is a large future (handshakes, the race between transports): boxed, so
         // that every call's future does not carry its size, and copy it, for the rare call
         // that connects.
-        Box::pin(self.route_connecting(deadline)).await
+        crate::sync::boxed(|| self.route_connecting(deadline)).await
     }
 
     /// [`route`](Self::route) when no route is up now.

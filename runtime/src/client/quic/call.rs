@@ -94,13 +94,9 @@ impl Conn {
         if let Some(send_request) = &self.h3 {
             // Boxed: HTTP/3's call future is several times the native wire's, and would
             // make every call's future as large.
-            let mut response = Box::pin(super::http3::call(
-                self,
-                send_request.clone(),
-                request,
-                call,
-                settings,
-            ))
+            let mut response = crate::sync::boxed(|| {
+                super::http3::call(self, send_request.clone(), request, call, settings)
+            })
             .await?;
             response.body_mut().hold(in_flight);
             return Ok(response);
@@ -197,7 +193,7 @@ async fn exchange(
     // Send inline what is ready now (a whole unary request, usually); hand the rest to a task
     // so that requests stream while responses are read.
     let (error_tx, error_rx) = oneshot::channel();
-    let mut sending = Box::pin(send_request(send, head, body, error_tx));
+    let mut sending = crate::sync::boxed(|| send_request(send, head, body, error_tx));
     let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
         Poll::Ready(()) => None,
         Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
