@@ -233,7 +233,7 @@ impl ChannelBuilder {
         let router = Arc::new(self.router()?);
         // Connecting is a large future (about 20 KiB: handshakes, the race between
         // transports): boxed, so that the caller's task does not keep room for it after.
-        Box::pin(router.connect()).await?;
+        crate::sync::boxed(|| router.connect()).await?;
         Ok(Channel {
             inner: super::Inner::One(router),
         })

@@ -208,9 +208,9 @@ async fn serve_connection(
         let verdict = watch_handshake(&conn, handshake);
         // Boxed: HTTP/3's connection future is about 8 KiB, and every connection's task,
         // idle or not, would otherwise keep room for it.
-        return Box::pin(super::h3::serve_connection(
-            conn, shared, shutdown, peer, verdict,
-        ))
+        return crate::sync::boxed(|| {
+            super::h3::serve_connection(conn, shared, shutdown, peer, verdict)
+        })
         .await;
     }
     serve_native(conn, handshake, peer, shared, shutdown, remote).await;
@@ -313,13 +313,9 @@ async fn serve_native(
                     let call = shared.stats.call();
                     // Boxed: a call's future is about 2 KiB, and spawning moves a task's
                     // future several times over; a box is moved as a pointer.
-                    calls.spawn(Box::pin(serve_call(
-                        send,
-                        recv,
-                        shared.clone(),
-                        origin,
-                        call,
-                    )));
+                    calls.spawn(crate::sync::boxed(|| {
+                        serve_call(send, recv, shared.clone(), origin, call)
+                    }));
                     if let Some(limit) = credit.grow(calls.len()) {
                         conn.set_max_concurrent_bi_streams(limit.into());
                     }
