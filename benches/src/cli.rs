@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::transport::{Cc, Windows};
+use crate::transport::{Cc, ClientKind, ServerKind, Windows};
 use crate::{agents, chart, failover, hol, inflight, load, memory, mixed, serve, setup, stream};
 
 #[derive(Parser)]
@@ -52,6 +52,25 @@ pub(crate) enum Cmd {
     /// Call three servers through a balanced channel while the parent drains or kills one
     /// (scenario `failover`); prints `READY`, then one `FAILOVER` line.
     Failover(failover::FailoverArgs),
+}
+
+impl Cmd {
+    /// Whether this process is plain tonic's side of a comparison: tonic's server, or a
+    /// client on tonic's own channel.
+    pub(crate) fn is_plain_tonic(&self) -> bool {
+        let tonic = |kind: ClientKind| matches!(kind, ClientKind::Tonic | ClientKind::TonicPool);
+        match self {
+            Cmd::Serve(args) => matches!(args.server, ServerKind::Tonic),
+            Cmd::Setup(args) => matches!(args.mode, setup::SetupMode::Tonic),
+            Cmd::Load(args) => tonic(args.target.client),
+            Cmd::Stream(args) => tonic(args.target.client),
+            Cmd::Hold(args) => tonic(args.target.client),
+            Cmd::Agents(args) => tonic(args.target.client),
+            Cmd::Mixed(args) => tonic(args.target.client),
+            Cmd::Failover(args) => tonic(args.client),
+            Cmd::Compare(_) | Cmd::Chart(_) => false,
+        }
+    }
 }
 
 /// `compare`'s scenarios, each with its own flags and the common ones.

@@ -57,7 +57,13 @@ use cli::{Cli, Cmd};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if cli.command.is_plain_tonic() {
+        // The generated code is quicrpc-build's for every side; plain tonic's side gets the
+        // codec buffers tonic-prost-build's code would give it.
+        quicrpc::codegen::use_tonic_buffers();
+    }
+    match cli.command {
         Cmd::Serve(args) => current_thread()?.block_on(serve::serve(&args)),
         Cmd::Setup(args) => current_thread()?.block_on(setup::connect(&args)),
         Cmd::Load(args) => {

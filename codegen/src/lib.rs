@@ -201,6 +201,7 @@ impl Builder {
             .build_client(self.build_client)
             .build_server(self.build_server)
             .build_transport(false)
+            .codec_path("::quicrpc::codegen::ProstCodec")
             .emit_rerun_if_changed(false)
             .out_dir(&out_dir);
         if let Some(hook) = self.tonic {
@@ -494,5 +495,39 @@ service AgentControl {
         // tonic's stubs are in the same file.
         assert!(code.contains("pub mod agent_control_client"));
         assert!(code.contains("pub mod agent_control_server"));
+    }
+
+    #[test]
+    fn stubs_use_quicrpcs_codec_unless_the_hook_names_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let proto = write(
+            dir.path(),
+            "svc.proto",
+            "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice S { rpc Go(M) returns (M); }\n",
+        );
+        let generate = |builder: Builder| {
+            builder
+                .out_dir(dir.path())
+                .emit_rerun_if_changed(false)
+                .compile_protos(&[&proto], &[dir.path()])
+                .unwrap();
+            fs::read_to_string(dir.path().join("p.rs")).unwrap()
+        };
+        let code = generate(configure());
+        // Client and server.
+        assert_eq!(
+            code.matches("::quicrpc::codegen::ProstCodec::default()")
+                .count(),
+            2,
+            "{code}"
+        );
+        assert!(!code.contains("tonic_prost::ProstCodec"), "{code}");
+
+        let code = generate(configure().tonic(|b| b.codec_path("tonic_prost::ProstCodec")));
+        assert!(
+            code.contains("tonic_prost::ProstCodec::default()"),
+            "{code}"
+        );
+        assert!(!code.contains("::quicrpc::codegen::ProstCodec"), "{code}");
     }
 }
