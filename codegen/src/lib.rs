@@ -135,7 +135,9 @@ impl Builder {
     /// Adjusts the underlying `tonic-prost-build` builder, e.g. to add type attributes.
     ///
     /// The hook runs after quicrpc has applied its own settings; it must not change the output
-    /// directory.
+    /// directory. One of those settings is the codec: stubs use `quicrpc::codegen::ProstCodec`
+    /// (tonic-prost's, with 1 KiB first buffers instead of 8 KiB); `codec_path` in the hook
+    /// names another.
     pub fn tonic(
         mut self,
         hook: impl FnOnce(tonic_prost_build::Builder) -> tonic_prost_build::Builder + 'static,
