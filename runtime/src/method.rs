@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::Priority;
+use crate::telemetry::MethodKeys;
 
 /// The shape of a method's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,12 +91,45 @@ impl MethodInfo {
 /// of its `.proto`, say) has no entry: its calls get the defaults (NORMAL priority, no
 /// 0-RTT), never the more permissive of the two, and a warning is logged once.
 pub fn method_info(path: &str) -> Option<&'static MethodInfo> {
-    static REGISTRY: OnceLock<HashMap<&'static str, Option<&'static MethodInfo>>> = OnceLock::new();
+    registered(path).map(Registered::info)
+}
+
+/// A method of a registered table: its entry, and the metrics keys of its calls.
+pub(crate) struct Registered {
+    info: MethodInfo,
+    keys: MethodKeys,
+}
+
+impl Registered {
+    /// Its table entry.
+    pub(crate) fn info(&self) -> &MethodInfo {
+        &self.info
+    }
+
+    /// The metrics keys of its calls, built at each one's first use.
+    pub(crate) fn keys(&self) -> &MethodKeys {
+        &self.keys
+    }
+}
+
+/// [`method_info`], with what quicrpc keeps per method.
+pub(crate) fn registered(path: &str) -> Option<&'static Registered> {
+    static REGISTRY: OnceLock<HashMap<&'static str, Option<Registered>>> = OnceLock::new();
     REGISTRY
-        .get_or_init(|| registry(inventory::iter::<MethodTable>.into_iter().map(|t| t.0)))
-        .get(path)
-        .copied()
-        .flatten()
+        .get_or_init(|| {
+            registry(inventory::iter::<MethodTable>.into_iter().map(|t| t.0))
+                .into_iter()
+                .map(|(path, info)| {
+                    let registered = info.map(|info| Registered {
+                        info: *info,
+                        keys: MethodKeys::default(),
+                    });
+                    (path, registered)
+                })
+                .collect()
+        })
+        .get(path)?
+        .as_ref()
 }
 
 /// Every table's entries by path; `None` for a path declared differently by two tables.

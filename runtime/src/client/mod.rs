@@ -34,7 +34,6 @@ mod quic;
 mod resolve;
 mod tcp;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,10 +55,11 @@ use self::fallback::{Route, Router};
 use self::quic::CallError;
 pub use self::quic::QuicWire;
 pub use self::resolve::{Dns, Resolve};
+use crate::method::{Registered, registered};
 use crate::status::status_code;
-use crate::telemetry::{CallTelemetry, Side, method_label};
+use crate::telemetry::{CallTelemetry, MethodLabel, Side, method_label};
 use crate::zero_rtt::Declared;
-use crate::{Error, Priority, Transport, ZeroRtt, deadline, method_info, priority};
+use crate::{Error, Priority, Transport, ZeroRtt, deadline, priority};
 
 /// A connection to one server, shared by every clone: the transport under tonic-generated
 /// clients.
@@ -285,7 +285,7 @@ struct Call {
     /// request's extensions.
     declared: Declared,
     /// The method's metrics label.
-    method: Cow<'static, str>,
+    method: MethodLabel,
     priority: Priority,
     /// How the call has used 0-RTT so far.
     zero_rtt: ZeroRtt,
@@ -297,11 +297,12 @@ struct Call {
 impl Call {
     fn new(request: &http::Request<tonic::body::Body>) -> Result<Self, Status> {
         let path = request.uri().path();
-        let info = method_info(path);
+        let method = registered(path);
+        let info = method.map(Registered::info);
         Ok(Self {
             deadline: deadline::from_headers(request.headers())?,
             declared: Declared::new(info, request.extensions()),
-            method: method_label(path, info),
+            method: method_label(path, method),
             priority: priority::resolve(request.extensions().get().copied(), info),
             zero_rtt: ZeroRtt::NotUsed,
             telemetry: None,

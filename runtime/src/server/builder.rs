@@ -473,7 +473,7 @@ impl ServerBuilder {
             tcp,
             local_addr,
             shared: Arc::new(Shared {
-                service: layers::stack(services.clone(), &self.layers),
+                service: layers::Stack::new(services.clone(), &self.layers),
                 services,
                 layers: self.layers,
                 config: self.config,

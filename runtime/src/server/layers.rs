@@ -42,15 +42,72 @@ where
     Arc::new(move |inner| BoxCloneSyncService::new(Recover::new(layer.layer(inner))))
 }
 
-/// The services wrapped in `layers`, the first added outermost (as with tower's
-/// `ServiceBuilder` and tonic's `Server::layer`).
-pub(super) fn stack(services: Dispatch, layers: &[LayerFn]) -> LayeredService {
-    layers
-        .iter()
-        .rev()
-        .fold(BoxCloneSyncService::new(services), |inner, layer| {
-            layer(inner)
-        })
+/// What a call goes to, on every transport: the services, in the user's layers if there are
+/// any.
+#[derive(Clone)]
+pub(super) enum Stack {
+    /// No layers: calls go straight to the services, with no boxed service to clone and no
+    /// second box around each call's future (three allocations per call).
+    Bare(Dispatch),
+    Layered(LayeredService),
+}
+
+/// A call's future from a [`Stack`].
+pub(super) type StackFuture = futures_util::future::Either<
+    super::dispatch::ResponseFuture,
+    tower::util::Oneshot<LayeredService, HttpRequest>,
+>;
+
+impl Stack {
+    /// The services wrapped in `layers`, the first added outermost (as with tower's
+    /// `ServiceBuilder` and tonic's `Server::layer`).
+    pub(super) fn new(services: Dispatch, layers: &[LayerFn]) -> Self {
+        if layers.is_empty() {
+            return Self::Bare(services);
+        }
+        Self::Layered(
+            layers
+                .iter()
+                .rev()
+                .fold(BoxCloneSyncService::new(services), |inner, layer| {
+                    layer(inner)
+                }),
+        )
+    }
+
+    /// Runs a call, to its response.
+    pub(super) fn call(&self, request: HttpRequest) -> StackFuture {
+        use futures_util::future::Either;
+        use tower::ServiceExt;
+        match self {
+            Self::Bare(services) => Either::Left(services.route(request)),
+            Self::Layered(service) => Either::Right(service.clone().oneshot(request)),
+        }
+    }
+}
+
+/// For tonic's server on the TCP side, which calls each connection's clone of the stack as
+/// any tower service, readiness first.
+impl tower_service::Service<HttpRequest> for Stack {
+    type Response = http::Response<TonicBody>;
+    type Error = Infallible;
+    type Future = StackFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self {
+            Self::Bare(_) => Poll::Ready(Ok(())),
+            Self::Layered(service) => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: HttpRequest) -> StackFuture {
+        use futures_util::future::Either;
+        match self {
+            Self::Bare(services) => Either::Left(services.route(request)),
+            // A boxed service's future is a `ResponseFuture` too.
+            Self::Layered(service) => Either::Left(service.call(request)),
+        }
+    }
 }
 
 /// Turns a layer's errors into gRPC statuses, as tonic's server does: a layer that fails a

@@ -63,7 +63,7 @@ pub struct Server {
 
 struct Shared {
     /// The services, wrapped in the user's layers: what every call on QUIC goes to.
-    service: LayeredService,
+    service: layers::Stack,
     /// The services alone, and the layers: the TCP side stacks them inside tonic's server.
     services: dispatch::Dispatch,
     layers: Vec<LayerFn>,

@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tonic::body::Body as TonicBody;
-use tower::ServiceExt as _;
 use tracing::{Instrument as _, debug};
 
 use super::Shared;
@@ -33,10 +32,11 @@ use super::quic::{
 use super::stats::CallGuard;
 use super::turns::Turns;
 use crate::http3::{self, quic};
+use crate::method::{Registered, registered};
 use crate::status::{normalize_status, status_code, status_fields};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::PeerCertificates;
-use crate::{Transport, deadline, method_info, priority};
+use crate::{Transport, deadline, priority};
 
 type H3Send = h3::server::RequestStream<quic::SendStream<Bytes>, Bytes>;
 type H3Recv = h3::server::RequestStream<quic::RecvStream, Bytes>;
@@ -167,7 +167,8 @@ async fn serve_call(
     };
     let (parts, ()) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let info = method_info(&path);
+    let method = registered(&path);
+    let info = method.map(Registered::info);
     // As on the native wire: a stream quinn calls 1-RTT is early unless the handshake
     // completed successfully (a connection closed during its handshake says otherwise).
     let early = handles.is_0rtt || !handshake_completed(origin.handshake.clone()).await;
@@ -184,7 +185,7 @@ async fn serve_call(
     );
     let mut telemetry = CallTelemetry::start(
         Side::Server,
-        server_method_label(&path, info),
+        server_method_label(&path, method),
         Transport::Http3,
         Some(priority),
         Some(stream_id),
@@ -366,7 +367,7 @@ async fn respond(
 ) {
     let span = telemetry.span().clone();
     let respond = async {
-        let response = match shared.service.clone().oneshot(request).await {
+        let response = match shared.service.call(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };

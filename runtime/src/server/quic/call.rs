@@ -11,12 +11,12 @@ use quinn::VarInt;
 use tokio::time::Instant;
 use tonic::body::Body as TonicBody;
 use tonic::{Code, Status};
-use tower::ServiceExt;
 use tracing::{Instrument, debug};
 
 use super::super::Shared;
 use super::super::budget::ConnectionKey;
 use super::super::stats::CallGuard;
+use crate::method::{Registered, registered};
 use crate::status::{Peer, malformed, normalize_status, status_code};
 use crate::stream::{HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf, read_head, send_body};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
@@ -25,7 +25,7 @@ use crate::wire::code::ErrorCode;
 use crate::wire::fields;
 use crate::wire::frame::{self, FrameDecoder};
 use crate::zero_rtt::replay_safe;
-use crate::{MethodInfo, Transport, ZeroRtt, deadline, method_info, priority};
+use crate::{MethodInfo, Transport, ZeroRtt, deadline, priority};
 
 /// What a call's connection knows of it.
 pub(super) struct Origin {
@@ -146,7 +146,8 @@ async fn accept_call(
         }
     };
     let path = uri.path();
-    let info = method_info(path);
+    let method = registered(path);
+    let info = method.map(Registered::info);
     if early && !runs_from_early_data(info, path) {
         // Not run, so the client may send it again once the handshake is complete.
         recv.stop(ErrorCode::TooEarly);
@@ -164,7 +165,7 @@ async fn accept_call(
     };
     let telemetry = CallTelemetry::start(
         Side::Server,
-        server_method_label(path, info),
+        server_method_label(path, method),
         Transport::Quic,
         Some(priority),
         Some(stream_id),
@@ -206,8 +207,7 @@ async fn respond(send: &mut SendHalf, shared: &Shared, call: Accepted) {
     let answered = {
         let respond = shared
             .service
-            .clone()
-            .oneshot(request)
+            .call(request)
             .then(|response| {
                 let response = match response {
                     Ok(response) => response,
@@ -333,7 +333,10 @@ async fn write_response(send: &mut SendHalf, response: Response<TonicBody>) -> O
         }
         return Some(code);
     }
-    match send_body(send, vec![head], body).await {
+    // Room for a unary response's frames: head, DATA head, message, trailers.
+    let mut frames = Vec::with_capacity(4);
+    frames.push(head);
+    match send_body(send, frames, body).await {
         Ok(code) => code,
         Err(SendBodyError::Write(e)) => {
             debug!("response stream failed: {e}");

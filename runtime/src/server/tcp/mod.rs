@@ -62,7 +62,7 @@ pub(super) async fn serve_tcp(
         .layer(tower::layer::layer_fn({
             let layers = shared.layers.clone();
             let services = shared.services.clone();
-            move |_: Routes| super::layers::stack(services.clone(), &layers)
+            move |_: Routes| super::layers::Stack::new(services.clone(), &layers)
         }));
     // tonic says GOAWAY at the age and waits for the calls; with its own grace period set it
     // would skip the GOAWAY and close at age + grace. So the end of the grace is Counted's.
@@ -319,7 +319,7 @@ where
                 request.map(|body| TonicBody::new(BudgetedBody::new(body, max_message, charge)));
         }
         let path = request.uri().path();
-        let method = server_method_label(path, crate::method_info(path));
+        let method = server_method_label(path, crate::method::registered(path));
         let telemetry = CallTelemetry::start(Side::Server, method, Transport::Tcp, None, None);
         let call = self.1.stats.call();
         let deadline = tcp_deadline(&request);
