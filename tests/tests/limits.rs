@@ -257,3 +257,30 @@ async fn the_server_receive_limit_holds_over_tcp() {
         .await
         .expect("served");
 }
+
+/// A request the client cannot encode (over its own send limit) fails on the client with
+/// tonic's status, OUT_OF_RANGE, on both transports: the handler never runs, and the
+/// connection takes the next call.
+#[tokio::test]
+async fn a_request_over_the_clients_send_limit_fails_before_the_server() {
+    let server = TestServer::start().await;
+    for policy in [quicrpc::Fallback::QuicOnly, quicrpc::Fallback::TcpOnly] {
+        let mut client = server
+            .client_over(policy)
+            .await
+            .max_encoding_message_size(1024);
+        let request = EchoRequest {
+            payload: vec![1; 4096],
+            ..echo("too big to send")
+        };
+        let status = within("unencodable request", client.unary(request))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::OutOfRange, "{policy:?}: {status:?}");
+        within("next call", client.unary(echo("small")))
+            .await
+            .unwrap();
+    }
+    let runs: Vec<_> = server.runs().into_iter().map(|run| run.method).collect();
+    assert_eq!(runs, ["Unary", "Unary"]);
+}

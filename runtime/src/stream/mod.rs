@@ -14,7 +14,7 @@ pub(crate) use self::body::{ClientCallParts, RecvBody};
 pub(crate) use self::gate::WriteGate;
 pub(crate) use self::handles::{HandleToken, Handles};
 pub(crate) use self::recv::{HeadError, RecvHalf, read_head};
-pub(crate) use self::send::{SendBodyError, SendHalf, send_body};
+pub(crate) use self::send::{Ready, SendBodyError, SendHalf, send_body, take_ready};
 use crate::wire::code::ErrorCode;
 
 /// `code` as QUIC carries it in RESET_STREAM, STOP_SENDING and CONNECTION_CLOSE.

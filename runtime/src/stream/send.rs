@@ -171,6 +171,64 @@ pub(crate) enum SendBodyError {
     Body(Status),
 }
 
+/// What [`take_ready`] found.
+pub(crate) enum Ready {
+    /// The body ended: every frame is in `pending`.
+    Ended,
+    /// The body has more to come, or enough is waiting to be written first.
+    More,
+    /// The body failed.
+    Failed(Status),
+}
+
+/// Adds to `pending` the frames `body` has ready now, up to [`FLUSH_BYTES`] waiting in all.
+pub(crate) async fn take_ready<B>(mut body: Pin<&mut B>, pending: &mut Vec<Bytes>) -> Ready
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut pending_bytes: usize = pending.iter().map(Bytes::len).sum();
+    let mut code = None;
+    while pending_bytes < FLUSH_BYTES {
+        match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Ready(None) => return Ready::Ended,
+            Poll::Ready(Some(Ok(frame))) => pending_bytes += push_frame(pending, frame, &mut code),
+            Poll::Ready(Some(Err(e))) => return Ready::Failed(Status::from_error(e.into())),
+            Poll::Pending => return Ready::More,
+        }
+    }
+    Ready::More
+}
+
+/// Adds `frame`, encoded, to `pending`; returns the bytes added. Trailers set `code` to the
+/// status they carry.
+fn push_frame(
+    pending: &mut Vec<Bytes>,
+    frame: http_body::Frame<Bytes>,
+    code: &mut Option<tonic::Code>,
+) -> usize {
+    match frame.into_data() {
+        Ok(data) if data.is_empty() => 0,
+        Ok(data) => {
+            let len = data.len();
+            pending.push(frame::data_head(len));
+            pending.push(data);
+            len
+        }
+        Err(frame) => match frame.into_trailers() {
+            Ok(mut trailers) => {
+                normalize_status(&mut trailers);
+                *code = status_code(&trailers);
+                let trailers = fields::encode_fields(frame::TRAILERS, &trailers);
+                let len = trailers.len();
+                pending.push(trailers);
+                len
+            }
+            Err(_) => 0,
+        },
+    }
+}
+
 /// Writes `head` (already-encoded frames) and then `body` as DATA and TRAILERS frames, and
 /// finishes the stream. Frames that are ready together go out in one write. Returns the
 /// status code the trailers carried, if any.
@@ -221,23 +279,7 @@ where
                 return Err(SendBodyError::Body(Status::from_error(e.into())));
             }
             Some(Some(Ok(frame))) => {
-                match frame.into_data() {
-                    Ok(data) if data.is_empty() => {}
-                    Ok(data) => {
-                        pending_bytes += data.len();
-                        pending.push(frame::data_head(data.len()));
-                        pending.push(data);
-                    }
-                    Err(frame) => {
-                        if let Ok(mut trailers) = frame.into_trailers() {
-                            normalize_status(&mut trailers);
-                            code = status_code(&trailers);
-                            let trailers = fields::encode_fields(frame::TRAILERS, &trailers);
-                            pending_bytes += trailers.len();
-                            pending.push(trailers);
-                        }
-                    }
-                }
+                pending_bytes += push_frame(&mut pending, frame, &mut code);
                 if pending_bytes >= FLUSH_BYTES {
                     send.write(&mut pending)
                         .await

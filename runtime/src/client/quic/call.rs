@@ -2,6 +2,7 @@
 //! replay of a call the server would not run from early data.
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -14,8 +15,8 @@ use super::Conn;
 use crate::client::{Call, CallSettings, ResponseBody};
 use crate::status::{Peer, check_status_fields, connection_status, malformed};
 use crate::stream::{
-    AbortOnDrop, ClientCallParts, HeadError, RecvBody, RecvHalf, SendBodyError, SendHalf,
-    read_head, send_body,
+    AbortOnDrop, ClientCallParts, HeadError, Ready, RecvBody, RecvHalf, SendBodyError, SendHalf,
+    read_head, send_body, take_ready,
 };
 use crate::wire::code::ErrorCode;
 use crate::wire::fields;
@@ -190,17 +191,32 @@ async fn exchange(
         &parts.headers,
     );
 
-    // Send inline what is ready now (a whole unary request, usually); hand the rest to a task
-    // so that requests stream while responses are read.
-    let (error_tx, error_rx) = oneshot::channel();
-    let mut sending = crate::sync::boxed(|| send_request(send, head, body, error_tx));
-    let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
-        Poll::Ready(()) => None,
-        Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
-    };
-    let mut parts = ClientCallParts {
-        request_error: Some(error_rx),
-        send_task,
+    // A request that is ready whole (a unary call's, usually) is written here, in one write.
+    // The rest goes on in a task, so that requests stream while responses are read.
+    let mut pending = Vec::with_capacity(3);
+    pending.push(head);
+    let mut body = body;
+    let mut parts = match take_ready(Pin::new(&mut body), &mut pending).await {
+        Ready::Ended => {
+            write_whole(&mut send, &mut pending).await;
+            ClientCallParts::default()
+        }
+        Ready::Failed(status) => {
+            send.reset(ErrorCode::Cancelled);
+            return Err(status.into());
+        }
+        Ready::More => {
+            let (error_tx, error_rx) = oneshot::channel();
+            let mut sending = crate::sync::boxed(|| send_request(send, pending, body, error_tx));
+            let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+                Poll::Ready(()) => None,
+                Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
+            };
+            ClientCallParts {
+                request_error: Some(error_rx),
+                send_task,
+            }
+        }
     };
 
     let mut decoder = FrameDecoder::new(settings.max_header_list_size);
@@ -277,15 +293,28 @@ fn head_failure(err: HeadError, early: bool) -> Failure {
     }
 }
 
-/// Sends a request: its head, then its body. Errors of the body itself go to `error_tx`, so
-/// the call ends with them; errors of the stream show up on the response side.
+/// Writes a whole request, `frames`, and finishes the stream. Errors of the stream show up on
+/// the response side.
+async fn write_whole(send: &mut SendHalf, frames: &mut [Bytes]) {
+    match send.write(frames).await {
+        Ok(()) => send.finish(),
+        // The server stopped reading: it has answered or is about to.
+        Err(quinn::WriteError::Stopped(_)) => send.abandon(),
+        // Dropped unfinished, the stream is reset.
+        Err(e) => debug!("request stream failed: {e}"),
+    }
+}
+
+/// Sends a request: the frames taken from it so far (`pending`, its head first), then the
+/// rest of its body. Errors of the body itself go to `error_tx`, so the call ends with them;
+/// errors of the stream show up on the response side.
 async fn send_request(
     mut send: SendHalf,
-    head: bytes::Bytes,
+    pending: Vec<Bytes>,
     body: tonic::body::Body,
     error_tx: oneshot::Sender<Status>,
 ) {
-    match send_body(&mut send, vec![head], body).await {
+    match send_body(&mut send, pending, body).await {
         Ok(_) => {}
         Err(SendBodyError::Write(quinn::WriteError::Stopped(_))) => {
             // The server stopped reading: it has answered or is about to.
