@@ -199,16 +199,22 @@ impl Channel {
     }
 
     /// Runs one call on one server. The deadline bounds all of it.
-    async fn call(
+    ///
+    /// A plain function that returns its future: an async function's future would keep room
+    /// for its arguments beside the copies its body moves them into.
+    #[allow(clippy::manual_async_fn, reason = "the async fn's future is larger")]
+    fn call(
         router: Arc<Router>,
         request: http::Request<tonic::body::Body>,
-    ) -> Result<http::Response<ResponseBody>, Status> {
-        let mut call = Call::new(&request)?;
-        let deadline = call.deadline;
-        let result = under_deadline(deadline, attempt(&router, request, &mut call))
-            .await
-            .map_err(CallError::into_status);
-        call.finish(result, || router.transport())
+    ) -> impl Future<Output = Result<http::Response<ResponseBody>, Status>> {
+        async move {
+            let mut call = Call::new(&request)?;
+            let deadline = call.deadline;
+            let result = under_deadline(deadline, attempt(&router, request, &mut call))
+                .await
+                .map_err(CallError::into_status);
+            call.finish(result, || router.transport())
+        }
     }
 }
 
@@ -238,32 +244,37 @@ fn under_deadline<T>(
 /// went away before its stream opened. [`CallError::NotStarted`] hands the request back when
 /// it never reached the server: no route (the server unreachable), or the connection lost
 /// twice before the stream opened.
-async fn attempt(
-    router: &Arc<Router>,
-    mut request: http::Request<tonic::body::Body>,
-    call: &mut Call,
-) -> Result<http::Response<ResponseBody>, CallError> {
-    let mut reconnected = false;
-    loop {
-        let route = match router.route(call.deadline).await {
-            Ok(route) => route,
-            Err(status) => return Err(CallError::NotStarted(Box::new(request), status)),
-        };
-        match route {
-            Route::Tcp(channel) => {
-                return tcp::call(channel, request, call, &router.calls)
-                    .await
-                    .map_err(CallError::Failed);
-            }
-            Route::Quic(conn) => match conn.call(request, call, &router.calls).await {
-                Ok(response) => return Ok(response),
-                Err(CallError::NotStarted(unsent, status)) if !reconnected => {
-                    debug!("connection lost before the call started ({status}): retrying");
-                    reconnected = true;
-                    request = *unsent;
+fn attempt<'a>(
+    router: &'a Arc<Router>,
+    request: http::Request<tonic::body::Body>,
+    call: &'a mut Call,
+) -> impl Future<Output = Result<http::Response<ResponseBody>, CallError>> + 'a {
+    // A plain function that returns its future, which then holds the request once (see
+    // `under_deadline`).
+    let mut request = request;
+    async move {
+        let mut reconnected = false;
+        loop {
+            let route = match router.route(call.deadline).await {
+                Ok(route) => route,
+                Err(status) => return Err(CallError::NotStarted(Box::new(request), status)),
+            };
+            match route {
+                Route::Tcp(channel) => {
+                    return tcp::call(channel, request, call, &router.calls)
+                        .await
+                        .map_err(CallError::Failed);
                 }
-                Err(e) => return Err(e),
-            },
+                Route::Quic(conn) => match conn.call(request, call, &router.calls).await {
+                    Ok(response) => return Ok(response),
+                    Err(CallError::NotStarted(unsent, status)) if !reconnected => {
+                        debug!("connection lost before the call started ({status}): retrying");
+                        reconnected = true;
+                        request = *unsent;
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
         }
     }
 }

@@ -85,68 +85,77 @@ impl Conn {
     /// copy; if the server does not run it from there, the copy is sent again once the
     /// handshake is over ([`ZeroRtt::Retried`]). Every other call waits for the end of the
     /// handshake, which for most calls is long over.
-    pub(in crate::client) async fn call(
-        &self,
-        mut request: http::Request<tonic::body::Body>,
-        call: &mut Call,
-        settings: &CallSettings,
-    ) -> Result<http::Response<ResponseBody>, CallError> {
-        let in_flight = self.in_flight();
-        if let Some(send_request) = &self.h3 {
-            // Boxed: HTTP/3's call future is several times the native wire's, and would
-            // make every call's future as large.
-            let mut response = crate::sync::boxed(|| {
-                super::http3::call(self, send_request.clone(), request, call, settings)
-            })
-            .await?;
-            response.body_mut().hold(in_flight);
-            return Ok(response);
-        }
-        let mut replay: Option<http::Request<Bytes>> = None;
-        loop {
-            let early = self.in_early_data()
-                && call.zero_rtt == ZeroRtt::NotUsed
-                && call.declared.client_may_send()
-                && request.extensions().get::<NoZeroRtt>().is_none();
-            if early {
-                let buffered = buffer_request(request).await.map_err(CallError::Failed)?;
-                request = buffered.clone().map(full_body);
-                replay = Some(buffered);
-            } else {
-                self.handshake_over().await;
+    ///
+    /// A plain function that returns its future, so that the future holds the request once:
+    /// an async function would keep its argument's room beside the copy it works on.
+    pub(in crate::client) fn call<'a>(
+        &'a self,
+        request: http::Request<tonic::body::Body>,
+        call: &'a mut Call,
+        settings: &'a CallSettings,
+    ) -> impl Future<Output = Result<http::Response<ResponseBody>, CallError>> + 'a {
+        let mut request = request;
+        async move {
+            let in_flight = self.in_flight();
+            if let Some(send_request) = &self.h3 {
+                // Boxed: HTTP/3's call future is several times the native wire's, and would
+                // make every call's future as large.
+                let mut response = crate::sync::boxed(|| {
+                    super::http3::call(self, send_request.clone(), request, call, settings)
+                })
+                .await?;
+                response.body_mut().hold(in_flight);
+                return Ok(response);
             }
-            let (send, recv) = match self.quic.open_bi().await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    let status = connection_status(&e);
-                    return Err(CallError::NotStarted(Box::new(request), status));
-                }
-            };
-            call.started(Transport::Quic, Some(VarInt::from(send.id()).into_inner()));
-            let sent_early = recv.is_0rtt();
-            match exchange(self, send, recv, request, call.priority, settings).await {
-                Ok(response) => {
-                    if sent_early {
-                        call.zero_rtt = ZeroRtt::Accepted;
-                    }
-                    let mut response = response.map(|b| ResponseBody::quic(b, call.deadline));
-                    response.body_mut().hold(in_flight);
-                    let extensions = response.extensions_mut();
-                    extensions.insert(call.zero_rtt);
-                    extensions.insert(call.priority);
-                    extensions.insert(Transport::Quic);
-                    return Ok(response);
-                }
-                Err(Failure::Status(status)) => return Err(CallError::Failed(status)),
-                Err(Failure::Unprocessed(status)) => return Err(CallError::Unprocessed(status)),
-                Err(Failure::Early(reason)) => {
-                    let Some(copy) = replay.take() else {
-                        return Err(CallError::Failed(Status::unavailable(reason)));
-                    };
-                    debug!(method = %call.method, "sending the call again after the handshake: {reason}");
-                    call.zero_rtt = ZeroRtt::Retried;
-                    request = copy.map(full_body);
+            // Boxed: only a call sent as 0-RTT early data keeps a copy.
+            let mut replay: Option<Box<http::Request<Bytes>>> = None;
+            loop {
+                let early = self.in_early_data()
+                    && call.zero_rtt == ZeroRtt::NotUsed
+                    && call.declared.client_may_send()
+                    && request.extensions().get::<NoZeroRtt>().is_none();
+                if early {
+                    let buffered = buffer_request(request).await.map_err(CallError::Failed)?;
+                    request = buffered.clone().map(full_body);
+                    replay = Some(Box::new(buffered));
+                } else {
                     self.handshake_over().await;
+                }
+                let (send, recv) = match self.quic.open_bi().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        let status = connection_status(&e);
+                        return Err(CallError::NotStarted(Box::new(request), status));
+                    }
+                };
+                call.started(Transport::Quic, Some(VarInt::from(send.id()).into_inner()));
+                let sent_early = recv.is_0rtt();
+                match exchange(self, send, recv, request, call.priority, settings).await {
+                    Ok(response) => {
+                        if sent_early {
+                            call.zero_rtt = ZeroRtt::Accepted;
+                        }
+                        let mut response = response.map(|b| ResponseBody::quic(b, call.deadline));
+                        response.body_mut().hold(in_flight);
+                        let extensions = response.extensions_mut();
+                        extensions.insert(call.zero_rtt);
+                        extensions.insert(call.priority);
+                        extensions.insert(Transport::Quic);
+                        return Ok(response);
+                    }
+                    Err(Failure::Status(status)) => return Err(CallError::Failed(status)),
+                    Err(Failure::Unprocessed(status)) => {
+                        return Err(CallError::Unprocessed(status));
+                    }
+                    Err(Failure::Early(reason)) => {
+                        let Some(copy) = replay.take() else {
+                            return Err(CallError::Failed(Status::unavailable(reason)));
+                        };
+                        debug!(method = %call.method, "sending the call again after the handshake: {reason}");
+                        call.zero_rtt = ZeroRtt::Retried;
+                        request = (*copy).map(full_body);
+                        self.handshake_over().await;
+                    }
                 }
             }
         }
@@ -167,14 +176,19 @@ pub(in crate::client) fn full_body(bytes: Bytes) -> tonic::body::Body {
 }
 
 /// Sends a request on an open stream and reads the response head.
-async fn exchange(
-    conn: &Conn,
+///
+/// The head is encoded before the future starts, so that the future keeps neither the
+/// request nor the streams as they were handed in beside what it made of them: an async
+/// function's arguments keep their room in every state of its future, and every call's
+/// future is copied whole at least once.
+fn exchange<'a>(
+    conn: &'a Conn,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     request: http::Request<tonic::body::Body>,
     priority: Priority,
-    settings: &CallSettings,
-) -> Result<http::Response<RecvBody>, Failure> {
+    settings: &'a CallSettings,
+) -> impl Future<Output = Result<http::Response<RecvBody>, Failure>> + 'a {
     let early = recv.is_0rtt();
     let mut send = SendHalf::new(send, conn.gate.clone());
     send.set_priority(priority);
@@ -183,68 +197,70 @@ async fn exchange(
         send.track(conn.early_handle());
         recv.track(conn.early_handle());
     }
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let head = fields::encode_request_head(
         parts.uri.path(),
         Some(&settings.authority),
         Some(priority),
         &parts.headers,
     );
-
-    // A request that is ready whole (a unary call's, usually) is written here, in one write.
-    // The rest goes on in a task, so that requests stream while responses are read.
+    drop(parts);
     let mut pending = Vec::with_capacity(3);
     pending.push(head);
-    let mut body = body;
-    let mut parts = match take_ready(Pin::new(&mut body), &mut pending).await {
-        Ready::Ended => {
-            write_whole(&mut send, &mut pending).await;
-            ClientCallParts::default()
-        }
-        Ready::Failed(status) => {
-            send.reset(ErrorCode::Cancelled);
-            return Err(status.into());
-        }
-        Ready::More => {
-            let (error_tx, error_rx) = oneshot::channel();
-            let mut sending = crate::sync::boxed(|| send_request(send, pending, body, error_tx));
-            let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
-                Poll::Ready(()) => None,
-                Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
-            };
-            ClientCallParts {
-                request_error: Some(error_rx),
-                send_task,
+    async move {
+        // A request that is ready whole (a unary call's, usually) is written here, in one
+        // write. The rest goes on in a task, so that requests stream while responses are read.
+        let mut parts = match take_ready(Pin::new(&mut body), &mut pending).await {
+            Ready::Ended => {
+                write_whole(&mut send, &mut pending).await;
+                ClientCallParts::default()
             }
-        }
-    };
+            Ready::Failed(status) => {
+                send.reset(ErrorCode::Cancelled);
+                return Err(status.into());
+            }
+            Ready::More => {
+                let (error_tx, error_rx) = oneshot::channel();
+                let mut sending =
+                    crate::sync::boxed(|| send_request(send, pending, body, error_tx));
+                let send_task = match poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+                    Poll::Ready(()) => None,
+                    Poll::Pending => Some(AbortOnDrop(tokio::spawn(sending))),
+                };
+                ClientCallParts {
+                    request_error: Some(error_rx),
+                    send_task,
+                }
+            }
+        };
 
-    let mut decoder = FrameDecoder::new(settings.max_header_list_size);
-    let mut buf = BytesMut::new();
-    // Both are cancel-safe: whichever loses the race has lost nothing.
-    let block = tokio::select! {
-        head = read_head(&mut recv, &mut decoder, &mut buf) => {
-            head.map_err(|e| head_failure(e, early))?
-        }
-        Some(status) = request_failure(&mut parts.request_error) => return Err(status.into()),
-    };
-    let headers = fields::decode_fields_within(&block, settings.max_header_list_size)
-        .map_err(malformed)
-        .and_then(|h| check_status_fields(&h).map(|()| h))
-        .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
-    let trailers_only = headers.contains_key("grpc-status");
-    let body = RecvBody::client(
-        recv,
-        decoder,
-        buf,
-        settings.max_receive_message_size,
-        trailers_only,
-        parts,
-    );
-    let mut response = http::Response::new(body);
-    *response.version_mut() = http::Version::HTTP_2;
-    *response.headers_mut() = headers;
-    Ok(response)
+        let mut decoder = FrameDecoder::new(settings.max_header_list_size);
+        let mut buf = BytesMut::new();
+        // Both are cancel-safe: whichever loses the race has lost nothing.
+        let block = tokio::select! {
+            head = read_head(&mut recv, &mut decoder, &mut buf) => {
+                head.map_err(|e| head_failure(e, early))?
+            }
+            Some(status) = request_failure(&mut parts.request_error) => return Err(status.into()),
+        };
+        let headers = fields::decode_fields_within(&block, settings.max_header_list_size)
+            .map_err(malformed)
+            .and_then(|h| check_status_fields(&h).map(|()| h))
+            .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
+        let trailers_only = headers.contains_key("grpc-status");
+        let body = RecvBody::client(
+            recv,
+            decoder,
+            buf,
+            settings.max_receive_message_size,
+            trailers_only,
+            parts,
+        );
+        let mut response = http::Response::new(body);
+        *response.version_mut() = http::Version::HTTP_2;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
 }
 
 /// Resolves with the request's failure, if the request side reports one. Cancel-safe.
