@@ -226,6 +226,61 @@ mod tests {
         }
     }
 
+    /// Answers with its name in `x-path`, through a future of the type generated services
+    /// return (handed on as it is), and is ready only from its second `poll_ready` on, waking
+    /// its caller once (the call then waits for readiness first).
+    #[derive(Clone)]
+    struct Boxed {
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        ready_from: usize,
+    }
+
+    impl NamedService for Boxed {
+        const NAME: &'static str = "pkg.Boxed";
+    }
+
+    impl tower_service::Service<HttpRequest> for Boxed {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = ResponseFuture;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            let polls = self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if polls < self.ready_from {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: HttpRequest) -> ResponseFuture {
+            let mut response = Response::new(TonicBody::empty());
+            response
+                .headers_mut()
+                .insert("x-path", http::HeaderValue::from_static("boxed"));
+            Box::pin(std::future::ready(Ok(response)))
+        }
+    }
+
+    /// A ready service's own boxed future answers the call; a service not ready yet is
+    /// waited for, then called.
+    #[tokio::test]
+    async fn ready_and_unready_services_both_answer() {
+        for ready_from in [1, 2] {
+            let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut services = Services::default();
+            services.add(Boxed {
+                polls: polls.clone(),
+                ready_from,
+            });
+            let mut dispatch = services.dispatch();
+            let response = call(&mut dispatch, "/pkg.Boxed/Method").await;
+            assert_eq!(response.headers()["x-path"], "boxed", "{ready_from}");
+            let polls = polls.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(polls, ready_from, "poll_ready until ready, then no more");
+        }
+    }
+
     #[test]
     #[should_panic(expected = "added twice")]
     fn a_service_name_is_served_once() {
