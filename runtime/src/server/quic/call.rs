@@ -205,9 +205,9 @@ async fn respond(send: &mut SendHalf, shared: &Shared, call: Accepted) {
     // The service's future, then the response's writing, in one place: an async block would
     // keep the request it captured beside them.
     let answered = {
-        let respond = shared
-            .service
-            .call(request)
+        // The service's `call` in the call's span too, as when tonic's `oneshot` made it.
+        let respond = span
+            .in_scope(|| shared.service.call(request))
             .then(|response| {
                 let response = match response {
                     Ok(response) => response,
