@@ -32,8 +32,8 @@ impl Side {
     }
 }
 
-/// A method as metrics label it: its path, and for a method of a registered table the keys
-/// its calls' metrics were recorded under before.
+/// A method as metrics label it: its path, and, for a method of a registered table, where the
+/// metrics keys of its calls are kept.
 #[derive(Clone)]
 pub(crate) struct MethodLabel {
     name: Cow<'static, str>,
