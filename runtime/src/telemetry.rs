@@ -129,50 +129,29 @@ struct CallKeys {
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-fn started_key(side: Side, method: &MethodLabel, transport: Transport) -> Key {
-    Key::from_parts(
-        "quicrpc_calls_started_total",
-        vec![
-            Label::new("side", side.as_str()),
-            Label::new("method", method.name.clone()),
-            Label::new("transport", transport.label()),
-        ],
-    )
+const STARTED: &str = "quicrpc_calls_started_total";
+const FINISHED: &str = "quicrpc_calls_finished_total";
+const DURATION: &str = "quicrpc_call_duration_seconds";
+
+/// The key of a call's metric `name`, with a `code` label for the status it finished with.
+fn call_key(
+    name: &'static str,
+    side: Side,
+    method: &MethodLabel,
+    transport: Transport,
+    code: Option<Code>,
+) -> Key {
+    let mut labels = Vec::with_capacity(4);
+    labels.push(Label::new("side", side.as_str()));
+    labels.push(Label::new("method", method.name.clone()));
+    labels.push(Label::new("transport", transport.label()));
+    labels.extend(code.map(|code| Label::new("code", code_label(code))));
+    Key::from_parts(name, labels)
 }
 
-fn duration_key(side: Side, method: &MethodLabel, transport: Transport) -> Key {
-    Key::from_parts(
-        "quicrpc_call_duration_seconds",
-        vec![
-            Label::new("side", side.as_str()),
-            Label::new("method", method.name.clone()),
-            Label::new("transport", transport.label()),
-        ],
-    )
-}
-
-fn finished_key(side: Side, method: &MethodLabel, transport: Transport, code: Code) -> Key {
-    Key::from_parts(
-        "quicrpc_calls_finished_total",
-        vec![
-            Label::new("side", side.as_str()),
-            Label::new("method", method.name.clone()),
-            Label::new("transport", transport.label()),
-            Label::new("code", code_label(code)),
-        ],
-    )
-}
-
-/// `make`'s key, or the registered method's cached one.
-fn with_key<T>(
-    cached: Option<&Key>,
-    make: impl FnOnce() -> Key,
-    record: impl FnOnce(&Key) -> T,
-) -> T {
-    match cached {
-        Some(key) => record(key),
-        None => record(&make()),
-    }
+/// The registered method's cached key, or one built for this call.
+fn key_or(cached: Option<&Key>, make: impl FnOnce() -> Key) -> Cow<'_, Key> {
+    cached.map_or_else(|| Cow::Owned(make()), Cow::Borrowed)
 }
 
 /// One call's span and metrics, from start to status. Dropped before a status was seen, the
@@ -210,17 +189,16 @@ impl CallTelemetry {
         let keys = method.keys.map(|keys| {
             &**keys.calls[keys_index(side, transport)].get_or_init(|| {
                 Box::new(CallKeys {
-                    started: started_key(side, &method, transport),
-                    duration: duration_key(side, &method, transport),
+                    started: call_key(STARTED, side, &method, transport, None),
+                    duration: call_key(DURATION, side, &method, transport, None),
                     finished: Default::default(),
                 })
             })
         });
-        with_key(
-            keys.map(|k| &k.started),
-            || started_key(side, &method, transport),
-            |key| metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1)),
-        );
+        let started = key_or(keys.map(|k| &k.started), || {
+            call_key(STARTED, side, &method, transport, None)
+        });
+        metrics::with_recorder(|r| r.register_counter(&started, &METADATA).increment(1));
         Self {
             span,
             side,
@@ -253,25 +231,19 @@ impl CallTelemetry {
         }
         tracing::debug!(parent: &self.span, "call finished");
         let (side, method, transport) = (self.side, &self.method, self.transport);
-        let finished = self.keys.map(|keys| {
-            keys.finished[code_index(code)]
-                .get_or_init(|| finished_key(side, method, transport, code))
+        let make_finished = || call_key(FINISHED, side, method, transport, Some(code));
+        let cached = self
+            .keys
+            .map(|keys| keys.finished[code_index(code)].get_or_init(make_finished));
+        let finished = key_or(cached, make_finished);
+        metrics::with_recorder(|r| r.register_counter(&finished, &METADATA).increment(1));
+        let duration = key_or(self.keys.map(|k| &k.duration), || {
+            call_key(DURATION, side, method, transport, None)
         });
-        with_key(
-            finished,
-            || finished_key(side, method, transport, code),
-            |key| metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1)),
-        );
-        with_key(
-            self.keys.map(|k| &k.duration),
-            || duration_key(side, method, transport),
-            |key| {
-                metrics::with_recorder(|r| {
-                    r.register_histogram(key, &METADATA)
-                        .record(elapsed.as_secs_f64());
-                });
-            },
-        );
+        metrics::with_recorder(|r| {
+            r.register_histogram(&duration, &METADATA)
+                .record(elapsed.as_secs_f64());
+        });
     }
 
     /// Records the status in `fields`, if they carry one.
