@@ -24,6 +24,7 @@ use super::ServerStats;
 use super::Shared;
 use super::budget::{BudgetedBody, ConnectionKey, RequestBuffers};
 use super::stats::{CallGuard, ConnectionGuard};
+use super::turns::tcp as turns;
 use crate::status::{normalize_status, status_code};
 use crate::telemetry::{CallTelemetry, Side, server_method_label};
 use crate::tls::{Identity, PeerCertificates};
@@ -195,6 +196,7 @@ impl tokio::io::AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        turns::connection_turn();
         let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
@@ -232,6 +234,7 @@ impl tokio::io::AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        turns::connection_turn();
         let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
         if matches!(written, Ok(n) if n > 0) {
             self.idle.moved();
@@ -244,6 +247,7 @@ impl tokio::io::AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        turns::connection_turn();
         let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
         if matches!(written, Ok(n) if n > 0) {
             self.idle.moved();
@@ -325,6 +329,8 @@ where
         let deadline = tcp_deadline(&request);
         let response = self.0.call(request).instrument(telemetry.span().clone());
         Box::pin(async move {
+            // Not a whole burst at once: the connection gets turns to send the responses.
+            turns::call_turn().await;
             let response = match deadline {
                 None => response.await?,
                 Some(deadline) => match tokio::time::timeout_at(deadline, response).await {
