@@ -10,7 +10,8 @@ use tonic::Status;
 /// The deadline `headers` set for a call that starts now: `Ok(None)` without a
 /// `grpc-timeout`, INTERNAL for a malformed one (as gRPC over HTTP/2 answers it).
 pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Instant>, Status> {
-    match headers.get("grpc-timeout") {
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    match headers.get(&GRPC_TIMEOUT) {
         None => Ok(None),
         Some(value) => match parse(value) {
             Some(timeout) => Ok(Some(Instant::now() + timeout)),

@@ -3,12 +3,18 @@
 //! on the server.
 
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use quinn::{ConnectionError, ReadError};
 use tonic::{Code, Status};
 
 use crate::wire::code::ErrorCode;
 use crate::wire::fields::FieldError;
+
+/// gRPC's status field names, looked up by a `HeaderName` rather than a `&str`, which
+/// `HeaderMap` would parse and check on every lookup.
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+static GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
 /// Which end of a call a message is about, for status messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +35,7 @@ impl Peer {
 /// The gRPC status code in `fields`, if they carry one.
 pub(crate) fn status_code(fields: &HeaderMap) -> Option<Code> {
     fields
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .map(|v| Code::from_bytes(v.as_bytes()))
 }
 
@@ -45,7 +51,10 @@ pub(crate) fn status_fields(status: &Status, opens_response: bool) -> HeaderMap 
     }
     if status.add_header(&mut fields).is_err() {
         // Only the details can fail to encode; the code alone still gets through.
-        fields.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+        fields.insert(
+            GRPC_STATUS.clone(),
+            http::HeaderValue::from(status.code() as i32),
+        );
     }
     fields
 }
@@ -102,10 +111,10 @@ pub(crate) fn connection_status(err: &ConnectionError) -> Status {
 pub(crate) fn normalize_status(fields: &mut HeaderMap) {
     const TONIC_TOO_LARGE: &[u8] = b"Error, decoded message length too large";
     let out_of_range = fields
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .is_some_and(|s| s.as_bytes() == b"11");
     let too_large = || {
-        fields.get("grpc-message").is_some_and(|m| {
+        fields.get(&GRPC_MESSAGE).is_some_and(|m| {
             // tonic percent-encodes the message: compare the part before the first escape.
             let m = m.as_bytes();
             m.starts_with(b"Error,%20decoded%20message%20length%20too%20large")
@@ -113,7 +122,7 @@ pub(crate) fn normalize_status(fields: &mut HeaderMap) {
         })
     };
     if out_of_range && too_large() {
-        fields.insert("grpc-status", http::HeaderValue::from_static("8"));
+        fields.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("8"));
     }
 }
 
@@ -123,12 +132,12 @@ pub(crate) fn normalize_status(fields: &mut HeaderMap) {
 /// the call's deadline, so that a status means the same on both transports.
 pub(crate) fn deadline_status(fields: &mut HeaderMap, deadline: Option<tokio::time::Instant>) {
     let cancelled = fields
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .is_some_and(|s| s.as_bytes() == b"1");
     if cancelled && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-        fields.insert("grpc-status", http::HeaderValue::from_static("4"));
+        fields.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("4"));
         fields.insert(
-            "grpc-message",
+            GRPC_MESSAGE.clone(),
             http::HeaderValue::from_static("deadline%20exceeded"),
         );
     }
@@ -142,7 +151,7 @@ pub(crate) fn check_status_fields(fields: &HeaderMap) -> Result<(), Status> {
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    match fields.get("grpc-status-details-bin") {
+    match fields.get(&GRPC_STATUS_DETAILS) {
         Some(details) if LENIENT.decode(details.as_bytes()).is_err() => Err(Status::internal(
             "protocol error: grpc-status-details-bin is not base64",
         )),

@@ -138,7 +138,7 @@ pub(super) async fn call(
             // with HTTP 431 and no gRPC status, which tonic would report as UNKNOWN; over
             // QUIC the same request gets RESOURCE_EXHAUSTED.
             if response.status() == http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-                && !response.headers().contains_key("grpc-status")
+                && !response.headers().contains_key(&crate::status::GRPC_STATUS)
             {
                 return Err(Status::resource_exhausted(
                     "request metadata exceeds the server's limit (HTTP 431)",

@@ -247,7 +247,7 @@ fn exchange<'a>(
             .map_err(malformed)
             .and_then(|h| check_status_fields(&h).map(|()| h))
             .inspect_err(|_| recv.stop(ErrorCode::ProtocolError))?;
-        let trailers_only = headers.contains_key("grpc-status");
+        let trailers_only = headers.contains_key(&crate::status::GRPC_STATUS);
         let body = RecvBody::client(
             recv,
             decoder,

@@ -117,7 +117,7 @@ pub(super) async fn call(
     let (mut head, ()) = head.into_parts();
     let headers = &mut head.headers;
     check_status_fields(headers).map_err(CallError::Failed)?;
-    let trailers_only = headers.contains_key("grpc-status");
+    let trailers_only = headers.contains_key(&crate::status::GRPC_STATUS);
     if !trailers_only && head.status != http::StatusCode::OK {
         return Err(CallError::Failed(http_status(head.status)));
     }
